@@ -1,0 +1,14 @@
+//! The only place where dam calls into C (llama.cpp, ggml, gguf). Everything
+//! here wraps a raw binding in a safe API; callers outside `sys` never see a
+//! raw pointer.
+
+pub(crate) use llama_cpp_sys_2 as ffi;
+
+pub mod ggml;
+pub mod gguf;
+pub mod llama;
+pub mod mmap;
+pub mod types;
+
+pub use mmap::MappedFile;
+pub use types::GgmlType;
