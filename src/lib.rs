@@ -4,6 +4,7 @@ pub mod error;
 pub mod gguf_file;
 pub mod image;
 pub mod llm;
+
 pub mod preprocess;
 pub mod region;
 pub mod sys;

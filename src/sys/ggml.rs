@@ -1,0 +1,629 @@
+//! A safe layer over the parts of ggml that the vision graph uses: weights
+//! pointing into a memory mapping, a graph builder whose ops check ggml's
+//! shape preconditions first (a failed ggml assert aborts the host process),
+//! and a CPU backend that allocates, computes and can be cancelled.
+
+use std::ffi::CString;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::ffi;
+use super::mmap::MappedFile;
+use super::types::GgmlType;
+use crate::error::{Error, Result};
+use crate::gguf_file::TensorInfo;
+
+/// A tensor of a ggml context: weights or a graph node. Copyable handle; the
+/// lifetime ties it to the context (weights or graph) that owns it.
+#[derive(Clone, Copy)]
+pub struct Tensor<'a> {
+    ptr: NonNull<ffi::ggml_tensor>,
+    _ctx: PhantomData<&'a ()>,
+}
+
+impl<'a> Tensor<'a> {
+    fn raw(&self) -> *mut ffi::ggml_tensor {
+        self.ptr.as_ptr()
+    }
+    fn header(&self) -> &ffi::ggml_tensor {
+        // SAFETY: the pointer comes from a live ggml context (the lifetime
+        // guarantees it outlives this handle), and ggml tensor headers are
+        // plain data only mutated while a graph is built through `&mut Graph`.
+        unsafe { self.ptr.as_ref() }
+    }
+    /// Shape in ggml order.
+    pub fn ne(&self) -> [i64; 4] {
+        self.header().ne
+    }
+    pub fn nb(&self) -> [usize; 4] {
+        self.header().nb
+    }
+    pub fn ty(&self) -> u32 {
+        self.header().type_
+    }
+    pub fn nelements(&self) -> i64 {
+        self.ne().iter().product()
+    }
+    pub fn nbytes(&self) -> usize {
+        // SAFETY: a valid tensor header.
+        unsafe { ffi::ggml_nbytes(self.raw()) }
+    }
+    pub fn is_contiguous(&self) -> bool {
+        // SAFETY: a valid tensor header.
+        unsafe { ffi::ggml_is_contiguous(self.raw()) }
+    }
+    pub fn name(&self) -> String {
+        let n = &self.header().name;
+        let bytes: Vec<u8> = n.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+fn ggml_ctx(n_tensors: usize, graph_nodes: usize) -> Result<NonNull<ffi::ggml_context>> {
+    // SAFETY: pure size computations.
+    let mem = unsafe {
+        n_tensors * ffi::ggml_tensor_overhead()
+            + if graph_nodes > 0 { ffi::ggml_graph_overhead_custom(graph_nodes, false) } else { 0 }
+    } + 1024;
+    let params = ffi::ggml_init_params { mem_size: mem, mem_buffer: std::ptr::null_mut(), no_alloc: true };
+    // SAFETY: a metadata-only context (no_alloc); null is handled.
+    NonNull::new(unsafe { ffi::ggml_init(params) }).ok_or_else(|| Error::Backend("ggml_init failed".into()))
+}
+
+/// Weights whose data lives in a read-only file mapping (no copy).
+pub struct MappedWeights {
+    ctx: NonNull<ffi::ggml_context>,
+    buffer: NonNull<ffi::ggml_backend_buffer>,
+    tensors: std::collections::HashMap<String, NonNull<ffi::ggml_tensor>>,
+    // Keeps the mapping alive as long as tensors point into it.
+    _map: Arc<MappedFile>,
+}
+
+// SAFETY: after construction the weights are never mutated; ggml only reads
+// them during compute, from any thread.
+unsafe impl Send for MappedWeights {}
+// SAFETY: as above: shared read-only access.
+unsafe impl Sync for MappedWeights {}
+
+impl Drop for MappedWeights {
+    fn drop(&mut self) {
+        // SAFETY: both were created in `new` and are freed once; the buffer
+        // does not own the mapping (buffer_from_ptr).
+        unsafe {
+            ffi::ggml_backend_buffer_free(self.buffer.as_ptr());
+            ffi::ggml_free(self.ctx.as_ptr());
+        }
+    }
+}
+
+impl MappedWeights {
+    /// Creates one ggml tensor per entry, pointing into `map`. Every entry
+    /// must come from `GgufHeader::parse` on this mapping (offsets, sizes and
+    /// types already checked against the file).
+    pub fn new(map: Arc<MappedFile>, infos: &[&TensorInfo]) -> Result<Self> {
+        let bytes = map.bytes();
+        let len = bytes.len();
+        for t in infos {
+            let end = t.offset.checked_add(t.nbytes);
+            if end.is_none_or(|e| e > len as u64) || t.offset % 32 != 0 || t.ne.len() > 4 {
+                return Err(Error::InvalidModel(format!("tensor {} lies outside the file", t.name)));
+            }
+        }
+        let ctx = ggml_ctx(infos.len() + 1, 0)?;
+        let base = bytes.as_ptr() as *mut std::ffi::c_void;
+        // SAFETY: `base..base+len` is the live mapping kept alive by `_map`;
+        // the CPU buffer only wraps it (it does not free or write it: ggml
+        // never writes to weight tensors, and the buffer is never cleared).
+        // The mapping is page-aligned, as ggml requires.
+        let buffer = NonNull::new(unsafe { ffi::ggml_backend_cpu_buffer_from_ptr(base, len) })
+            .ok_or_else(|| Error::Backend("cannot wrap the mapping in a ggml buffer".into()))?;
+        let mut weights =
+            MappedWeights { ctx, buffer, tensors: Default::default(), _map: map.clone() };
+        for t in infos {
+            let ne: Vec<i64> = t.ne.iter().map(|&d| d as i64).collect();
+            let name = CString::new(t.name.as_str()).map_err(|_| Error::InvalidModel("bad tensor name".into()))?;
+            // SAFETY: the context has room for every tensor (sized above); the
+            // type and shape were validated by the GGUF reader (row sizes fit
+            // the block size), and the address range [offset, offset+nbytes)
+            // lies inside the buffer (checked above), which is what
+            // ggml_backend_tensor_alloc asserts.
+            let ptr = unsafe {
+                let p = ffi::ggml_new_tensor(ctx.as_ptr(), t.ty.raw(), ne.len() as i32, ne.as_ptr());
+                let p = NonNull::new(p).ok_or_else(|| Error::Backend("ggml_new_tensor failed".into()))?;
+                ffi::ggml_set_name(p.as_ptr(), name.as_ptr());
+                let addr = base.cast::<u8>().add(t.offset as usize).cast();
+                if ffi::ggml_backend_tensor_alloc(buffer.as_ptr(), p.as_ptr(), addr) != ffi::GGML_STATUS_SUCCESS {
+                    return Err(Error::Backend(format!("cannot place tensor {}", t.name)));
+                }
+                p
+            };
+            weights.tensors.insert(t.name.clone(), ptr);
+        }
+        Ok(weights)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Tensor<'_>> {
+        self.tensors
+            .get(name)
+            .map(|&ptr| Tensor { ptr, _ctx: PhantomData })
+            .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))
+    }
+
+    /// Reads a whole f32 weight (small tensors: gates, norms).
+    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let t = self.get(name)?;
+        if t.ty() != ffi::GGML_TYPE_F32 {
+            return Err(Error::InvalidModel(format!("{name} is not f32")));
+        }
+        let mut out = vec![0f32; t.nelements() as usize];
+        // SAFETY: the tensor is allocated in a CPU buffer and holds exactly
+        // nelements f32 values.
+        unsafe { ffi::ggml_backend_tensor_get(t.raw(), out.as_mut_ptr().cast(), 0, t.nbytes()) };
+        Ok(out)
+    }
+}
+
+/// Unary operations the graph uses.
+#[derive(Clone, Copy, Debug)]
+pub enum Unary {
+    Tanh,
+    Sqr,
+    /// ggml's GELU (tanh form) from an f16 lookup table: fast, ~1e-3 error.
+    GeluTable,
+    /// Exact GELU with erf.
+    GeluErf,
+}
+
+fn err(op: &str, msg: String) -> Error {
+    Error::Backend(format!("graph {op}: {msg}"))
+}
+
+/// Builds one compute graph. Each op checks ggml's preconditions and names
+/// its node `<scope><op>`, so every node carries a debug name.
+pub struct Graph {
+    ctx: NonNull<ffi::ggml_context>,
+    gf: NonNull<ffi::ggml_cgraph>,
+    scope: String,
+    inputs: Vec<NonNull<ffi::ggml_tensor>>,
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, freed once; the graph lives in the context.
+        unsafe { ffi::ggml_free(self.ctx.as_ptr()) };
+    }
+}
+
+/// Node budget of one graph (the tower has ~40 nodes per layer and branch).
+const MAX_NODES: usize = 1 << 16;
+
+impl Graph {
+    pub fn new() -> Result<Graph> {
+        let ctx = ggml_ctx(MAX_NODES, MAX_NODES)?;
+        // SAFETY: the context was sized for a graph of MAX_NODES nodes.
+        let gf = NonNull::new(unsafe { ffi::ggml_new_graph_custom(ctx.as_ptr(), MAX_NODES, false) })
+            .ok_or_else(|| Error::Backend("ggml_new_graph failed".into()))?;
+        Ok(Graph { ctx, gf, scope: String::new(), inputs: Vec::new() })
+    }
+
+    /// Prefix for the names of the nodes created next.
+    pub fn set_scope(&mut self, scope: impl Into<String>) {
+        self.scope = scope.into();
+    }
+
+    fn wrap<'a>(&mut self, p: *mut ffi::ggml_tensor, op: &str) -> Result<Tensor<'a>> {
+        let ptr = NonNull::new(p).ok_or_else(|| err(op, "ggml returned null (out of graph memory?)".into()))?;
+        let t = Tensor { ptr, _ctx: PhantomData };
+        self.name(t, &format!("{}{op}", self.scope));
+        Ok(t)
+    }
+
+    /// Names a node (truncated to ggml's 63 bytes).
+    pub fn name(&mut self, t: Tensor<'_>, name: &str) {
+        let mut n: Vec<u8> = name.bytes().filter(|&b| b != 0).take(63).collect();
+        n.push(0);
+        // SAFETY: NUL-terminated, at most 64 bytes; ggml copies it.
+        unsafe { ffi::ggml_set_name(t.raw(), n.as_ptr().cast()) };
+    }
+
+    /// A new f32 or i32 input tensor (data set at compute time).
+    pub fn input<'a>(&mut self, name: &str, ty: GgmlType, ne: &[i64]) -> Result<Tensor<'a>> {
+        if ne.is_empty() || ne.len() > 4 || ne.iter().any(|&d| d <= 0) {
+            return Err(err("input", format!("bad shape {ne:?}")));
+        }
+        if !matches!(ty, GgmlType::F32) && ty.raw() != ffi::GGML_TYPE_I32 {
+            return Err(err("input", "only f32 inputs".into()));
+        }
+        // SAFETY: valid context, shape checked.
+        let p = unsafe { ffi::ggml_new_tensor(self.ctx.as_ptr(), ty.raw(), ne.len() as i32, ne.as_ptr()) };
+        let t = self.wrap(p, "input")?;
+        self.name(t, name);
+        // SAFETY: a tensor of this context.
+        unsafe { ffi::ggml_set_input(t.raw()) };
+        self.inputs.push(t.ptr);
+        Ok(t)
+    }
+
+    /// A new i32 input tensor (indices).
+    pub fn input_i32<'a>(&mut self, name: &str, n: i64) -> Result<Tensor<'a>> {
+        if n <= 0 {
+            return Err(err("input", "empty index tensor".into()));
+        }
+        // SAFETY: valid context and size.
+        let p = unsafe { ffi::ggml_new_tensor_1d(self.ctx.as_ptr(), ffi::GGML_TYPE_I32, n) };
+        let t = self.wrap(p, "input")?;
+        self.name(t, name);
+        // SAFETY: a tensor of this context.
+        unsafe { ffi::ggml_set_input(t.raw()) };
+        self.inputs.push(t.ptr);
+        Ok(t)
+    }
+
+    /// Marks a result that must survive the computation and adds it to the graph.
+    pub fn output(&mut self, t: Tensor<'_>, name: &str) {
+        self.name(t, name);
+        // SAFETY: a node of this graph's context.
+        unsafe {
+            ffi::ggml_set_output(t.raw());
+            ffi::ggml_build_forward_expand(self.gf.as_ptr(), t.raw());
+        }
+    }
+
+    pub fn n_nodes(&self) -> i32 {
+        // SAFETY: valid graph.
+        unsafe { ffi::ggml_graph_n_nodes(self.gf.as_ptr()) }
+    }
+
+    // ---- ops -------------------------------------------------------------
+
+    /// `a @ b` in ggml's sense: result [a.ne1, b.ne1, b.ne2, b.ne3].
+    pub fn mul_mat<'a>(&mut self, a: Tensor<'_>, b: Tensor<'_>) -> Result<Tensor<'a>> {
+        let (x, y) = (a.ne(), b.ne());
+        if x[0] != y[0] || y[2] % x[2] != 0 || y[3] % x[3] != 0 {
+            return Err(err("mul_mat", format!("{x:?} x {y:?}")));
+        }
+        // SAFETY: shapes satisfy ggml_can_mul_mat; `a` is never transposed here
+        // (weights and permuted-then-cont tensors only).
+        let p = unsafe { ffi::ggml_mul_mat(self.ctx.as_ptr(), a.raw(), b.raw()) };
+        self.wrap(p, "mul_mat")
+    }
+
+    fn check_repeat(op: &str, a: Tensor<'_>, b: Tensor<'_>) -> Result<()> {
+        let (x, y) = (a.ne(), b.ne());
+        if (0..4).any(|i| x[i] % y[i] != 0) || a.ty() != ffi::GGML_TYPE_F32 {
+            return Err(err(op, format!("cannot broadcast {y:?} to {x:?}")));
+        }
+        Ok(())
+    }
+
+    /// `a + b`, `b` broadcast over `a`.
+    pub fn add<'a>(&mut self, a: Tensor<'_>, b: Tensor<'_>) -> Result<Tensor<'a>> {
+        Self::check_repeat("add", a, b)?;
+        // SAFETY: b can be repeated to a's shape (checked).
+        let p = unsafe { ffi::ggml_add(self.ctx.as_ptr(), a.raw(), b.raw()) };
+        self.wrap(p, "add")
+    }
+
+    /// `a * b` elementwise, `b` broadcast over `a`.
+    pub fn mul<'a>(&mut self, a: Tensor<'_>, b: Tensor<'_>) -> Result<Tensor<'a>> {
+        Self::check_repeat("mul", a, b)?;
+        // SAFETY: b can be repeated to a's shape (checked).
+        let p = unsafe { ffi::ggml_mul(self.ctx.as_ptr(), a.raw(), b.raw()) };
+        self.wrap(p, "mul")
+    }
+
+    /// `a * s + b`.
+    pub fn scale_bias<'a>(&mut self, a: Tensor<'_>, s: f32, b: f32) -> Result<Tensor<'a>> {
+        // SAFETY: no shape precondition.
+        let p = unsafe { ffi::ggml_scale_bias(self.ctx.as_ptr(), a.raw(), s, b) };
+        self.wrap(p, "scale")
+    }
+
+    /// Normalises each row to zero mean, unit variance.
+    pub fn norm<'a>(&mut self, a: Tensor<'_>, eps: f32) -> Result<Tensor<'a>> {
+        // SAFETY: no shape precondition.
+        let p = unsafe { ffi::ggml_norm(self.ctx.as_ptr(), a.raw(), eps) };
+        self.wrap(p, "norm")
+    }
+
+    pub fn unary<'a>(&mut self, a: Tensor<'_>, op: Unary) -> Result<Tensor<'a>> {
+        if !a.is_contiguous() {
+            return Err(err("unary", "input is not contiguous".into()));
+        }
+        let c = self.ctx.as_ptr();
+        // SAFETY: unary ops need a contiguous input (checked).
+        let (p, name) = unsafe {
+            match op {
+                Unary::Tanh => (ffi::ggml_tanh(c, a.raw()), "tanh"),
+                Unary::Sqr => (ffi::ggml_sqr(c, a.raw()), "sqr"),
+                Unary::GeluTable => (ffi::ggml_gelu(c, a.raw()), "gelu"),
+                Unary::GeluErf => (ffi::ggml_gelu_erf(c, a.raw()), "gelu_erf"),
+            }
+        };
+        self.wrap(p, name)
+    }
+
+    pub fn cont<'a>(&mut self, a: Tensor<'_>) -> Result<Tensor<'a>> {
+        // SAFETY: no precondition.
+        let p = unsafe { ffi::ggml_cont(self.ctx.as_ptr(), a.raw()) };
+        self.wrap(p, "cont")
+    }
+
+    /// Reshape of a contiguous tensor (same element count).
+    pub fn reshape<'a>(&mut self, a: Tensor<'_>, ne: &[i64]) -> Result<Tensor<'a>> {
+        let n: i64 = ne.iter().product();
+        if !a.is_contiguous() || n != a.nelements() || ne.is_empty() || ne.len() > 4 || ne.iter().any(|&d| d <= 0) {
+            return Err(err("reshape", format!("{:?} to {ne:?}", a.ne())));
+        }
+        let c = self.ctx.as_ptr();
+        // SAFETY: contiguous input with the same number of elements (checked).
+        let p = unsafe {
+            match *ne {
+                [a0] => ffi::ggml_reshape_1d(c, a.raw(), a0),
+                [a0, a1] => ffi::ggml_reshape_2d(c, a.raw(), a0, a1),
+                [a0, a1, a2] => ffi::ggml_reshape_3d(c, a.raw(), a0, a1, a2),
+                [a0, a1, a2, a3] => ffi::ggml_reshape_4d(c, a.raw(), a0, a1, a2, a3),
+                _ => std::ptr::null_mut(),
+            }
+        };
+        self.wrap(p, "reshape")
+    }
+
+    /// Source axis i goes to position `axes[i]`.
+    pub fn permute<'a>(&mut self, a: Tensor<'_>, axes: [i32; 4]) -> Result<Tensor<'a>> {
+        let mut seen = [false; 4];
+        for &x in &axes {
+            if !(0..4).contains(&x) || seen[x as usize] {
+                return Err(err("permute", format!("axes {axes:?}")));
+            }
+            seen[x as usize] = true;
+        }
+        // SAFETY: axes are a permutation of 0..4 (checked).
+        let p = unsafe { ffi::ggml_permute(self.ctx.as_ptr(), a.raw(), axes[0], axes[1], axes[2], axes[3]) };
+        self.wrap(p, "permute")
+    }
+
+    /// A view of `ne` elements with strides `nb` (bytes) at `offset` bytes.
+    pub fn view<'a>(&mut self, a: Tensor<'_>, ne: [i64; 4], nb: [usize; 3], offset: usize) -> Result<Tensor<'a>> {
+        if ne.iter().any(|&d| d <= 0) {
+            return Err(err("view", format!("shape {ne:?}")));
+        }
+        // Last byte touched must lie inside the source.
+        let esize = a.nb()[0];
+        let last = (ne[1] as usize - 1) * nb[0] + (ne[2] as usize - 1) * nb[1] + (ne[3] as usize - 1) * nb[2]
+            + ne[0] as usize * esize;
+        if offset + last > a.nbytes() || a.ty() != ffi::GGML_TYPE_F32 {
+            return Err(err("view", format!("{ne:?} at {offset} outside {:?}", a.ne())));
+        }
+        // SAFETY: the view lies inside the source tensor (checked).
+        let p = unsafe {
+            ffi::ggml_view_4d(self.ctx.as_ptr(), a.raw(), ne[0], ne[1], ne[2], ne[3], nb[0], nb[1], nb[2], offset)
+        };
+        self.wrap(p, "view")
+    }
+
+    /// Row-wise softmax of `a * scale + mask`.
+    pub fn soft_max_ext<'a>(&mut self, a: Tensor<'_>, mask: Option<Tensor<'_>>, scale: f32) -> Result<Tensor<'a>> {
+        if !a.is_contiguous() {
+            return Err(err("soft_max", "input is not contiguous".into()));
+        }
+        if let Some(m) = mask {
+            let (x, y) = (a.ne(), m.ne());
+            if y[0] != x[0] || y[1] < x[1] || x[2] % y[2] != 0 || x[3] % y[3] != 0 || !m.is_contiguous() {
+                return Err(err("soft_max", format!("mask {y:?} for {x:?}")));
+            }
+        }
+        let mp = mask.map_or(std::ptr::null_mut(), |m| m.raw());
+        // SAFETY: contiguous input and a compatible (or no) mask (checked).
+        let p = unsafe { ffi::ggml_soft_max_ext(self.ctx.as_ptr(), a.raw(), mp, scale, 0.0) };
+        self.wrap(p, "soft_max")
+    }
+
+    /// Non-overlapping patch embedding (a stride-`P` convolution without
+    /// padding): kernel [P, P, IC, OC], input [W, H, IC, N] -> [OC, OW*OH, N],
+    /// tokens row-major. Unlike `ggml_conv_2d`, the im2col stays f32
+    /// (ggml's conv_2d rounds it to f16).
+    pub fn patch_embed<'a>(&mut self, kernel: Tensor<'_>, input: Tensor<'_>) -> Result<Tensor<'a>> {
+        let (k, x) = (kernel.ne(), input.ne());
+        if k[2] != x[2] || k[0] != k[1] || k[0] > x[0] || k[1] > x[1] || kernel.ty() != ffi::GGML_TYPE_F32 || !kernel.is_contiguous() {
+            return Err(err("patch_embed", format!("kernel {k:?} on {x:?}")));
+        }
+        let p = k[0] as i32;
+        // SAFETY: channels agree and the output is non-empty (checked).
+        let cols = unsafe {
+            ffi::ggml_im2col(self.ctx.as_ptr(), kernel.raw(), input.raw(), p, p, 0, 0, 1, 1, true, ffi::GGML_TYPE_F32)
+        };
+        let cols = self.wrap(cols, "im2col")?; // [IC*P*P, OW, OH, N]
+        let [kk, ow, oh, n] = cols.ne();
+        let cols = self.reshape(cols, &[kk, ow * oh * n])?;
+        let w = self.reshape(kernel, &[kk, k[3]])?;
+        let y = self.mul_mat(w, cols)?; // [OC, OW*OH*N]
+        self.reshape(y, &[k[3], ow * oh, n])
+    }
+
+    /// Rows of a 2-D `a` picked by the i32 indices `idx`.
+    pub fn get_rows<'a>(&mut self, a: Tensor<'_>, idx: Tensor<'_>) -> Result<Tensor<'a>> {
+        let (x, i) = (a.ne(), idx.ne());
+        if idx.ty() != ffi::GGML_TYPE_I32 || x[2] != 1 || x[3] != 1 || i[1] != 1 || i[2] != 1 || i[3] != 1 {
+            return Err(err("get_rows", format!("{x:?} by {i:?}")));
+        }
+        // SAFETY: i32 indices over a 2-D source (checked); index values are
+        // set by the caller, who must keep them in range (see `Backend::set_i32`).
+        let p = unsafe { ffi::ggml_get_rows(self.ctx.as_ptr(), a.raw(), idx.raw()) };
+        self.wrap(p, "get_rows")
+    }
+
+    /// Zero padding at the end of each axis.
+    pub fn pad<'a>(&mut self, a: Tensor<'_>, p: [i32; 4]) -> Result<Tensor<'a>> {
+        if p.iter().any(|&x| x < 0) || a.ty() != ffi::GGML_TYPE_F32 {
+            return Err(err("pad", format!("{p:?}")));
+        }
+        // SAFETY: non-negative padding of an f32 tensor.
+        let r = unsafe { ffi::ggml_pad(self.ctx.as_ptr(), a.raw(), p[0], p[1], p[2], p[3]) };
+        self.wrap(r, "pad")
+    }
+
+    /// Concatenation along `dim`.
+    pub fn concat<'a>(&mut self, a: Tensor<'_>, b: Tensor<'_>, dim: usize) -> Result<Tensor<'a>> {
+        let (x, y) = (a.ne(), b.ne());
+        if dim > 3 || (0..4).any(|i| i != dim && x[i] != y[i]) || a.ty() != b.ty() {
+            return Err(err("concat", format!("{x:?} and {y:?} along {dim}")));
+        }
+        // SAFETY: all other axes agree, same type (checked).
+        let p = unsafe { ffi::ggml_concat(self.ctx.as_ptr(), a.raw(), b.raw(), dim as i32) };
+        self.wrap(p, "concat")
+    }
+}
+
+/// ggml's CPU backend with a graph allocator and a cancel flag polled inside
+/// compute.
+pub struct CpuBackend {
+    backend: NonNull<ffi::ggml_backend>,
+    galloc: NonNull<ffi::ggml_gallocr>,
+    cancel: Arc<AtomicBool>,
+}
+
+// SAFETY: a backend is used by one thread at a time (&mut self for compute);
+// moving it between threads is fine.
+unsafe impl Send for CpuBackend {}
+
+impl Drop for CpuBackend {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, freed once.
+        unsafe {
+            ffi::ggml_gallocr_free(self.galloc.as_ptr());
+            ffi::ggml_backend_free(self.backend.as_ptr());
+        }
+    }
+}
+
+unsafe extern "C" fn abort_cb(data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `data` points to the AtomicBool inside the Arc owned by the
+    // CpuBackend, which outlives every compute call that can invoke this.
+    let flag = unsafe { &*(data as *const AtomicBool) };
+    flag.load(Ordering::Relaxed)
+}
+
+impl CpuBackend {
+    pub fn new(threads: usize, cancel: Arc<AtomicBool>) -> Result<CpuBackend> {
+        // SAFETY: plain constructors; null is handled.
+        let backend = NonNull::new(unsafe { ffi::ggml_backend_cpu_init() })
+            .ok_or_else(|| Error::Backend("ggml CPU backend init failed".into()))?;
+        // SAFETY: the CPU buffer type is a static singleton.
+        let galloc = match NonNull::new(unsafe { ffi::ggml_gallocr_new(ffi::ggml_backend_cpu_buffer_type()) }) {
+            Some(g) => g,
+            None => {
+                // SAFETY: created just above, freed once.
+                unsafe { ffi::ggml_backend_free(backend.as_ptr()) };
+                return Err(Error::Backend("ggml graph allocator init failed".into()));
+            }
+        };
+        let b = CpuBackend { backend, galloc, cancel };
+        b.set_threads(threads);
+        // SAFETY: the flag lives in an Arc held by `b` for its whole life.
+        unsafe {
+            ffi::ggml_backend_cpu_set_abort_callback(
+                b.backend.as_ptr(),
+                Some(abort_cb),
+                Arc::as_ptr(&b.cancel) as *mut std::ffi::c_void,
+            )
+        };
+        Ok(b)
+    }
+
+    pub fn set_threads(&self, threads: usize) {
+        // SAFETY: a CPU backend.
+        unsafe { ffi::ggml_backend_cpu_set_n_threads(self.backend.as_ptr(), threads.clamp(1, 512) as i32) };
+    }
+
+    /// Allocates the graph's tensors; call before setting inputs.
+    pub fn alloc(&mut self, g: &Graph) -> Result<()> {
+        // SAFETY: valid allocator and graph; the graph's inputs/outputs are flagged.
+        if !unsafe { ffi::ggml_gallocr_alloc_graph(self.galloc.as_ptr(), g.gf.as_ptr()) } {
+            return Err(Error::Backend("cannot allocate the compute graph (out of memory?)".into()));
+        }
+        Ok(())
+    }
+
+    /// Copies f32 data into an input of an allocated graph.
+    pub fn set_f32(&mut self, g: &Graph, t: Tensor<'_>, data: &[f32]) -> Result<()> {
+        if !g.inputs.contains(&t.ptr) || t.ty() != ffi::GGML_TYPE_F32 || data.len() as i64 != t.nelements() {
+            return Err(Error::Backend(format!("input {}: {} values for {:?}", t.name(), data.len(), t.ne())));
+        }
+        // SAFETY: an allocated, contiguous f32 input of exactly data.len() elements.
+        unsafe { ffi::ggml_backend_tensor_set(t.raw(), data.as_ptr().cast(), 0, t.nbytes()) };
+        Ok(())
+    }
+
+    /// Copies indices into an i32 input; each must be below `bound` (the row
+    /// count of the tensor they index).
+    pub fn set_i32(&mut self, g: &Graph, t: Tensor<'_>, data: &[i32], bound: i64) -> Result<()> {
+        if !g.inputs.contains(&t.ptr)
+            || t.ty() != ffi::GGML_TYPE_I32
+            || data.len() as i64 != t.nelements()
+            || data.iter().any(|&i| i < 0 || i as i64 >= bound)
+        {
+            return Err(Error::Backend(format!("index input {} is invalid", t.name())));
+        }
+        // SAFETY: an allocated, contiguous i32 input of exactly data.len() elements.
+        unsafe { ffi::ggml_backend_tensor_set(t.raw(), data.as_ptr().cast(), 0, t.nbytes()) };
+        Ok(())
+    }
+
+    /// Runs the graph. Returns `Cancelled` if the flag was raised.
+    pub fn compute(&mut self, g: &Graph) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        // SAFETY: the graph was allocated by `alloc`; weights live in CPU buffers.
+        let st = unsafe { ffi::ggml_backend_graph_compute(self.backend.as_ptr(), g.gf.as_ptr()) };
+        match st {
+            ffi::GGML_STATUS_SUCCESS => Ok(()),
+            ffi::GGML_STATUS_ABORTED => Err(Error::Cancelled),
+            s => Err(Error::Backend(format!("graph compute failed with status {s}"))),
+        }
+    }
+
+    /// Reads an output tensor as f32 (must be contiguous f32).
+    pub fn get_f32(&self, t: Tensor<'_>) -> Result<Vec<f32>> {
+        if t.ty() != ffi::GGML_TYPE_F32 || !t.is_contiguous() {
+            return Err(Error::Backend(format!("output {} is not contiguous f32", t.name())));
+        }
+        let mut out = vec![0f32; t.nelements() as usize];
+        // SAFETY: an allocated contiguous f32 tensor of nelements values.
+        unsafe { ffi::ggml_backend_tensor_get(t.raw(), out.as_mut_ptr().cast(), 0, t.nbytes()) };
+        Ok(out)
+    }
+
+    /// Bytes of the compute buffer.
+    pub fn buffer_size(&self) -> usize {
+        // SAFETY: valid allocator.
+        unsafe { ffi::ggml_gallocr_get_buffer_size(self.galloc.as_ptr(), 0) }
+    }
+}
+
+/// SIMD features of the CPU backend, as ggml sees them.
+pub fn cpu_features() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    // SAFETY: feature probes without preconditions.
+    unsafe {
+        if ffi::ggml_cpu_has_avx2() != 0 {
+            v.push("avx2");
+        }
+        if ffi::ggml_cpu_has_avx512() != 0 {
+            v.push("avx512");
+        }
+        if ffi::ggml_cpu_has_avx512_bf16() != 0 {
+            v.push("avx512_bf16");
+        }
+        if ffi::ggml_cpu_has_fma() != 0 {
+            v.push("fma");
+        }
+        if ffi::ggml_cpu_has_neon() != 0 {
+            v.push("neon");
+        }
+    }
+    v
+}

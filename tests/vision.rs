@@ -1,0 +1,90 @@
+//! Vision-stage parity with the reference fixtures: Z (full_features), F
+//! (crop_features) and the projector output, for every case of both fixture
+//! models, at f32 (reference-exact) and f16 / q8_0 (documented bounds).
+//!
+//! Metric: max |ours - ref| / max(1, max |ref|) over the tensor (the
+//! fixtures' README metric).
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use common::*;
+use dam::preprocess::{Views, Window};
+use dam::sys::ggml::CpuBackend;
+use dam::sys::GgmlType;
+use dam::vision::VisionModel;
+
+/// Views straight from the fixture's 8-channel tensor (tests the graph alone).
+fn fixture_views(case: &Case) -> Vec<Views> {
+    let pix = case.per_frame("pixel_values");
+    pix.iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let half = p.len() / 2;
+            let fr = &case.json["frames"][k];
+            let w = fr["focal_window_xyxy"].as_array().unwrap();
+            let w: Vec<u32> = w.iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            Views {
+                full: p[..half].to_vec(),
+                focal: p[half..].to_vec(),
+                window: Window { x0: w[0], y0: w[1], x1: w[2], y1: w[3] },
+                focal_is_full: !fr["context_provider_applied"].as_bool().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Worst (Z, F, projector) errors of one model over all its cases.
+fn run_model(model: &str, ty: GgmlType) -> Vec<(String, f64, f64, f64)> {
+    let (_, vpath) = converted(model, ty);
+    let vm = VisionModel::load(&vpath).unwrap();
+    let mut be = CpuBackend::new(2, Arc::new(AtomicBool::new(false))).unwrap();
+    let mut rows = Vec::new();
+    for name in cases(model) {
+        let case = Case::load(model, &name);
+        let views = fixture_views(&case);
+        let refs: Vec<&Views> = views.iter().collect();
+        let out = vm.encode(&mut be, &refs, dam::vision::Detail::Features).unwrap();
+        let (mut ez, mut ef, mut ep) = (0f64, 0f64, 0f64);
+        let (zr, fr, pr) =
+            (case.per_frame("full_features"), case.per_frame("crop_features"), case.per_frame("projector_output"));
+        for k in 0..case.frames() {
+            let applied = case.json["frames"][k]["context_provider_applied"].as_bool().unwrap();
+            assert_eq!(out.context_applied[k], applied, "{model}/{name} frame {k}: context provider");
+            ez = ez.max(rel_err(&out.full_features[k], zr[k]));
+            ef = ef.max(rel_err(&out.crop_features[k], fr[k]));
+            ep = ep.max(rel_err(&out.embeddings[k], pr[k]));
+        }
+        println!("{model}/{name} {}: Z {ez:.2e}  F {ef:.2e}  proj {ep:.2e}", ty.name());
+        rows.push((name, ez, ef, ep));
+    }
+    rows
+}
+
+#[test]
+fn vision_parity_f32() {
+    for model in MODELS {
+        for (name, ez, ef, ep) in run_model(model, GgmlType::F32) {
+            assert!(ez <= 1e-4 && ef <= 1e-4 && ep <= 1e-4, "{model}/{name}: Z {ez:e} F {ef:e} proj {ep:e}");
+        }
+    }
+}
+
+/// Reduced-precision weights: bounds measured on these random-weight models
+/// (which have larger activations than trained ones), with headroom.
+#[test]
+fn vision_parity_f16_q8_0() {
+    for (ty, bound) in [(GgmlType::F16, 2e-2), (GgmlType::Q8_0, 5e-2)] {
+        for model in MODELS {
+            for (name, ez, ef, ep) in run_model(model, ty) {
+                assert!(
+                    ez <= bound && ef <= bound && ep <= bound,
+                    "{model}/{name} {}: Z {ez:e} F {ef:e} proj {ep:e} > {bound:e}",
+                    ty.name()
+                );
+            }
+        }
+    }
+}
