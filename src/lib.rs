@@ -4,6 +4,7 @@ pub mod error;
 pub mod gguf_file;
 pub mod image;
 pub mod llm;
+pub mod model;
 
 pub mod preprocess;
 pub mod region;
@@ -16,3 +17,11 @@ pub mod weights;
 pub mod convert;
 
 pub use error::{Error, Result};
+
+pub use image::{ImageView, Mask, PixelFormat, RgbImage};
+pub use llm::prompt::LengthControl;
+pub use model::{
+    find_model_files, CancelHandle, Caption, DescribeOptions, Frame, FrameInfo, Model, ModelParams, Session,
+    Timings,
+};
+pub use region::Region;

@@ -1,0 +1,516 @@
+//! The engine API: a `Model` (both GGUF files, loaded once, shared by
+//! threads) and per-thread `Session`s that describe regions of images and
+//! videos.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::gguf_file::GgufHeader;
+use crate::image::ImageView;
+use crate::llm::generate::{generate, GenerateOptions, Generation};
+use crate::llm::prompt::{conversation, prompt_ids, tokenize_prompt, user_text, LengthControl, PromptPiece};
+use crate::preprocess::{focal_window, make_views, Views, Window};
+use crate::region::{rasterize, Region};
+use crate::sys::ggml::CpuBackend;
+use crate::sys::llama::{self, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel};
+use crate::sys::MappedFile;
+use crate::vision::{Detail, VisionModel, VisionOutput};
+
+/// How to load a model and create its sessions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelParams {
+    /// CPU threads for the vision graph and the LLM (0 = all cores).
+    pub threads: usize,
+    /// Context length in tokens (0 = min(the LLM's training length, 4096)).
+    pub n_ctx: u32,
+    /// KV cache precision (f16 like llama.cpp; f32 for reference parity).
+    pub kv_type: KvType,
+    pub flash_attn: FlashAttn,
+    /// LLM layers to offload to a GPU (ignored by CPU-only builds).
+    pub n_gpu_layers: i32,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams { threads: 0, n_ctx: 0, kv_type: KvType::F16, flash_attn: FlashAttn::Auto, n_gpu_layers: 0 }
+    }
+}
+
+impl ModelParams {
+    /// Settings for bit-faithful comparisons with the reference: f32 KV
+    /// cache, no flash attention.
+    pub fn reference() -> Self {
+        ModelParams { kv_type: KvType::F32, flash_attn: FlashAttn::Off, ..Default::default() }
+    }
+    fn threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4)
+        }
+    }
+}
+
+/// Both halves of a DAM model. Immutable after loading; share it with `Arc`.
+pub struct Model {
+    pub vision: VisionModel,
+    pub llm: Arc<LlamaModel>,
+    pub llm_path: PathBuf,
+    pub vision_path: PathBuf,
+    pub params: ModelParams,
+    pub load_ms: f64,
+}
+
+/// Finds both files of a model from one path: a folder holding exactly one
+/// `*-llm-*.gguf` / `*-vision-*.gguf` pair, or either file of a pair.
+pub fn find_model_files(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let is_kind = |p: &Path, kind: &str| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(kind) && n.ends_with(".gguf"))
+    };
+    if path.is_dir() {
+        let entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        let llm: Vec<_> = entries.iter().filter(|p| is_kind(p, "-llm-")).collect();
+        let vis: Vec<_> = entries.iter().filter(|p| is_kind(p, "-vision-")).collect();
+        return match (llm.as_slice(), vis.as_slice()) {
+            ([l], [v]) => Ok(((*l).clone(), (*v).clone())),
+            _ => Err(Error::InvalidArgument(format!(
+                "{}: expected exactly one *-llm-*.gguf and one *-vision-*.gguf (found {} and {}); pass --llm and --vision",
+                path.display(),
+                llm.len(),
+                vis.len()
+            ))),
+        };
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let swap = |from: &str, to: &str| path.with_file_name(name.replacen(from, to, 1));
+    let (l, v) = if name.contains("-llm-") {
+        (path.to_path_buf(), swap("-llm-", "-vision-"))
+    } else if name.contains("-vision-") {
+        (swap("-vision-", "-llm-"), path.to_path_buf())
+    } else {
+        return Err(Error::InvalidArgument(format!(
+            "{}: not a model folder or a *-llm-*/*-vision-* file",
+            path.display()
+        )));
+    };
+    for p in [&l, &v] {
+        if !p.is_file() {
+            return Err(Error::Io(format!("{}: no such file (the other half of the model)", p.display())));
+        }
+    }
+    Ok((l, v))
+}
+
+impl Model {
+    /// Loads (memory-maps) both files. The LLM file is validated by dam's own
+    /// GGUF reader before llama.cpp opens it.
+    pub fn load(llm_path: &Path, vision_path: &Path, params: ModelParams) -> Result<Arc<Model>> {
+        let t0 = Instant::now();
+        let vision = VisionModel::load(vision_path)?;
+        check_llm_file(llm_path)?;
+        llama::init_backend();
+        let llm = Arc::new(LlamaModel::load(
+            llm_path,
+            &llama::ModelParams { n_gpu_layers: params.n_gpu_layers, use_mmap: true },
+        )?);
+        if llm.n_embd() != vision.hp.llm_hidden as usize {
+            return Err(Error::InvalidModel(format!(
+                "the vision file projects to width {} but the LLM's width is {}: the files belong to different models",
+                vision.hp.llm_hidden,
+                llm.n_embd()
+            )));
+        }
+        Ok(Arc::new(Model {
+            vision,
+            llm,
+            llm_path: llm_path.to_path_buf(),
+            vision_path: vision_path.to_path_buf(),
+            params,
+            load_ms: t0.elapsed().as_secs_f64() * 1e3,
+        }))
+    }
+
+    /// A new session (KV cache and compute buffers) for one thread at a time.
+    pub fn session(self: &Arc<Self>) -> Result<Session> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let threads = self.params.threads();
+        let n_ctx = if self.params.n_ctx > 0 {
+            self.params.n_ctx
+        } else {
+            self.llm.n_ctx_train().clamp(1, 4096) as u32
+        };
+        let ctx = LlamaContext::new(
+            &self.llm,
+            &ContextParams {
+                n_ctx,
+                n_batch: n_ctx.min(2048),
+                n_threads: threads as i32,
+                type_k: self.params.kv_type,
+                type_v: self.params.kv_type,
+                flash_attn: self.params.flash_attn,
+            },
+        )?;
+        Ok(Session { model: self.clone(), backend: CpuBackend::new(threads, cancel.clone())?, ctx, cancel })
+    }
+
+    /// The number of frames a video may have.
+    pub fn max_frames(&self) -> usize {
+        self.vision.hp.max_frames as usize
+    }
+}
+
+/// Validates the LLM file's header before llama.cpp sees it.
+fn check_llm_file(path: &Path) -> Result<()> {
+    let map = MappedFile::open(path)?;
+    let h = GgufHeader::parse(map.bytes(), &path.display().to_string())?;
+    let arch = h.req_str("general.architecture")?;
+    if arch != "llama" {
+        return Err(Error::InvalidModel(format!(
+            "{}: architecture '{arch}', expected 'llama' (is this the vision file?)",
+            path.display()
+        )));
+    }
+    for k in ["llama.embedding_length", "llama.block_count", "llama.attention.head_count"] {
+        h.req_u32(k)?;
+    }
+    if h.tensor("token_embd.weight").is_none() {
+        return Err(Error::InvalidModel(format!("{}: missing tensor token_embd.weight", path.display())));
+    }
+    Ok(())
+}
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DescribeOptions {
+    /// The question (without `<image>`); None = the model's default query.
+    pub query: Option<String>,
+    /// Appends a length instruction the model was trained with.
+    pub length: Option<LengthControl>,
+    pub max_new_tokens: usize,
+    /// 0 = greedy (deterministic).
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub seed: u32,
+}
+
+impl Default for DescribeOptions {
+    /// The reference's defaults: temperature 0.2, top-p 0.5, 512 tokens.
+    fn default() -> Self {
+        let g = GenerateOptions::default();
+        DescribeOptions {
+            query: None,
+            length: None,
+            max_new_tokens: g.max_new_tokens,
+            temperature: g.temperature,
+            top_p: g.top_p,
+            top_k: g.top_k,
+            seed: g.seed,
+        }
+    }
+}
+
+impl DescribeOptions {
+    pub fn greedy() -> Self {
+        DescribeOptions { temperature: 0.0, ..Default::default() }
+    }
+}
+
+/// One frame of a request: an image and the region to describe.
+#[derive(Clone, Debug)]
+pub struct Frame<'a> {
+    pub image: ImageView<'a>,
+    pub region: Region<'a>,
+}
+
+/// What the engine did with one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// The focal crop window (x0, y0, x1, y1), pixels.
+    pub window: Window,
+    /// The mask's bounding box (x0, y0, x1, y1), pixels.
+    pub mask_box: (u32, u32, u32, u32),
+    pub mask_pixels: usize,
+    /// False when the focal view equals the full view (context provider skipped).
+    pub context_applied: bool,
+}
+
+/// Time spent per stage of one call.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timings {
+    pub preprocess_ms: f64,
+    pub vision_ms: f64,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    pub n_prompt_tokens: usize,
+    pub n_generated: usize,
+}
+
+/// A generated description.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Caption {
+    pub text: String,
+    /// Generated token ids (the EOS id included when generation ended there).
+    pub tokens: Vec<i32>,
+    pub stopped_by_eos: bool,
+    /// Per used frame (frames with empty masks are dropped from videos).
+    pub frames: Vec<FrameInfo>,
+    /// Indices of input frames dropped because their region was empty.
+    pub dropped_frames: Vec<usize>,
+    pub timings: Timings,
+}
+
+/// Every intermediate of a call, for `dam dump` and parity tests.
+pub struct Trace {
+    pub views: Vec<Views>,
+    pub vision: VisionOutput,
+    pub prompt: String,
+    pub prompt_ids: Vec<i64>,
+    pub pieces: Vec<PromptPiece>,
+    pub generation: Generation,
+}
+
+/// Cancels the session's running (or next) call from any thread.
+#[derive(Clone, Debug)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Per-thread state: the LLM context (KV cache) and the vision compute
+/// buffers. One call at a time; create one per thread.
+pub struct Session {
+    model: Arc<Model>,
+    backend: CpuBackend,
+    ctx: LlamaContext,
+    cancel: Arc<AtomicBool>,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+impl Session {
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// A handle that cancels the running call (it returns `Error::Cancelled`
+    /// within one graph computation or one token). A cancel that arrives
+    /// between calls cancels the next one; the flag is cleared when a call
+    /// returns, so the session stays usable.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(self.cancel.clone())
+    }
+
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        self.backend.set_threads(threads);
+        self.ctx.set_threads(threads)
+    }
+
+    /// Describes a region of one image.
+    pub fn describe(&mut self, image: &ImageView, region: &Region, opts: &DescribeOptions) -> Result<Caption> {
+        self.describe_stream(image, region, opts, &mut |_| true)
+    }
+
+    /// As `describe`, calling `on_text` with each complete UTF-8 piece of
+    /// the caption; returning false stops generation.
+    pub fn describe_stream(
+        &mut self,
+        image: &ImageView,
+        region: &Region,
+        opts: &DescribeOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Caption> {
+        let frames = [Frame { image: *image, region: region.clone() }];
+        self.run(&frames, opts, Detail::Embeddings, false, on_text).map(|(c, _)| c)
+    }
+
+    /// Describes the region followed through up to `max_frames` frames.
+    /// Frames whose region is empty are dropped (listed in the caption);
+    /// if all are empty, the call fails.
+    pub fn describe_video(
+        &mut self,
+        frames: &[Frame],
+        opts: &DescribeOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Caption> {
+        self.run(frames, opts, Detail::Embeddings, false, on_text).map(|(c, _)| c)
+    }
+
+    /// Runs a request keeping every intermediate (greedy options give the
+    /// reference's tokens; logits are collected).
+    pub fn trace(&mut self, frames: &[Frame], opts: &DescribeOptions, detail: Detail) -> Result<(Caption, Trace)> {
+        let (c, t) = self.run(frames, opts, detail, true, &mut |_| true)?;
+        Ok((c, t.ok_or_else(|| Error::Backend("no trace".into()))?))
+    }
+
+    fn run(
+        &mut self,
+        frames: &[Frame],
+        opts: &DescribeOptions,
+        detail: Detail,
+        keep: bool,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(Caption, Option<Trace>)> {
+        let r = self.run_inner(frames, opts, detail, keep, on_text);
+        // A cancel applies to one call; the session stays usable.
+        self.cancel.store(false, Ordering::Relaxed);
+        r
+    }
+
+    fn run_inner(
+        &mut self,
+        frames: &[Frame],
+        opts: &DescribeOptions,
+        detail: Detail,
+        keep: bool,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(Caption, Option<Trace>)> {
+        let model = self.model.clone();
+        let hp = &model.vision.hp;
+        if frames.is_empty() {
+            return Err(Error::InvalidArgument("no frame given".into()));
+        }
+        if frames.len() > model.max_frames() {
+            return Err(Error::InvalidArgument(format!(
+                "{} frames given, the model takes at most {}",
+                frames.len(),
+                model.max_frames()
+            )));
+        }
+        if opts.max_new_tokens == 0 {
+            return Err(Error::InvalidArgument("max_new_tokens must be at least 1".into()));
+        }
+        if !opts.temperature.is_finite() || opts.temperature < 0.0 || !(opts.top_p > 0.0 && opts.top_p <= 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "temperature {} / top_p {} out of range (temperature >= 0, 0 < top_p <= 1)",
+                opts.temperature, opts.top_p
+            )));
+        }
+        let video = frames.len() > 1;
+
+        // Regions -> masks -> views.
+        let t0 = Instant::now();
+        let mut views = Vec::new();
+        let mut infos = Vec::new();
+        let mut dropped = Vec::new();
+        let mut first_err = None;
+        for (k, f) in frames.iter().enumerate() {
+            let mask = match rasterize(&f.region, &f.image) {
+                Ok(m) => m,
+                // Empty regions drop a video frame; anything else is an error.
+                Err(Error::InvalidRegion(m)) if video && m.contains("empty") => {
+                    dropped.push(k);
+                    first_err.get_or_insert(Error::InvalidRegion(m));
+                    continue;
+                }
+                Err(e) => return Err(if video { frame_err(k, e) } else { e }),
+            };
+            let rgb = f.image.to_rgb();
+            let mask_box = mask.bbox().ok_or_else(|| Error::InvalidRegion("region is empty".into()))?;
+            let window = focal_window(&mask)?;
+            let v = make_views(&rgb, &mask, hp.image_size, hp.image_mean, hp.image_std)?;
+            infos.push(FrameInfo { window, mask_box, mask_pixels: mask.count(), context_applied: !v.focal_is_full });
+            views.push(v);
+        }
+        if views.is_empty() {
+            return Err(match first_err {
+                Some(Error::InvalidRegion(m)) => Error::InvalidRegion(format!("every frame's region is empty ({m})")),
+                _ => Error::InvalidRegion("every frame's region is empty".into()),
+            });
+        }
+        let preprocess_ms = ms(t0);
+
+        // Vision.
+        let t1 = Instant::now();
+        let refs: Vec<&Views> = views.iter().collect();
+        let vis = model.vision.encode(&mut self.backend, &refs, detail)?;
+        let vision_ms = ms(t1);
+
+        // Prompt.
+        let default_q = if views.len() > 1 { &hp.default_video_query } else { &hp.default_query };
+        let mut query = opts.query.clone().unwrap_or_else(|| default_q.clone());
+        if query.contains("<image>") {
+            return Err(Error::InvalidArgument("the query must not contain <image>: dam places the image".into()));
+        }
+        if let Some(l) = &opts.length {
+            query = l.apply(&query);
+        }
+        let prompt = conversation(&user_text(&hp.image_prefix, &hp.video_prefix, views.len(), &query));
+        let pieces = tokenize_prompt(&model.llm, &prompt)?;
+        let images: Vec<&[f32]> = vis.embeddings.iter().map(|e| e.as_slice()).collect();
+        let gen_opts = GenerateOptions {
+            max_new_tokens: opts.max_new_tokens,
+            temperature: opts.temperature,
+            top_p: opts.top_p,
+            top_k: opts.top_k,
+            seed: opts.seed,
+            collect_logits: keep,
+        };
+        let g = generate(&mut self.ctx, &model.llm, &pieces, &images, &gen_opts, on_text, &self.cancel)?;
+        let caption = Caption {
+            text: g.text.clone(),
+            tokens: g.tokens.clone(),
+            stopped_by_eos: g.stopped_by_eos,
+            frames: infos,
+            dropped_frames: dropped,
+            timings: Timings {
+                preprocess_ms,
+                vision_ms,
+                prefill_ms: g.timings.prefill_ms,
+                decode_ms: g.timings.decode_ms,
+                n_prompt_tokens: g.timings.n_prompt_tokens,
+                n_generated: g.timings.n_decoded,
+            },
+        };
+        let trace = keep.then(|| Trace {
+            prompt_ids: prompt_ids(&pieces),
+            views,
+            vision: vis,
+            prompt,
+            pieces,
+            generation: g,
+        });
+        Ok((caption, trace))
+    }
+}
+
+fn frame_err(k: usize, e: Error) -> Error {
+    match e {
+        Error::InvalidRegion(m) => Error::InvalidRegion(format!("frame {k}: {m}")),
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("frame {k}: {m}")),
+        e => e,
+    }
+}
+
+/// Rows of the LLM's token embedding table, read from the GGUF file (for
+/// `llm_inputs_embeds` in dumps; llama.cpp does not expose the table).
+pub fn token_embeddings(llm_path: &Path, ids: &[i32]) -> Result<Vec<f32>> {
+    let map = MappedFile::open(llm_path)?;
+    let h = GgufHeader::parse(map.bytes(), &llm_path.display().to_string())?;
+    let t = h
+        .tensor("token_embd.weight")
+        .ok_or_else(|| Error::InvalidModel("missing token_embd.weight".into()))?;
+    let (n_embd, n_vocab) = (t.ne[0] as usize, t.ne.get(1).copied().unwrap_or(1) as usize);
+    let row = t.ty.row_size(n_embd as u64).ok_or_else(|| Error::InvalidModel("bad token_embd row".into()))? as usize;
+    let mut out = Vec::with_capacity(ids.len() * n_embd);
+    for &id in ids {
+        if id < 0 || id as usize >= n_vocab {
+            return Err(Error::InvalidArgument(format!("token id {id} outside the vocabulary")));
+        }
+        let start = t.offset as usize + id as usize * row;
+        let bytes = &map.bytes()[start..start + row];
+        out.extend(crate::sys::types::dequantize(t.ty, bytes, n_embd)?);
+    }
+    Ok(out)
+}
