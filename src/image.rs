@@ -320,12 +320,14 @@ impl Mask {
         for row in view.rows() {
             match view.format {
                 PixelFormat::Gray8 => data.extend(row.iter().map(|&v| u8::from(v > 0))),
-                PixelFormat::Rgb8 => {
-                    data.extend(row.chunks_exact(3).map(|p| u8::from((p[0] | p[1] | p[2]) > 0)))
-                }
-                PixelFormat::Rgba8 | PixelFormat::Bgra8 => {
-                    data.extend(row.chunks_exact(4).map(|p| u8::from((p[0] | p[1] | p[2]) > 0)))
-                }
+                PixelFormat::Rgb8 => data.extend(
+                    row.chunks_exact(3)
+                        .map(|p| u8::from((p[0] | p[1] | p[2]) > 0)),
+                ),
+                PixelFormat::Rgba8 | PixelFormat::Bgra8 => data.extend(
+                    row.chunks_exact(4)
+                        .map(|p| u8::from((p[0] | p[1] | p[2]) > 0)),
+                ),
             }
         }
         Mask {
@@ -418,7 +420,10 @@ pub fn load_mask(path: impl AsRef<std::path::Path>) -> Result<Mask> {
             .map(|p| u8::from(p.0.iter().any(|&v| v > 0)))
             .collect()
     } else {
-        img.to_luma16().pixels().map(|p| u8::from(p.0[0] > 0)).collect()
+        img.to_luma16()
+            .pixels()
+            .map(|p| u8::from(p.0[0] > 0))
+            .collect()
     };
     Mask::new(width, height, data)
 }

@@ -5,6 +5,7 @@ pub mod gguf_file;
 pub mod image;
 pub mod llm;
 pub mod model;
+pub mod overlay;
 
 pub mod preprocess;
 pub mod region;

@@ -20,6 +20,8 @@ use crate::image::{check_side, checked_len};
 
 /// Fractional bits of the fixed-point coefficients: `32 - 8 - 2`.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
+/// Largest result [`resize_bicubic`] produces, in bytes (1 GiB).
+pub const MAX_OUTPUT_BYTES: usize = 1 << 30;
 /// Rounding constant every sum starts with.
 const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
@@ -68,6 +70,7 @@ fn precompute(in_size: u32, out_size: u32) -> Coeffs {
     let mut k = vec![0i32; out_size as usize * ksize];
     let mut w = vec![0f64; ksize];
     for xx in 0..out_size as usize {
+        // C: `in0 + (xx + 0.5) * scale` with in0 = 0.
         let center = (xx as f64 + 0.5) * scale;
         // C `(int)` truncates toward zero.
         let xmin = ((center - support + 0.5) as i64).max(0);
@@ -100,17 +103,17 @@ fn clip8(ss: i32) -> u8 {
     (ss >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Horizontal pass over `rows` source rows starting at row `first`, `C` channels.
+/// Horizontal pass, `C` channels: fills `out` (whole rows of `out_w * C` bytes) from the
+/// source rows starting at row `first`.
 fn horizontal<const C: usize>(
     src: &[u8],
     stride: usize,
     first: usize,
-    rows: usize,
     co: &Coeffs,
     out: &mut [u8],
 ) {
     let out_w = co.bounds.len();
-    for (r, orow) in out.chunks_exact_mut(out_w * C).take(rows).enumerate() {
+    for (r, orow) in out.chunks_exact_mut(out_w * C).enumerate() {
         let srow = &src[(first + r) * stride..];
         for (xx, opx) in orow.chunks_exact_mut(C).enumerate() {
             let (xmin, k) = co.taps(xx);
@@ -134,13 +137,12 @@ fn horizontal_any(
     src: &[u8],
     stride: usize,
     first: usize,
-    rows: usize,
     co: &Coeffs,
     out: &mut [u8],
 ) {
     let out_w = co.bounds.len();
     let mut ss = vec![0i32; channels];
-    for (r, orow) in out.chunks_exact_mut(out_w * channels).take(rows).enumerate() {
+    for (r, orow) in out.chunks_exact_mut(out_w * channels).enumerate() {
         let srow = &src[(first + r) * stride..];
         for (xx, opx) in orow.chunks_exact_mut(channels).enumerate() {
             let (xmin, k) = co.taps(xx);
@@ -158,12 +160,20 @@ fn horizontal_any(
     }
 }
 
-/// Vertical pass: `src` rows (stride `stride`) of `row_len` bytes; coefficient bounds are
-/// relative to row `first` of `src`.
-fn vertical(src: &[u8], stride: usize, first: usize, row_len: usize, co: &Coeffs, out: &mut [u8]) {
+/// Vertical pass for the output rows `yy0..` that `out` holds: `src` rows (stride
+/// `stride`) of `row_len` bytes, coefficient bounds relative to row `first` of `src`.
+fn vertical(
+    src: &[u8],
+    stride: usize,
+    first: usize,
+    row_len: usize,
+    co: &Coeffs,
+    yy0: usize,
+    out: &mut [u8],
+) {
     let mut acc = vec![0i32; row_len];
     for (yy, orow) in out.chunks_exact_mut(row_len).enumerate() {
-        let (ymin, k) = co.taps(yy);
+        let (ymin, k) = co.taps(yy0 + yy);
         acc.fill(HALF);
         for (y, &ky) in k.iter().enumerate() {
             let start = (ymin - first + y) * stride;
@@ -178,15 +188,58 @@ fn vertical(src: &[u8], stride: usize, first: usize, row_len: usize, co: &Coeffs
     }
 }
 
+/// Work below which a pass is not split across threads (multiply-adds).
+const MIN_PARALLEL_WORK: usize = 1 << 20;
+
+/// Runs `f(first_row, band)` over `out` (rows of `row_len` bytes), split into up to
+/// `threads` contiguous bands on scoped threads; the calling thread takes the first
+/// band. A band whose thread cannot be spawned is computed on the calling thread.
+fn par_rows<F>(out: &mut [u8], row_len: usize, threads: usize, work: usize, f: F)
+where
+    F: Fn(usize, &mut [u8]) + Sync,
+{
+    let rows = out.len() / row_len.max(1);
+    let threads = threads.min(rows).min(work / MIN_PARALLEL_WORK).max(1);
+    if threads == 1 {
+        f(0, out);
+        return;
+    }
+    let per = rows.div_ceil(threads);
+    let band_bytes = per * row_len;
+    let mut failed = Vec::new();
+    std::thread::scope(|s| {
+        let f = &f;
+        let mut bands = out.chunks_mut(band_bytes).enumerate();
+        let own = bands.next();
+        for (i, band) in bands {
+            let spawned = std::thread::Builder::new()
+                .name("dam-resize".into())
+                .spawn_scoped(s, move || f(i * per, band));
+            if spawned.is_err() {
+                failed.push(i);
+            }
+        }
+        if let Some((_, band)) = own {
+            f(0, band);
+        }
+    });
+    for i in failed {
+        let start = i * band_bytes;
+        let end = (start + band_bytes).min(out.len());
+        f(i * per, &mut out[start..end]);
+    }
+}
+
 /// Resizes an 8-bit image of `channels` interleaved channels to `out_width x out_height`
 /// exactly like Pillow's `Image.resize(..., BICUBIC)` (see the module documentation).
 ///
 /// `src` holds `height` rows of `width * channels` bytes, row `y` starting at byte
 /// `y * stride` (the last row needs no padding). The result is packed:
-/// `out_width * out_height * channels` bytes.
+/// `out_width * out_height * channels` bytes. Runs on the calling thread.
 ///
-/// Errors (`InvalidArgument`): a side outside `1..=MAX_IMAGE_SIDE`, `channels == 0`, a
-/// stride smaller than a row, or a buffer too short.
+/// Errors (`InvalidArgument`): a side outside `1..=MAX_IMAGE_SIDE`, `channels` outside
+/// `1..=64`, a stride smaller than a row, a buffer too short, or a result larger than
+/// [`MAX_OUTPUT_BYTES`].
 pub fn resize_bicubic(
     src: &[u8],
     width: u32,
@@ -195,6 +248,24 @@ pub fn resize_bicubic(
     channels: usize,
     out_width: u32,
     out_height: u32,
+) -> Result<Vec<u8>> {
+    resize_bicubic_threads(
+        src, width, height, stride, channels, out_width, out_height, 1,
+    )
+}
+
+/// [`resize_bicubic`] using up to `threads` threads (0 and 1 both mean the calling thread
+/// only; small images always run on one). The result does not depend on `threads`.
+#[allow(clippy::too_many_arguments)]
+pub fn resize_bicubic_threads(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    stride: usize,
+    channels: usize,
+    out_width: u32,
+    out_height: u32,
+    threads: usize,
 ) -> Result<Vec<u8>> {
     check_side("source width", width)?;
     check_side("source height", height)?;
@@ -223,6 +294,11 @@ pub fn resize_bicubic(
     }
     let out_row = checked_len(out_width, 1, channels)?;
     let out_len = checked_len(out_width, out_height, channels)?;
+    if out_len > MAX_OUTPUT_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "resize output {out_width}x{out_height}x{channels} exceeds {MAX_OUTPUT_BYTES} bytes"
+        )));
+    }
 
     let need_h = out_width != width;
     let need_v = out_height != height;
@@ -244,27 +320,36 @@ pub fn resize_bicubic(
         (0, height as usize)
     };
 
+    let vertical_into = |src: &[u8], stride: usize, first: usize, row_len: usize| {
+        let mut out = vec![0u8; out_len];
+        let work = out_len.saturating_mul(cv.ksize);
+        par_rows(&mut out, out_row, threads, work, |yy0, band| {
+            vertical(src, stride, first, row_len, &cv, yy0, band)
+        });
+        out
+    };
+
     if need_h {
         let ch = precompute(width, out_width);
         let rows = last - first;
         let mut tmp = vec![0u8; rows * out_row];
-        match channels {
-            1 => horizontal::<1>(src, stride, first, rows, &ch, &mut tmp),
-            2 => horizontal::<2>(src, stride, first, rows, &ch, &mut tmp),
-            3 => horizontal::<3>(src, stride, first, rows, &ch, &mut tmp),
-            4 => horizontal::<4>(src, stride, first, rows, &ch, &mut tmp),
-            n => horizontal_any(n, src, stride, first, rows, &ch, &mut tmp),
-        }
+        let work = tmp.len().saturating_mul(ch.ksize);
+        par_rows(&mut tmp, out_row, threads, work, |r0, band| {
+            let f = first + r0;
+            match channels {
+                1 => horizontal::<1>(src, stride, f, &ch, band),
+                2 => horizontal::<2>(src, stride, f, &ch, band),
+                3 => horizontal::<3>(src, stride, f, &ch, band),
+                4 => horizontal::<4>(src, stride, f, &ch, band),
+                n => horizontal_any(n, src, stride, f, &ch, band),
+            }
+        });
         if !need_v {
             return Ok(tmp);
         }
-        let mut out = vec![0u8; out_len];
-        vertical(&tmp, out_row, first, out_row, &cv, &mut out);
-        Ok(out)
+        Ok(vertical_into(&tmp, out_row, first, out_row))
     } else {
-        let mut out = vec![0u8; out_len];
-        vertical(src, stride, 0, in_row, &cv, &mut out);
-        Ok(out)
+        Ok(vertical_into(src, stride, 0, in_row))
     }
 }
 
@@ -283,13 +368,23 @@ mod tests {
 
     #[test]
     fn coefficients_sum_to_one() {
-        for &(i, o) in &[(2048u32, 384u32), (61, 384), (384, 384), (5, 3), (1, 7), (7, 1)] {
+        for &(i, o) in &[
+            (2048u32, 384u32),
+            (61, 384),
+            (384, 384),
+            (5, 3),
+            (1, 7),
+            (7, 1),
+        ] {
             let c = precompute(i, o);
             for xx in 0..o as usize {
                 let (min, k) = c.taps(xx);
                 assert!(min + k.len() <= i as usize);
                 let s: i64 = k.iter().map(|&v| i64::from(v)).sum();
-                assert!((s - (1 << 22)).abs() <= k.len() as i64, "{i}->{o} {xx}: {s}");
+                assert!(
+                    (s - (1 << 22)).abs() <= k.len() as i64,
+                    "{i}->{o} {xx}: {s}"
+                );
             }
         }
     }
@@ -314,7 +409,11 @@ mod tests {
         let w = 23u32;
         let h = 11u32;
         let planes: Vec<Vec<u8>> = (0..5)
-            .map(|c| (0..w * h).map(|i| ((i * 37 + c * 91) % 256) as u8).collect())
+            .map(|c| {
+                (0..w * h)
+                    .map(|i| ((i * 37 + c * 91) % 256) as u8)
+                    .collect()
+            })
             .collect();
         let mut inter = Vec::new();
         for i in 0..(w * h) as usize {
@@ -331,6 +430,47 @@ mod tests {
     }
 
     #[test]
+    fn specialised_and_generic_passes_agree() {
+        // Long runs of 0 / 255 (mask-like) with some noise, one channel.
+        let (w, h) = (301usize, 5usize);
+        let src: Vec<u8> = (0..w * h)
+            .map(|i| match (i % w) / 37 {
+                0 | 2 | 5 => 255,
+                3 => (i * 13 % 256) as u8,
+                _ => 0,
+            })
+            .collect();
+        for &ow in &[1u32, 7, 40, 150, 301, 700] {
+            let co = precompute(w as u32, ow);
+            let mut fast = vec![0u8; h * ow as usize];
+            let mut plain = vec![0u8; h * ow as usize];
+            horizontal::<1>(&src, w, 0, &co, &mut fast);
+            horizontal_any(1, &src, w, 0, &co, &mut plain);
+            assert_eq!(fast, plain, "{w} -> {ow}");
+        }
+    }
+
+    #[test]
+    fn threads_do_not_change_the_result() {
+        let (w, h) = (1500u32, 900u32);
+        let src: Vec<u8> = (0..w * h * 3)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        let one = resize_bicubic(&src, w, h, w as usize * 3, 3, 384, 384).unwrap();
+        for t in [0, 2, 3, 16] {
+            let many = resize_bicubic_threads(&src, w, h, w as usize * 3, 3, 384, 384, t).unwrap();
+            assert_eq!(one, many, "{t} threads");
+        }
+        // width unchanged (vertical pass only) and height unchanged (horizontal only)
+        let a = resize_bicubic(&src, w, h, w as usize * 3, 3, w, 100).unwrap();
+        let b = resize_bicubic_threads(&src, w, h, w as usize * 3, 3, w, 100, 4).unwrap();
+        assert_eq!(a, b);
+        let a = resize_bicubic(&src, w, h, w as usize * 3, 3, 100, h).unwrap();
+        let b = resize_bicubic_threads(&src, w, h, w as usize * 3, 3, 100, h, 4).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
     fn bad_arguments() {
         let buf = vec![0u8; 64];
         assert!(resize_bicubic(&buf, 0, 1, 3, 3, 4, 4).is_err());
@@ -340,5 +480,8 @@ mod tests {
         assert!(resize_bicubic(&buf, 4, 4, 12, 3, 0, 4).is_err());
         assert!(resize_bicubic(&buf, 4, 4, usize::MAX, 1, 2, 2).is_err());
         assert!(resize_bicubic(&buf, 4, 4, 12, 3, 2, 2).is_ok());
+        // 16384 x 16384 x 64 bytes would be 16 GiB
+        assert!(resize_bicubic(&buf, 1, 1, 64, 64, 16384, 16384).is_err());
+        assert!(resize_bicubic(&buf, 1, 1, 64, 65, 2, 2).is_err());
     }
 }

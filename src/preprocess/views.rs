@@ -1,0 +1,221 @@
+//! The two 4-channel views of a region (MODEL.md section 1, fixtures README "Pipeline" 2).
+
+use super::focal::{focal_window, Window};
+use super::resize::resize_bicubic_threads;
+use crate::error::{Error, Result};
+use crate::image::{Mask, RgbImage};
+
+/// Channels per view: R, G, B, mask.
+pub const VIEW_CHANNELS: usize = 4;
+/// Largest accepted view side (the released models use 384).
+pub const MAX_VIEW_SIZE: u32 = 4096;
+
+/// The full and the focal view of one region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Views {
+    /// Whole image and mask: planar `[4, S, S]` f32 (R, G, B, mask; rows top to bottom).
+    pub full: Vec<f32>,
+    /// The focal window of image and mask, same layout.
+    pub focal: Vec<f32>,
+    /// The focal window, in source pixels.
+    pub window: Window,
+    /// `full` and `focal` are bit-identical: the reference then skips the context
+    /// provider and uses the full-view features for both.
+    pub focal_is_full: bool,
+}
+
+/// One normalised value: `v = (f32)((f64)x * (1/255))`, then `(v - mean) / std` in f32.
+#[inline]
+fn normalize(x: u8, mean: f32, std: f32) -> f32 {
+    let v = (f64::from(x) * (1.0 / 255.0)) as f32;
+    (v - mean) / std
+}
+
+/// One view: `[4, size, size]` from the window `win` of `image` / `mask`.
+fn view(
+    image: &RgbImage,
+    mask: &Mask,
+    win: Window,
+    size: u32,
+    mean: [f32; 3],
+    std: [f32; 3],
+    threads: usize,
+) -> Result<Vec<f32>> {
+    let (w, h) = (win.width(), win.height());
+    let iw = image.width as usize;
+    let (x0, y0) = (win.x0 as usize, win.y0 as usize);
+    // Window inside the image (checked by the caller): offsets are in range.
+    let rgb = resize_bicubic_threads(
+        &image.data[(y0 * iw + x0) * 3..],
+        w,
+        h,
+        iw * 3,
+        3,
+        size,
+        size,
+        threads,
+    )?;
+    // The mask as an 8-bit image with values 0 / 255 (Pillow: `fromarray(m * 255)`;
+    // its RGB conversion has three equal channels, so one channel suffices).
+    let mut m255 = Vec::with_capacity(w as usize * h as usize);
+    for y in y0..y0 + h as usize {
+        let row = &mask.data[y * iw + x0..y * iw + x0 + w as usize];
+        m255.extend(row.iter().map(|&v| if v != 0 { 255u8 } else { 0 }));
+    }
+    let m = resize_bicubic_threads(&m255, w, h, w as usize, 1, size, size, threads)?;
+
+    let plane = size as usize * size as usize;
+    let mut out = vec![0f32; VIEW_CHANNELS * plane];
+    let (rgb_planes, mask_plane) = out.split_at_mut(3 * plane);
+    for (c, dst) in rgb_planes.chunks_exact_mut(plane).enumerate() {
+        for (d, px) in dst.iter_mut().zip(rgb.chunks_exact(3)) {
+            *d = normalize(px[c], mean[c], std[c]);
+        }
+    }
+    for (d, &v) in mask_plane.iter_mut().zip(&m) {
+        *d = normalize(v, mean[0], std[0]);
+    }
+    Ok(out)
+}
+
+/// Computes the full and the focal view of a region, each `[4, size, size]` planar f32:
+/// channels 0-2 are the Pillow-exact bicubic resize of the (cropped) RGB image, channel 3
+/// the same resize of the (cropped) mask as 0 / 255; every value is
+/// `((f32)(x / 255.0) - mean[c]) / std[c]` (the mask channel uses `mean[0]`, `std[0]`).
+/// The focal view crops image and mask to [`focal_window`] before resizing.
+///
+/// Errors: `InvalidArgument` for an inconsistent image or mask, a mask of another size,
+/// a size outside `1..=MAX_VIEW_SIZE`, or a zero / non-finite `std` or non-finite
+/// `mean`; `InvalidRegion` for an empty mask.
+pub fn make_views(
+    image: &RgbImage,
+    mask: &Mask,
+    size: u32,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<Views> {
+    make_views_threads(image, mask, size, mean, std, 1)
+}
+
+/// [`make_views`] with the resizes split over up to `threads` threads (0 and 1: the
+/// calling thread only). The result does not depend on `threads`.
+pub fn make_views_threads(
+    image: &RgbImage,
+    mask: &Mask,
+    size: u32,
+    mean: [f32; 3],
+    std: [f32; 3],
+    threads: usize,
+) -> Result<Views> {
+    image.validate()?;
+    mask.validate()?;
+    if size == 0 || size > MAX_VIEW_SIZE {
+        return Err(Error::InvalidArgument(format!(
+            "view size {size} is out of range (1..={MAX_VIEW_SIZE})"
+        )));
+    }
+    if mask.width != image.width || mask.height != image.height {
+        return Err(Error::InvalidArgument(format!(
+            "mask is {}x{} but the image is {}x{}",
+            mask.width, mask.height, image.width, image.height
+        )));
+    }
+    if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !s.is_finite() || *s == 0.0) {
+        return Err(Error::InvalidArgument(format!(
+            "normalisation mean {mean:?} / std {std:?} must be finite with std != 0"
+        )));
+    }
+    let window = focal_window(mask)?;
+    let whole = Window {
+        x0: 0,
+        y0: 0,
+        x1: image.width,
+        y1: image.height,
+    };
+    let full = view(image, mask, whole, size, mean, std, threads)?;
+    let focal = if window == whole {
+        full.clone()
+    } else {
+        view(image, mask, window, size, mean, std, threads)?
+    };
+    let focal_is_full = full
+        .iter()
+        .zip(&focal)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    Ok(Views {
+        full,
+        focal,
+        window,
+        focal_is_full,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HALF: [f32; 3] = [0.5; 3];
+
+    fn image(w: u32, h: u32) -> RgbImage {
+        let data = (0..w * h * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+        RgbImage::new(w, h, data).unwrap()
+    }
+
+    #[test]
+    fn normalisation_matches_numpy_recipe() {
+        // 0 -> -1, 255 -> 1, 128 -> (f32(128/255) - 0.5) / 0.5
+        assert_eq!(normalize(0, 0.5, 0.5), -1.0);
+        assert_eq!(normalize(255, 0.5, 0.5), 1.0);
+        let v = (128.0f64 / 255.0) as f32;
+        assert_eq!(normalize(128, 0.5, 0.5), (v - 0.5) / 0.5);
+    }
+
+    #[test]
+    fn full_mask_gives_identical_views() {
+        let img = image(40, 30);
+        let mask = Mask::new(40, 30, vec![1; 1200]).unwrap();
+        let v = make_views(&img, &mask, 16, HALF, HALF).unwrap();
+        assert!(v.focal_is_full);
+        assert_eq!(v.full.len(), 4 * 16 * 16);
+        assert_eq!(v.full, v.focal);
+        assert!(v.full[3 * 256..].iter().all(|&x| x == 1.0));
+    }
+
+    #[test]
+    fn small_region_gives_a_crop() {
+        let img = image(300, 200);
+        let mut mask = Mask::zeros(300, 200).unwrap();
+        mask.data[150 * 300 + 250] = 1;
+        let v = make_views(&img, &mask, 24, HALF, HALF).unwrap();
+        assert!(!v.focal_is_full);
+        assert_eq!(v.window, focal_window(&mask).unwrap());
+        assert!(v
+            .full
+            .iter()
+            .chain(&v.focal)
+            .all(|x| (-1.0..=1.0).contains(x)));
+    }
+
+    #[test]
+    fn errors() {
+        let img = image(20, 10);
+        let empty = Mask::zeros(20, 10).unwrap();
+        assert!(matches!(
+            make_views(&img, &empty, 8, HALF, HALF),
+            Err(Error::InvalidRegion(_))
+        ));
+        let other = Mask::new(10, 20, vec![1; 200]).unwrap();
+        assert!(make_views(&img, &other, 8, HALF, HALF).is_err());
+        let ok = Mask::new(20, 10, vec![1; 200]).unwrap();
+        assert!(make_views(&img, &ok, 0, HALF, HALF).is_err());
+        assert!(make_views(&img, &ok, MAX_VIEW_SIZE + 1, HALF, HALF).is_err());
+        assert!(make_views(&img, &ok, 8, HALF, [0.5, 0.0, 0.5]).is_err());
+        assert!(make_views(&img, &ok, 8, [f32::NAN; 3], HALF).is_err());
+        let bad = RgbImage {
+            width: 20,
+            height: 10,
+            data: vec![0; 5],
+        };
+        assert!(make_views(&bad, &ok, 8, HALF, HALF).is_err());
+    }
+}
