@@ -1,1 +1,618 @@
-fn main() {}
+//! `dam`: describe regions of images and videos, convert and quantize
+//! checkpoints, dump every stage for parity checks.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use dam::image::{load_mask, load_rgb, Mask, RgbImage};
+use dam::model::{token_embeddings, Trace};
+use dam::sys::llama::{FlashAttn, KvType};
+use dam::sys::GgmlType;
+use dam::vision::Detail;
+use dam::{
+    find_model_files, Caption, DescribeOptions, Error, Frame, LengthControl, Model, ModelParams, PixelFormat, Region,
+    Result,
+};
+
+#[derive(Parser)]
+#[command(name = "dam", version, about = "Describe Anything: detailed captions of image and video regions")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Describe a masked region of an image, or of up to 8 video frames.
+    Describe(DescribeArgs),
+    /// Convert a Hugging Face DAM checkpoint folder into the two GGUF files.
+    Convert(ConvertArgs),
+    /// Re-quantize an LLM or vision GGUF file.
+    Quantize(QuantizeArgs),
+    /// Run one request and write every stage (parity/debugging).
+    Dump(DumpArgs),
+    /// Print a model's hyper-parameters and the compute backend.
+    Info(ModelArgs),
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// The LLM file (*-llm-*.gguf).
+    #[arg(long)]
+    llm: Option<PathBuf>,
+    /// The vision file (*-vision-*.gguf).
+    #[arg(long)]
+    vision: Option<PathBuf>,
+    /// A folder with one pair of files, or either file of a pair.
+    #[arg(long, short = 'm')]
+    model: Option<PathBuf>,
+    /// CPU threads (default: all cores).
+    #[arg(long, short = 't', default_value_t = 0)]
+    threads: usize,
+    /// KV cache type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    kv_type: String,
+    /// Flash attention: auto, on, off.
+    #[arg(long, default_value = "auto")]
+    flash_attn: String,
+    /// Context length (0 = the model's, at most 4096).
+    #[arg(long, default_value_t = 0)]
+    ctx: u32,
+}
+
+#[derive(Args)]
+struct RegionArgs {
+    /// Input image (png/jpeg); repeat with --mask for a video.
+    #[arg(long, short = 'i', required = true)]
+    image: Vec<PathBuf>,
+    /// Mask image of the same size (pixel > 0 = region); one per --image.
+    #[arg(long)]
+    mask: Vec<PathBuf>,
+    /// A box x0,y0,x1,y1 (pixels, or fractions with --normalized).
+    #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
+    bbox: Option<String>,
+    /// A scribble: points x,y;x,y;... drawn with --brush pixels.
+    #[arg(long, value_name = "X,Y;X,Y;...")]
+    scribble: Option<String>,
+    /// Brush diameter of --scribble, pixels.
+    #[arg(long, default_value_t = 10.0)]
+    brush: f32,
+    /// Clicks x,y;x,y (needs a segmenter: not supported yet).
+    #[arg(long, value_name = "X,Y;...")]
+    points: Option<String>,
+    /// Take the mask from the image's alpha channel (alpha > 0).
+    #[arg(long)]
+    alpha_mask: bool,
+    /// --box / --scribble coordinates are fractions of width/height.
+    #[arg(long)]
+    normalized: bool,
+}
+
+#[derive(Args)]
+struct DescribeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    region: RegionArgs,
+    /// The question (default: the model's, "Describe the masked region in detail.").
+    #[arg(long, short = 'q')]
+    query: Option<String>,
+    /// Length control: words:N, about:N, more-than:N or sentences:N.
+    #[arg(long)]
+    length: Option<String>,
+    /// Maximum new tokens.
+    #[arg(long, short = 'n', default_value_t = 512)]
+    max_tokens: usize,
+    /// Sampling temperature (0 = greedy). Reference default 0.2.
+    #[arg(long, default_value_t = 0.2)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.5)]
+    top_p: f32,
+    #[arg(long, default_value_t = 50)]
+    top_k: i32,
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// Greedy decoding (same as --temperature 0).
+    #[arg(long)]
+    greedy: bool,
+    /// Stream text as it is generated (default when stdout is a terminal).
+    #[arg(long, overrides_with = "no_stream")]
+    stream: bool,
+    #[arg(long)]
+    no_stream: bool,
+    /// Print one JSON object (caption, tokens, timings, windows).
+    #[arg(long)]
+    json: bool,
+    /// Write the image with the region tinted, its box and the focal window.
+    #[arg(long, value_name = "OUT.png")]
+    overlay: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// The checkpoint folder (config.json, llm/, vision_tower/, mm_projector/, context_provider/).
+    hf_dir: PathBuf,
+    #[arg(long)]
+    outdir: PathBuf,
+    /// Weight type of the matrices: f32, f16, bf16 or q8_0.
+    #[arg(long = "type", default_value = "f16")]
+    ty: String,
+    /// File name stem (default: the folder's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Prefix of the single-image prompt ("Image: " for the joint image+video checkpoint).
+    #[arg(long, default_value = "")]
+    image_prefix: String,
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    input: PathBuf,
+    output: PathBuf,
+    /// q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q2_k, q3_k, f16, bf16, f32.
+    #[arg(value_name = "TYPE")]
+    ty: String,
+    #[arg(long, short = 't', default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, short = 'i', required = true)]
+    image: Vec<PathBuf>,
+    #[arg(long, required = true)]
+    mask: Vec<PathBuf>,
+    /// The user text without <image> (default: the model's query).
+    #[arg(long, short = 'q')]
+    query: Option<String>,
+    #[arg(long, default_value_t = 24)]
+    max_tokens: usize,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write every vision layer's output (debug.* names).
+    #[arg(long)]
+    debug: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Describe(a) => describe(a),
+        Cmd::Convert(a) => convert(a),
+        Cmd::Quantize(a) => quantize(a),
+        Cmd::Dump(a) => dump(a),
+        Cmd::Info(a) => info(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dam: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_kv(s: &str) -> Result<KvType> {
+    match s {
+        "f16" => Ok(KvType::F16),
+        "f32" => Ok(KvType::F32),
+        _ => Err(Error::InvalidArgument(format!("--kv-type {s}: f16 or f32"))),
+    }
+}
+
+fn load_model(a: &ModelArgs, reference: bool) -> Result<std::sync::Arc<Model>> {
+    let (llm, vision) = match (&a.llm, &a.vision, &a.model) {
+        (Some(l), Some(v), None) => (l.clone(), v.clone()),
+        (None, None, Some(m)) => find_model_files(m)?,
+        (Some(x), None, None) | (None, Some(x), None) => find_model_files(x)?,
+        _ => return Err(Error::InvalidArgument("give --model, or --llm and --vision".into())),
+    };
+    let mut p = if reference { ModelParams::reference() } else { ModelParams::default() };
+    p.threads = a.threads;
+    p.n_ctx = a.ctx;
+    if !reference {
+        p.kv_type = parse_kv(&a.kv_type)?;
+        p.flash_attn = match a.flash_attn.as_str() {
+            "auto" => FlashAttn::Auto,
+            "on" => FlashAttn::On,
+            "off" => FlashAttn::Off,
+            s => return Err(Error::InvalidArgument(format!("--flash-attn {s}: auto, on or off"))),
+        };
+    }
+    let tty = std::io::stderr().is_terminal();
+    if tty {
+        eprint!("loading {} ...", vision.display());
+    }
+    let m = Model::load(&llm, &vision, p);
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    m
+}
+
+fn floats(s: &str, what: &str) -> Result<Vec<f32>> {
+    s.split([',', ';', ' '])
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.trim()
+                .parse::<f32>()
+                .map_err(|_| Error::InvalidArgument(format!("{what}: '{t}' is not a number")))
+        })
+        .collect()
+}
+
+fn pairs(s: &str, what: &str) -> Result<Vec<(f32, f32)>> {
+    let v = floats(s, what)?;
+    if v.is_empty() || v.len() % 2 != 0 {
+        return Err(Error::InvalidArgument(format!("{what}: expected x,y pairs")));
+    }
+    Ok(v.chunks(2).map(|c| (c[0], c[1])).collect())
+}
+
+/// Loaded inputs: images (RGBA kept when the alpha channel is the mask) and
+/// one region source per frame.
+struct Inputs {
+    images: Vec<(Vec<u8>, u32, u32, PixelFormat)>,
+    masks: Vec<Option<Mask>>,
+    region: Option<RegionSpec>,
+}
+
+enum RegionSpec {
+    Box([f32; 4], bool),
+    Scribble(Vec<(f32, f32)>, f32, bool),
+    Points(Vec<(f32, f32)>),
+    Alpha,
+}
+
+fn load_inputs(r: &RegionArgs) -> Result<Inputs> {
+    let kinds = [!r.mask.is_empty(), r.bbox.is_some(), r.scribble.is_some(), r.points.is_some(), r.alpha_mask];
+    if kinds.iter().filter(|&&k| k).count() != 1 {
+        return Err(Error::InvalidArgument(
+            "give exactly one region: --mask, --box, --scribble, --points or --alpha-mask".into(),
+        ));
+    }
+    if !r.mask.is_empty() && r.mask.len() != r.image.len() {
+        return Err(Error::InvalidArgument(format!("{} images but {} masks", r.image.len(), r.mask.len())));
+    }
+    let mut images = Vec::new();
+    for p in &r.image {
+        if r.alpha_mask {
+            let img = image::open(p).map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
+            if !img.color().has_alpha() {
+                return Err(Error::InvalidRegion(format!("{}: --alpha-mask needs an image with alpha", p.display())));
+            }
+            let rgba = img.to_rgba8();
+            let (w, h) = rgba.dimensions();
+            images.push((rgba.into_raw(), w, h, PixelFormat::Rgba8));
+        } else {
+            let RgbImage { width, height, data } = load_rgb(p)?;
+            images.push((data, width, height, PixelFormat::Rgb8));
+        }
+    }
+    let masks = if r.mask.is_empty() {
+        vec![None; images.len()]
+    } else {
+        r.mask.iter().map(|p| load_mask(p).map(Some)).collect::<Result<_>>()?
+    };
+    let region = if let Some(b) = &r.bbox {
+        let v = floats(b, "--box")?;
+        let [x0, y0, x1, y1] = v[..] else {
+            return Err(Error::InvalidArgument("--box: expected x0,y0,x1,y1".into()));
+        };
+        Some(RegionSpec::Box([x0, y0, x1, y1], r.normalized))
+    } else if let Some(s) = &r.scribble {
+        Some(RegionSpec::Scribble(pairs(s, "--scribble")?, r.brush, r.normalized))
+    } else if let Some(p) = &r.points {
+        Some(RegionSpec::Points(pairs(p, "--points")?))
+    } else if r.alpha_mask {
+        Some(RegionSpec::Alpha)
+    } else {
+        None
+    };
+    Ok(Inputs { images, masks, region })
+}
+
+impl Inputs {
+    fn frames(&self) -> Result<Vec<Frame<'_>>> {
+        self.images
+            .iter()
+            .zip(&self.masks)
+            .map(|((data, w, h, fmt), mask)| {
+                let image = dam::ImageView::new(data, *w, *h, *w as usize * fmt.bytes_per_pixel(), *fmt)?;
+                let region = match (mask, &self.region) {
+                    (Some(m), _) => Region::Mask(dam::ImageView::new(
+                        &m.data,
+                        m.width,
+                        m.height,
+                        m.width as usize,
+                        PixelFormat::Gray8,
+                    )?),
+                    (None, Some(RegionSpec::Box([x0, y0, x1, y1], n))) => {
+                        Region::Box { x0: *x0, y0: *y0, x1: *x1, y1: *y1, normalized: *n }
+                    }
+                    (None, Some(RegionSpec::Scribble(p, w, n))) => {
+                        Region::Scribble { points: p.clone(), width: *w, normalized: *n }
+                    }
+                    (None, Some(RegionSpec::Points(p))) => Region::Points(p.iter().map(|&(x, y)| (x, y, true)).collect()),
+                    (None, Some(RegionSpec::Alpha)) => Region::AlphaOfImage,
+                    (None, None) => return Err(Error::InvalidArgument("no region given".into())),
+                };
+                Ok(Frame { image, region })
+            })
+            .collect()
+    }
+}
+
+fn parse_length(s: &str) -> Result<LengthControl> {
+    let (k, n) = s
+        .split_once(':')
+        .ok_or_else(|| Error::InvalidArgument(format!("--length {s}: expected KIND:N")))?;
+    let n: u32 = n
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| Error::InvalidArgument(format!("--length {s}: N must be a positive integer")))?;
+    match k {
+        "words" => Ok(LengthControl::Words(n)),
+        "about" | "about-words" => Ok(LengthControl::AboutWords(n)),
+        "more-than" | "more-than-words" => Ok(LengthControl::MoreThanWords(n)),
+        "sentences" => Ok(LengthControl::Sentences(n)),
+        _ => Err(Error::InvalidArgument(format!(
+            "--length {s}: kind must be words, about, more-than or sentences"
+        ))),
+    }
+}
+
+fn describe(a: DescribeArgs) -> Result<()> {
+    let inputs = load_inputs(&a.region)?;
+    let frames = inputs.frames()?;
+    let opts = DescribeOptions {
+        query: a.query.clone(),
+        length: a.length.as_deref().map(parse_length).transpose()?,
+        max_new_tokens: a.max_tokens,
+        temperature: if a.greedy { 0.0 } else { a.temperature },
+        top_p: a.top_p,
+        top_k: a.top_k,
+        seed: a.seed,
+    };
+    // Rasterise early so region errors come before the model loads.
+    for f in &frames {
+        if frames.len() == 1 {
+            dam::region::rasterize(&f.region, &f.image)?;
+        }
+    }
+    let model = load_model(&a.model, false)?;
+    let mut session = model.session()?;
+    let stdout_tty = std::io::stdout().is_terminal();
+    let stream = !a.json && (a.stream || (stdout_tty && !a.no_stream));
+    let err_tty = std::io::stderr().is_terminal();
+    if err_tty {
+        eprint!("thinking ...");
+    }
+    let mut first = true;
+    let mut on_text = |t: &str| {
+        if first && err_tty {
+            eprint!("\r\x1b[2K");
+        }
+        first = false;
+        if stream {
+            print!("{t}");
+            let _ = std::io::stdout().flush();
+        }
+        true
+    };
+    let cap = if frames.len() == 1 {
+        session.describe_stream(&frames[0].image, &frames[0].region, &opts, &mut on_text)?
+    } else {
+        session.describe_video(&frames, &opts, &mut on_text)?
+    };
+    if first && err_tty {
+        eprint!("\r\x1b[2K");
+    }
+    for k in &cap.dropped_frames {
+        eprintln!("dam: warning: frame {k} dropped: its region is empty");
+    }
+    if let Some(path) = &a.overlay {
+        write_overlay(path, &frames, &cap)?;
+    }
+    if a.json {
+        println!("{}", caption_json(&cap, &model));
+    } else if stream {
+        println!();
+    } else {
+        println!("{}", cap.text);
+    }
+    Ok(())
+}
+
+fn caption_json(c: &Caption, m: &Model) -> serde_json::Value {
+    let t = &c.timings;
+    serde_json::json!({
+        "caption": c.text,
+        "tokens": c.tokens,
+        "stopped_by_eos": c.stopped_by_eos,
+        "frames": c.frames.iter().map(|f| serde_json::json!({
+            "focal_window_xyxy": f.window.to_array(),
+            "mask_box_xyxy": [f.mask_box.0, f.mask_box.1, f.mask_box.2, f.mask_box.3],
+            "mask_pixels": f.mask_pixels,
+            "context_provider_applied": f.context_applied,
+        })).collect::<Vec<_>>(),
+        "dropped_frames": c.dropped_frames,
+        "timings_ms": {
+            "load": m.load_ms, "preprocess": t.preprocess_ms, "vision": t.vision_ms,
+            "prefill": t.prefill_ms, "decode": t.decode_ms,
+        },
+        "prompt_tokens": t.n_prompt_tokens,
+        "generated_tokens": t.n_generated,
+        "decode_tokens_per_s": if t.decode_ms > 0.0 { t.n_generated as f64 * 1e3 / t.decode_ms } else { 0.0 },
+    })
+}
+
+fn write_overlay(path: &Path, frames: &[Frame], cap: &Caption) -> Result<()> {
+    // The first used frame (videos: one overlay of the first frame).
+    let k = (0..frames.len()).find(|k| !cap.dropped_frames.contains(k)).unwrap_or(0);
+    let f = &frames[k];
+    let mask = dam::region::rasterize(&f.region, &f.image)?;
+    let info = cap.frames.first().ok_or_else(|| Error::InvalidArgument("no frame".into()))?;
+    let img = dam::overlay::draw(&f.image.to_rgb(), &mask, info.mask_box, info.window.to_array())?;
+    image::save_buffer(path, &img.data, img.width, img.height, image::ExtendedColorType::Rgb8)
+        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+}
+
+fn convert(a: ConvertArgs) -> Result<()> {
+    let ty = GgmlType::parse(&a.ty)?;
+    let name = match a.name {
+        Some(n) => n,
+        None => a
+            .hf_dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "dam".into()),
+    };
+    std::fs::create_dir_all(&a.outdir).map_err(|e| Error::io(&a.outdir, e))?;
+    let opts = dam::convert::ConvertOptions { image_prefix: a.image_prefix, progress: true, ..Default::default() };
+    let r = dam::convert::convert(&a.hf_dir, &a.outdir, ty, &name, &opts)?;
+    println!("{}", r.llm_path.display());
+    println!("{}", r.vision_path.display());
+    Ok(())
+}
+
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    let ty = GgmlType::parse(&a.ty)?;
+    let threads = if a.threads > 0 {
+        a.threads
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4)
+    };
+    dam::convert::quantize(&a.input, &a.output, ty, threads)?;
+    println!("{}", a.output.display());
+    Ok(())
+}
+
+fn info(a: ModelArgs) -> Result<()> {
+    let m = load_model(&a, false)?;
+    let hp = &m.vision.hp;
+    println!("llm:    {} ({} layers? width {}, vocab {})", m.llm_path.display(), m.llm.n_layer(), m.llm.n_embd(), m.llm.n_vocab());
+    println!(
+        "vision: {} ({}, {} px, patch {}, width {}, {} of {} layers, {} tokens/image)",
+        m.vision_path.display(),
+        m.vision.weight_type.name(),
+        hp.image_size,
+        hp.patch_size,
+        hp.hidden,
+        hp.used_layers(),
+        hp.layers,
+        hp.tokens_per_image()
+    );
+    println!("cpu:    {}", dam::sys::ggml::cpu_features().join(" "));
+    println!("load:   {:.1} ms", m.load_ms);
+    Ok(())
+}
+
+/// Little-endian bytes of a float/int slice, for safetensors.
+fn le<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
+    v.iter().flat_map(|&x| f(x)).collect()
+}
+
+fn dump(a: DumpArgs) -> Result<()> {
+    if a.image.len() != a.mask.len() {
+        return Err(Error::InvalidArgument(format!("{} images but {} masks", a.image.len(), a.mask.len())));
+    }
+    let region = RegionArgs {
+        image: a.image.clone(),
+        mask: a.mask.clone(),
+        bbox: None,
+        scribble: None,
+        brush: 0.0,
+        points: None,
+        alpha_mask: false,
+        normalized: false,
+    };
+    let inputs = load_inputs(&region)?;
+    let frames = inputs.frames()?;
+    let model = load_model(&a.model, true)?;
+    let mut session = model.session()?;
+    let opts = DescribeOptions { query: a.query.clone(), max_new_tokens: a.max_tokens, ..DescribeOptions::greedy() };
+    let detail = if a.debug { Detail::Debug } else { Detail::Features };
+    let (cap, trace) = session.trace(&frames, &opts, detail)?;
+    write_dump(&a.out, &model, &trace)?;
+    let json = serde_json::json!({
+        "frames": cap.frames.iter().map(|f| serde_json::json!({
+            "focal_window_xyxy": f.window.to_array(),
+            "context_provider_applied": f.context_applied,
+            "mask_pixels": f.mask_pixels,
+        })).collect::<Vec<_>>(),
+        "dropped_frames": cap.dropped_frames,
+        "prompt": trace.prompt,
+        "prompt_ids": trace.prompt_ids,
+        "output_ids": cap.tokens,
+        "text": cap.text,
+        "stopped_by_eos": cap.stopped_by_eos,
+    });
+    println!("{json}");
+    Ok(())
+}
+
+fn write_dump(out: &Path, model: &Model, t: &Trace) -> Result<()> {
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+    let hp = &model.vision.hp;
+    let (s, n, c) = (hp.image_size as usize, hp.positions() as usize, hp.hidden as usize);
+    let (tk, h) = (hp.tokens_per_image() as usize, hp.llm_hidden as usize);
+    let nf = t.views.len();
+    // Single images have no frame axis (the fixtures' convention).
+    let shape = |rest: &[usize]| -> Vec<usize> {
+        if nf > 1 {
+            std::iter::once(nf).chain(rest.iter().copied()).collect()
+        } else {
+            rest.to_vec()
+        }
+    };
+    let cat = |f: &dyn Fn(usize) -> Vec<f32>| -> Vec<f32> { (0..nf).flat_map(f).collect() };
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut f32t = |name: &str, shape: Vec<usize>, data: Vec<f32>| {
+        tensors.push((name.to_string(), Dtype::F32, shape, le(&data, f32::to_le_bytes)));
+    };
+    f32t("pixel_values", shape(&[8, s, s]), cat(&|k| [t.views[k].full.clone(), t.views[k].focal.clone()].concat()));
+    f32t("full_features", shape(&[n, c]), cat(&|k| t.vision.full_features[k].clone()));
+    f32t("crop_features", shape(&[n, c]), cat(&|k| t.vision.crop_features[k].clone()));
+    f32t("projector_output", shape(&[tk, h]), cat(&|k| t.vision.embeddings[k].clone()));
+    // The spliced LLM input: token embedding rows, image rows at each -200.
+    let mut embeds = Vec::new();
+    let mut img = 0;
+    for &id in &t.prompt_ids {
+        if id == -200 {
+            embeds.extend_from_slice(&t.vision.embeddings[img]);
+            img += 1;
+        } else {
+            embeds.extend(token_embeddings(&model.llm_path, &[id as i32])?);
+        }
+    }
+    f32t("llm_inputs_embeds", vec![embeds.len() / h, h], embeds);
+    let g = &t.generation;
+    f32t("first_logits", vec![g.first_logits.len()], g.first_logits.clone());
+    let v = g.first_logits.len();
+    f32t("step_logits", vec![g.step_logits.len(), v], g.step_logits.concat());
+    for (name, data) in &t.vision.debug {
+        // Debug states are in batch order; the fixtures hold them for single images.
+        f32t(name, vec![data.len() / c, c], data.clone());
+    }
+    let ids: Vec<i64> = g.tokens.iter().map(|&x| x as i64).collect();
+    tensors.push(("prompt_ids".into(), Dtype::I64, vec![t.prompt_ids.len()], le(&t.prompt_ids, i64::to_le_bytes)));
+    tensors.push(("output_ids".into(), Dtype::I64, vec![ids.len()], le(&ids, i64::to_le_bytes)));
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Backend(format!("{n}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    safetensors::serialize_to_file(views, &None, out).map_err(|e| Error::Io(format!("{}: {e}", out.display())))
+}

@@ -123,6 +123,99 @@ impl GgufWriter {
         Ok(())
     }
 
+    /// Sets a key from a parsed value (used to copy the keys of one GGUF file
+    /// into another). Arrays must be homogeneous and not nested; an empty
+    /// array is written as an empty i32 array (the reader does not keep the
+    /// element type of empty arrays).
+    pub fn set_value(&mut self, key: &str, v: &crate::gguf_file::Value) -> Result<()> {
+        use crate::gguf_file::Value as V;
+        let k = cstr(key)?;
+        match v {
+            V::Str(s) => return self.set_str(key, s),
+            V::Array(items) => return self.set_array(key, items),
+            _ => {}
+        }
+        // SAFETY: ctx is valid; gguf copies the key; each call passes a plain value.
+        unsafe {
+            match *v {
+                V::U8(x) => ffi::gguf_set_val_u8(self.ctx, k.as_ptr(), x),
+                V::I8(x) => ffi::gguf_set_val_i8(self.ctx, k.as_ptr(), x),
+                V::U16(x) => ffi::gguf_set_val_u16(self.ctx, k.as_ptr(), x),
+                V::I16(x) => ffi::gguf_set_val_i16(self.ctx, k.as_ptr(), x),
+                V::U32(x) => ffi::gguf_set_val_u32(self.ctx, k.as_ptr(), x),
+                V::I32(x) => ffi::gguf_set_val_i32(self.ctx, k.as_ptr(), x),
+                V::F32(x) => ffi::gguf_set_val_f32(self.ctx, k.as_ptr(), x),
+                V::Bool(x) => ffi::gguf_set_val_bool(self.ctx, k.as_ptr(), x),
+                V::U64(x) => ffi::gguf_set_val_u64(self.ctx, k.as_ptr(), x),
+                V::I64(x) => ffi::gguf_set_val_i64(self.ctx, k.as_ptr(), x),
+                V::F64(x) => ffi::gguf_set_val_f64(self.ctx, k.as_ptr(), x),
+                V::Str(_) | V::Array(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn set_array(&mut self, key: &str, items: &[crate::gguf_file::Value]) -> Result<()> {
+        use crate::gguf_file::Value as V;
+        let Some(first) = items.first() else {
+            return self.set_arr_i32(key, &[]);
+        };
+        if let V::Str(_) = first {
+            let strs: Vec<String> = items
+                .iter()
+                .map(|x| match x {
+                    V::Str(s) => Ok(s.clone()),
+                    _ => Err(Error::InvalidArgument(format!("key {key}: mixed array"))),
+                })
+                .collect::<Result<_>>()?;
+            return self.set_arr_str(key, &strs);
+        }
+        let ty = match first {
+            V::U8(_) => ffi::GGUF_TYPE_UINT8,
+            V::I8(_) => ffi::GGUF_TYPE_INT8,
+            V::U16(_) => ffi::GGUF_TYPE_UINT16,
+            V::I16(_) => ffi::GGUF_TYPE_INT16,
+            V::U32(_) => ffi::GGUF_TYPE_UINT32,
+            V::I32(_) => ffi::GGUF_TYPE_INT32,
+            V::F32(_) => ffi::GGUF_TYPE_FLOAT32,
+            V::Bool(_) => ffi::GGUF_TYPE_BOOL,
+            V::U64(_) => ffi::GGUF_TYPE_UINT64,
+            V::I64(_) => ffi::GGUF_TYPE_INT64,
+            V::F64(_) => ffi::GGUF_TYPE_FLOAT64,
+            V::Str(_) | V::Array(_) => {
+                return Err(Error::InvalidArgument(format!("key {key}: nested arrays are not supported")))
+            }
+        };
+        // Little-endian packing, as GGUF stores it (ggml only runs on LE hosts).
+        let mut bytes: Vec<u8> = Vec::new();
+        for x in items {
+            let same = std::mem::discriminant(x) == std::mem::discriminant(first);
+            if !same {
+                return Err(Error::InvalidArgument(format!("key {key}: mixed array")));
+            }
+            match *x {
+                V::U8(a) => bytes.push(a),
+                V::I8(a) => bytes.extend_from_slice(&a.to_le_bytes()),
+                V::U16(a) => bytes.extend_from_slice(&a.to_le_bytes()),
+                V::I16(a) => bytes.extend_from_slice(&a.to_le_bytes()),
+                V::U32(a) => bytes.extend_from_slice(&a.to_le_bytes()),
+                V::I32(a) => bytes.extend_from_slice(&a.to_le_bytes()),
+                V::F32(a) => bytes.extend_from_slice(&a.to_le_bytes()),
+                V::Bool(a) => bytes.push(a as u8),
+                V::U64(a) => bytes.extend_from_slice(&a.to_le_bytes()),
+                V::I64(a) => bytes.extend_from_slice(&a.to_le_bytes()),
+                V::F64(a) => bytes.extend_from_slice(&a.to_le_bytes()),
+                V::Str(_) | V::Array(_) => {}
+            }
+        }
+        let k = cstr(key)?;
+        // SAFETY: `bytes` holds items.len() packed elements of type `ty`
+        // (every element has the first one's variant, checked above); gguf
+        // copies items.len() * sizeof(ty) bytes.
+        unsafe { ffi::gguf_set_arr_data(self.ctx, k.as_ptr(), ty, bytes.as_ptr().cast(), items.len()) };
+        Ok(())
+    }
+
     /// Adds a tensor to the table. `ne` is in ggml order (row length first).
     pub fn add_tensor(&mut self, name: &str, ty: GgmlType, ne: &[u64]) -> Result<()> {
         if ne.is_empty() || ne.len() > 4 {

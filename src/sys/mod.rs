@@ -8,6 +8,7 @@ pub mod ggml;
 pub mod gguf;
 pub mod llama;
 pub mod mmap;
+pub mod quantize;
 pub mod types;
 
 pub use mmap::MappedFile;

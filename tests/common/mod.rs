@@ -132,9 +132,8 @@ pub fn converted(model: &str, ty: GgmlType) -> (PathBuf, PathBuf) {
             let out = tmp_root().join(format!("{model}-{}", ty.name()));
             std::fs::create_dir_all(&out).unwrap();
             let ck = fixtures().join(model).join("checkpoint");
-            let r: ConvertedPaths = todo_convert(&ck, &out, ty, model);
+            let r = dam::convert::convert(&ck, &out, ty, model, &Default::default()).unwrap();
             (r.llm_path, r.vision_path)
         })
         .clone()
 }
-struct ConvertedPaths { llm_path: PathBuf, vision_path: PathBuf } fn todo_convert(_: &Path, _: &Path, _: GgmlType, _: &str) -> ConvertedPaths { unimplemented!() }

@@ -1,0 +1,328 @@
+//! The generated part of `gguf/README.md`: every key and tensor of both
+//! files, rendered from the same tables the converter and the loader use
+//! (`weights::VISION_TENSORS`, `weights::LLM_TENSORS`, `weights::key`, the LLM
+//! storage rules). A unit test checks the README holds this text verbatim;
+//! `DAM_BLESS=1 cargo test --release --lib convert::doc` rewrites it.
+
+use super::llm::{llm_key as lk, llm_rule, LDim};
+use super::vision::WEIGHT_TYPE_KEY;
+use crate::weights::{key, Dim, Kind, Part, LLM_TENSORS, VISION_TENSORS};
+
+/// One documented key.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyDoc {
+    pub key: &'static str,
+    pub ty: &'static str,
+    pub meaning: &'static str,
+}
+
+const fn k(key: &'static str, ty: &'static str, meaning: &'static str) -> KeyDoc {
+    KeyDoc { key, ty, meaning }
+}
+
+/// Every key of the vision file, in the order the converter writes them.
+pub const VISION_KEYS: &[KeyDoc] = &[
+    k("general.architecture", "string", "`dam-vision`"),
+    k(key::IMAGE_SIZE, "u32", "input side S in pixels (both views are S x S)"),
+    k(key::PATCH_SIZE, "u32", "patch size P (stride-P convolution; trailing S mod P pixels are ignored)"),
+    k(key::HIDDEN, "u32", "tower width C"),
+    k(key::HEADS, "u32", "tower attention heads"),
+    k(key::LAYERS, "u32", "layers of the original tower (the file holds only the L used ones)"),
+    k(key::FF, "u32", "tower MLP width FF"),
+    k(key::EPS, "f32", "tower LayerNorm epsilon"),
+    k(key::ACT, "string", "tower MLP activation (`gelu_pytorch_tanh` or `gelu`)"),
+    k(key::SELECT_LAYER, "i32", "index into hidden_states = [embeddings, layer 0, ...]; -2 for DAM, so L = layers - 1"),
+    k(key::MASK_CHANNELS, "u32", "mask channels M of the mask patch embedding (1)"),
+    k(key::IMAGE_MEAN, "f32[3]", "normalisation mean per RGB channel"),
+    k(key::IMAGE_STD, "f32[3]", "normalisation std per RGB channel"),
+    k(key::RESAMPLE, "string", "resize filter of the views (`bicubic`, PIL semantics)"),
+    k(key::CTX_TYPE, "string", "context provider type (`cross_attn_end_to_all`)"),
+    k(key::CTX_LAYERS, "u32", "cross-attention blocks of the checkpoint (the file holds the L used ones)"),
+    k(key::CTX_HEADS, "u32", "cross-attention heads"),
+    k(key::CTX_FF, "u32", "cross-attention MLP width CFF"),
+    k(key::CTX_EPS, "f32", "cross-attention LayerNorm epsilon"),
+    k(key::CTX_ACT, "string", "cross-attention MLP activation"),
+    k(key::CTX_MASKED, "bool", "queries only see full-view tokens that overlap the mask"),
+    k(key::PROJ_TYPE, "string", "projector type (`mlp_downsample`)"),
+    k(key::PROJ_EPS, "f32", "projector LayerNorm epsilon (1e-5, nn.LayerNorm's default)"),
+    k(key::PROJ_OUT, "u32", "projector output width H (the LLM width)"),
+    k(key::CONV_MODE, "string", "prompt template (`v1`)"),
+    k(key::IMAGE_PREFIX, "string", "text before `<image>` in single-image prompts (\"\" for DAM-3B, \"Image: \" for the joint model)"),
+    k(key::VIDEO_PREFIX, "string", "text before the frames' `<image>`s in video prompts"),
+    k(key::DEFAULT_QUERY, "string", "default image query"),
+    k(key::DEFAULT_VIDEO_QUERY, "string", "default video query"),
+    k(key::MAX_FRAMES, "u32", "most video frames (top-level `num_video_frames`)"),
+    k("general.name", "string", "model name given to the converter"),
+    k(WEIGHT_TYPE_KEY, "string", "requested type of the weight matrices (`f16`, `q8_0`, `q4_k`, ...)"),
+];
+
+/// Every key of the LLM file, in the order the converter writes them.
+pub const LLM_KEYS: &[KeyDoc] = &[
+    k(lk::ARCH, "string", "`llama`"),
+    k(lk::NAME, "string", "model name given to the converter"),
+    k(
+        lk::FILE_TYPE,
+        "u32",
+        "llama_ftype: 0 all f32, 1 mostly f16, 7 mostly q8_0, 32 mostly bf16, 15 Q4_K_M, ...",
+    ),
+    k(lk::QUANT_VERSION, "u32", "ggml quantization version (2)"),
+    k(lk::VOCAB_SIZE, "u32", "vocabulary size V (`vocab_size`)"),
+    k(
+        lk::CONTEXT,
+        "u32",
+        "training context (`max_position_embeddings`)",
+    ),
+    k(lk::EMBD, "u32", "width H (`hidden_size`)"),
+    k(lk::BLOCKS, "u32", "layers (`num_hidden_layers`)"),
+    k(lk::FF, "u32", "MLP width F (`intermediate_size`)"),
+    k(lk::ROPE_DIM, "u32", "rotary dimensions = head dim d"),
+    k(lk::HEADS, "u32", "attention heads (`num_attention_heads`)"),
+    k(
+        lk::KV_HEADS,
+        "u32",
+        "key/value heads (`num_key_value_heads`)",
+    ),
+    k(
+        lk::KEY_LEN,
+        "u32",
+        "head dim d (`head_dim`, else H / heads)",
+    ),
+    k(lk::VALUE_LEN, "u32", "head dim d"),
+    k(lk::ROPE_BASE, "f32", "RoPE theta (`rope_theta`)"),
+    k(lk::RMS_EPS, "f32", "RMSNorm epsilon (`rms_norm_eps`)"),
+    k(lk::TOK_MODEL, "string", "`llama` (SentencePiece)"),
+    k(lk::TOK_PRE, "string", "`default`"),
+    k(
+        lk::TOKENS,
+        "string[V]",
+        "pieces of `llm/tokenizer.model`, padded to V with `[PAD{id}]`",
+    ),
+    k(lk::SCORES, "f32[V]", "piece scores (-10000 for padding)"),
+    k(
+        lk::TOKEN_TYPE,
+        "i32[V]",
+        "1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte",
+    ),
+    k(
+        lk::BOS,
+        "u32",
+        "BOS id (generation_config.json, config.json, tokenizer.model)",
+    ),
+    k(lk::EOS, "u32", "EOS id (same sources)"),
+    k(lk::UNK, "u32", "unknown-token id (tokenizer.model)"),
+    k(
+        lk::PAD,
+        "u32",
+        "padding id (`pad_token_id`; absent if none)",
+    ),
+    k(
+        lk::ADD_BOS,
+        "bool",
+        "prepend BOS (tokenizer_config.json `add_bos_token`, default true)",
+    ),
+    k(
+        lk::ADD_EOS,
+        "bool",
+        "append EOS (`add_eos_token`, default false)",
+    ),
+    k(
+        lk::ADD_SPACE,
+        "bool",
+        "SentencePiece dummy prefix (`add_dummy_prefix`)",
+    ),
+    k(
+        lk::REMOVE_WS,
+        "bool",
+        "SentencePiece `remove_extra_whitespaces`",
+    ),
+];
+
+fn vsym(d: Dim) -> &'static str {
+    match d {
+        Dim::Hidden => "C",
+        Dim::Ff => "FF",
+        Dim::CtxFf => "CFF",
+        Dim::Patch => "P",
+        Dim::Rgb => "3",
+        Dim::MaskChannels => "M",
+        Dim::Positions => "N",
+        Dim::ProjIn => "4C",
+        Dim::LlmHidden => "H",
+        Dim::One => "1",
+    }
+}
+
+fn ne<T: Copy>(shape: &[T], sym: impl Fn(T) -> &'static str) -> String {
+    let v: Vec<&str> = shape.iter().rev().map(|&d| sym(d)).collect();
+    format!("[{}]", v.join(", "))
+}
+
+fn keys_table(out: &mut String, keys: &[KeyDoc]) {
+    out.push_str("| key | type | meaning |\n|---|---|---|\n");
+    for kd in keys {
+        out.push_str(&format!("| `{}` | {} | {} |\n", kd.key, kd.ty, kd.meaning));
+    }
+}
+
+/// The generated markdown (between the README's markers).
+pub fn render() -> String {
+    let mut s = String::new();
+    s.push_str("### Vision file (`*-vision-<type>.gguf`): keys\n\n");
+    keys_table(&mut s, VISION_KEYS);
+    s.push_str(
+        "\n### Vision file: tensors\n\n\
+         Symbols: C tower width, FF tower MLP width, CFF cross-attention MLP width, P patch size,\n\
+         M mask channels, N = (S / P)^2 positions, H LLM width; `{i}` runs over the L used layers\n\
+         (L = layers + 1 + select_layer for a negative select_layer). Shapes are ggml `ne` (row length\n\
+         first; PyTorch order is the reverse). \"weight type\" is the requested type, or llama.cpp's\n\
+         fallback where the row length is not a multiple of its block (k-quants -> q5_0 / q5_1 / q8_0 /\n\
+         iq4_nl, legacy quants -> f16). Tower names may also carry the `vision_model.` prefix in the\n\
+         checkpoint. File order: this table's order, each `{i}` row repeated for i = 0..L-1.\n\n",
+    );
+    s.push_str(
+        "| GGUF name | checkpoint name | folder | ne | stored as |\n|---|---|---|---|---|\n",
+    );
+    for d in VISION_TENSORS {
+        let folder = match d.part {
+            Part::Tower | Part::TowerLayer => "vision_tower",
+            Part::ContextLayer => "context_provider",
+            Part::Projector => "mm_projector",
+        };
+        let stored = match d.kind {
+            Kind::Matrix => "weight type",
+            Kind::F32 => "f32",
+        };
+        s.push_str(&format!(
+            "| `{}` | `{}` | {} | {} | {} |\n",
+            d.gguf,
+            d.hf,
+            folder,
+            ne(d.shape, vsym),
+            stored
+        ));
+    }
+    s.push_str("\n### LLM file (`*-llm-<type>.gguf`): keys\n\n");
+    keys_table(&mut s, LLM_KEYS);
+    s.push_str(
+        "\n### LLM file: tensors\n\n\
+         Symbols: V vocabulary, H width, F MLP width, Hq = heads * d, Hkv = kv heads * d. Q and K rows\n\
+         are permuted as llama.cpp's converter does for Hugging Face Llama weights\n\
+         (`w.reshape(n_head, 2, rows / n_head / 2, cols).swapaxes(1, 2)`, n_head = kv heads for K).\n\
+         `output.weight` is omitted when `tie_word_embeddings` is true and the checkpoint has no\n\
+         `lm_head.weight` (llama.cpp then uses `token_embd.weight`). File order: the three global\n\
+         tensors, then layer by layer.\n\n",
+    );
+    s.push_str("| GGUF name | checkpoint name (`llm/`) | ne | stored as |\n|---|---|---|---|\n");
+    for (g, h) in LLM_TENSORS {
+        let (shape, stored) = match llm_rule(g) {
+            Some(r) => {
+                let perm = if r.permute.is_some() {
+                    " (rows permuted)"
+                } else {
+                    ""
+                };
+                (
+                    ne(r.shape, LDim::symbol),
+                    format!("{}{perm}", if r.matrix { "weight type" } else { "f32" }),
+                )
+            }
+            None => ("?".to_string(), "?".to_string()),
+        };
+        s.push_str(&format!("| `{g}` | `{h}` | {shape} | {stored} |\n"));
+    }
+    s
+}
+
+/// Marker lines around the generated section of gguf/README.md.
+pub const BEGIN: &str = "<!-- BEGIN GENERATED (gguf/doc.rs; regenerate: DAM_BLESS=1 cargo test --release --lib convert::doc) -->";
+pub const END: &str = "<!-- END GENERATED -->";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readme_path() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gguf/README.md")
+    }
+
+    #[test]
+    fn readme_matches_the_tables() {
+        let path = readme_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let want = format!("{BEGIN}\n{}{END}", render());
+        let (a, b) = (text.find(BEGIN), text.find(END));
+        let (Some(a), Some(b)) = (a, b) else {
+            panic!("gguf/README.md lacks the generated-section markers")
+        };
+        let current = &text[a..b + END.len()];
+        if current == want {
+            return;
+        }
+        if std::env::var("DAM_BLESS").is_ok_and(|v| v == "1") {
+            let new = format!("{}{want}{}", &text[..a], &text[b + END.len()..]);
+            std::fs::write(&path, new).unwrap();
+            return;
+        }
+        panic!(
+            "gguf/README.md's generated section is out of date; run\n  DAM_BLESS=1 cargo test --release --lib convert::doc\n"
+        );
+    }
+
+    #[test]
+    fn write_keys_writes_exactly_the_documented_vision_keys() {
+        let hp = crate::weights::VisionHparams {
+            image_size: 70,
+            patch_size: 14,
+            hidden: 48,
+            heads: 4,
+            layers: 3,
+            ff: 96,
+            eps: 1e-6,
+            act: "gelu_pytorch_tanh".into(),
+            select_layer: -2,
+            mask_channels: 1,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+            ctx_type: "cross_attn_end_to_all".into(),
+            ctx_layers: 3,
+            ctx_heads: 4,
+            ctx_ff: 96,
+            ctx_eps: 1e-6,
+            ctx_act: "gelu_pytorch_tanh".into(),
+            ctx_masked: false,
+            proj_type: "mlp_downsample".into(),
+            proj_eps: 1e-5,
+            llm_hidden: 64,
+            conv_mode: "v1".into(),
+            image_prefix: String::new(),
+            video_prefix: "Video: ".into(),
+            default_query: "q".into(),
+            default_video_query: "v".into(),
+            max_frames: 8,
+        };
+        let mut w = crate::sys::gguf::GgufWriter::with_capacity(1).unwrap();
+        hp.write_keys(&mut w).unwrap();
+        let path = std::env::temp_dir().join(format!("dam-doc-keys-{}.gguf", std::process::id()));
+        w.begin(&path).unwrap().finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let h = crate::gguf_file::GgufHeader::parse(&bytes, "keys").unwrap();
+        let written: Vec<&str> = h.keys.iter().map(|s| s.as_str()).collect();
+        let documented: Vec<&str> = VISION_KEYS
+            .iter()
+            .map(|kd| kd.key)
+            .filter(|k| *k != "general.name" && *k != WEIGHT_TYPE_KEY)
+            .collect();
+        assert_eq!(written, documented);
+    }
+
+    #[test]
+    fn every_key_is_documented_once_per_file() {
+        for keys in [VISION_KEYS, LLM_KEYS] {
+            let mut seen = std::collections::HashSet::new();
+            for kd in keys {
+                assert!(seen.insert(kd.key), "{} documented twice", kd.key);
+            }
+        }
+    }
+}

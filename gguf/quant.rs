@@ -1,0 +1,189 @@
+//! Re-typing a converted file: the LLM through llama.cpp's quantizer, the
+//! vision file with ggml's quantizers, following the shared tensor table.
+
+use std::path::{Path, PathBuf};
+
+use super::vision::WEIGHT_TYPE_KEY;
+use super::{matrix_type, numel, quantize_rows, write_atomically, Fallback};
+use crate::error::{Error, Result};
+use crate::gguf_file::GgufHeader;
+use crate::sys::gguf::GgufWriter;
+use crate::sys::{quantize as llq, types, GgmlType, MappedFile};
+use crate::weights::{Kind, VisionHparams, VISION_ARCH};
+
+/// What [`quantize`] wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizeReport {
+    pub path: PathBuf,
+    /// `general.architecture` of the file: "llama" or "dam-vision".
+    pub arch: String,
+    pub tensors: usize,
+    /// Input and output file sizes in bytes.
+    pub input_bytes: u64,
+    pub bytes: u64,
+    /// Vision file only (llama.cpp applies and logs its own fallbacks).
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// Types [`quantize`] accepts.
+pub const QUANTIZE_TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Writes `output`, a copy of the converted GGUF file `input` with its
+/// weight matrices stored as `ty`, using `threads` threads for the LLM (0 =
+/// all cores).
+///
+/// The kind of file is read from `general.architecture`: "llama" goes to
+/// llama.cpp's `llama_model_quantize` (with its usual mixtures: q4_k means
+/// Q4_K_M, q5_k Q5_K_M, q3_k Q3_K_M); "dam-vision" is re-typed here:
+/// every key is copied (`dam.vision.weight_type` updated), f32 tensors are
+/// copied, matrices are dequantized if needed and quantized to `ty`, or to
+/// llama.cpp's fallback type where their rows do not fit `ty`'s blocks.
+pub fn quantize(
+    input: &Path,
+    output: &Path,
+    ty: GgmlType,
+    threads: usize,
+) -> Result<QuantizeReport> {
+    if !QUANTIZE_TYPES.contains(&ty) {
+        return Err(Error::InvalidArgument(format!(
+            "quantize does not support type {}",
+            ty.name()
+        )));
+    }
+    if same_file(input, output) {
+        return Err(Error::InvalidArgument(format!(
+            "output {} is the input file",
+            output.display()
+        )));
+    }
+    let map = MappedFile::open(input)?;
+    let what = input.display().to_string();
+    let h = GgufHeader::parse(map.bytes(), &what)?;
+    let input_bytes = map.bytes().len() as u64;
+    let arch = h.req_str("general.architecture")?.to_string();
+    match arch.as_str() {
+        "llama" => {
+            drop(map);
+            write_atomically(output, |tmp| {
+                llq::llama_model_quantize(input, tmp, llq::llama_ftype(ty), threads)
+            })?;
+            let out = MappedFile::open(output)?;
+            let oh = GgufHeader::parse(out.bytes(), &output.display().to_string())?;
+            Ok(QuantizeReport {
+                path: output.to_path_buf(),
+                arch,
+                tensors: oh.tensors.len(),
+                input_bytes,
+                bytes: out.bytes().len() as u64,
+                fallbacks: Vec::new(),
+            })
+        }
+        VISION_ARCH => {
+            let (tensors, bytes, fallbacks) =
+                write_atomically(output, |tmp| vision(&map, &h, ty, threads, tmp))?;
+            Ok(QuantizeReport {
+                path: output.to_path_buf(),
+                arch,
+                tensors,
+                input_bytes,
+                bytes,
+                fallbacks,
+            })
+        }
+        other => Err(Error::InvalidModel(format!(
+            "{what}: general.architecture is \"{other}\"; expected \"llama\" or \"{VISION_ARCH}\""
+        ))),
+    }
+}
+
+fn vision(
+    map: &MappedFile,
+    h: &GgufHeader,
+    ty: GgmlType,
+    threads: usize,
+    path: &Path,
+) -> Result<(usize, u64, Vec<Fallback>)> {
+    let hp = VisionHparams::from_gguf(h)?;
+    hp.check_tensors(h)?;
+    let threads = if threads == 0 {
+        super::default_threads()
+    } else {
+        threads
+    };
+    let names = hp.tensor_names();
+    let mut w = GgufWriter::with_capacity(names.len())?;
+    for key in &h.keys {
+        // Our writer always uses the default alignment.
+        if key == "general.alignment" || key == WEIGHT_TYPE_KEY {
+            continue;
+        }
+        if let Some(v) = h.get(key) {
+            w.set_value(key, v)?;
+        }
+    }
+    w.set_str(WEIGHT_TYPE_KEY, ty.name())?;
+    let mut fallbacks = Vec::new();
+    let mut plan = Vec::with_capacity(names.len());
+    for (name, def) in &names {
+        let t = h
+            .tensor(name)
+            .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))?;
+        let row = t.ne.first().copied().unwrap_or(1);
+        let out_ty = match def.kind {
+            Kind::F32 => GgmlType::F32,
+            Kind::Matrix => matrix_type(ty, row, name, &mut fallbacks),
+        };
+        w.add_tensor(name, out_ty, &t.ne)?;
+        plan.push((t, out_ty));
+    }
+    let mut out = w.begin(path)?;
+    let bytes = map.bytes();
+    for (t, out_ty) in plan {
+        let start = usize::try_from(t.offset).map_err(|_| Error::InvalidModel("offset".into()))?;
+        let len = usize::try_from(t.nbytes).map_err(|_| Error::InvalidModel("size".into()))?;
+        let src = start
+            .checked_add(len)
+            .and_then(|end| bytes.get(start..end))
+            .ok_or_else(|| Error::InvalidModel(format!("tensor {} is outside the file", t.name)))?;
+        if t.ty == out_ty {
+            out.write_tensor(&t.name, src)?;
+            continue;
+        }
+        let n = numel(&t.ne)?;
+        let f = if t.ty == GgmlType::F32 {
+            src.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        } else {
+            types::dequantize(t.ty, src, n)?
+        };
+        let row = usize::try_from(t.ne.first().copied().unwrap_or(1))
+            .map_err(|_| Error::InvalidModel("row".into()))?;
+        let q = quantize_rows(out_ty, &f, row, threads)?;
+        drop(f);
+        out.write_tensor(&t.name, &q)?;
+    }
+    let size = out.finish()?;
+    Ok((names.len(), size, fallbacks))
+}

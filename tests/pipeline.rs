@@ -1,0 +1,168 @@
+//! End-to-end parity: PNG image + mask -> regions -> views -> vision graph
+//! -> prompt -> llama.cpp -> greedy tokens, for every fixture case of both
+//! models, through the public `Session` API.
+
+mod common;
+
+use common::*;
+use dam::image::{load_mask, load_rgb};
+use dam::sys::GgmlType;
+use dam::vision::Detail;
+use dam::{DescribeOptions, Frame, ImageView, LengthControl, Model, ModelParams, PixelFormat, Region};
+
+struct Loaded {
+    images: Vec<dam::RgbImage>,
+    masks: Vec<dam::Mask>,
+}
+
+fn load_case_inputs(case: &Case) -> Loaded {
+    let (mut images, mut masks) = (Vec::new(), Vec::new());
+    for (i, m) in case.inputs() {
+        images.push(load_rgb(&i).unwrap());
+        masks.push(load_mask(&m).unwrap());
+    }
+    Loaded { images, masks }
+}
+
+fn frames(l: &Loaded) -> Vec<Frame<'_>> {
+    l.images
+        .iter()
+        .zip(&l.masks)
+        .map(|(img, m)| Frame {
+            image: ImageView::new(&img.data, img.width, img.height, img.width as usize * 3, PixelFormat::Rgb8)
+                .unwrap(),
+            region: Region::Mask(
+                ImageView::new(&m.data, m.width, m.height, m.width as usize, PixelFormat::Gray8).unwrap(),
+            ),
+        })
+        .collect()
+}
+
+/// The plain query of a case (its user text after the `<image>` line).
+fn plain_query(case: &Case) -> String {
+    let q = case.json["query"].as_str().unwrap();
+    q.rsplit_once('\n').unwrap().1.to_string()
+}
+
+#[test]
+fn pipeline_parity_f32() {
+    for model_name in MODELS {
+        let (llm, vision) = converted(model_name, GgmlType::F32);
+        let model = Model::load(&llm, &vision, ModelParams { threads: 2, ..ModelParams::reference() }).unwrap();
+        let mut session = model.session().unwrap();
+        for name in cases(model_name) {
+            let case = Case::load(model_name, &name);
+            let inputs = load_case_inputs(&case);
+            let fr = frames(&inputs);
+            let mut opts = DescribeOptions { max_new_tokens: 24, ..DescribeOptions::greedy() };
+            // The length-controlled case goes through the LengthControl option.
+            if name.contains("len20") {
+                opts.length = Some(LengthControl::AboutWords(20));
+            } else if case.frames() == 1 {
+                opts.query = Some(plain_query(&case));
+            }
+            let (cap, trace) = session.trace(&fr, &opts, Detail::Features).unwrap();
+            let tag = format!("{model_name}/{name}");
+            assert_eq!(trace.prompt, case.json["prompt"].as_str().unwrap(), "{tag}: prompt");
+            assert_eq!(&trace.prompt_ids, &case.ids["prompt_ids"], "{tag}: prompt ids");
+            for (k, f) in cap.frames.iter().enumerate() {
+                let want: Vec<u32> = case.json["frames"][k]["focal_window_xyxy"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect();
+                assert_eq!(f.window.to_array().to_vec(), want, "{tag}: window {k}");
+            }
+            let pr = case.per_frame("projector_output");
+            let ep = (0..case.frames()).map(|k| rel_err(&trace.vision.embeddings[k], pr[k])).fold(0.0, f64::max);
+            let el = max_abs_err(&trace.generation.first_logits, &case.t("first_logits").data);
+            let want_ids: Vec<i32> = case.ids["output_ids"].iter().map(|&x| x as i32).collect();
+            println!("{tag}: proj {ep:.2e}  first_logits {el:.2e}  tokens {}", cap.tokens == want_ids);
+            assert!(ep <= 1e-4, "{tag}: projector rel err {ep:e}");
+            assert!(el <= 1e-3, "{tag}: first logits max abs err {el:e}");
+            assert_eq!(cap.tokens, want_ids, "{tag}: greedy tokens");
+            assert_eq!(cap.text, case.json["generation"]["text"].as_str().unwrap(), "{tag}: text");
+        }
+    }
+}
+
+#[test]
+fn streaming_and_cancel() {
+    let (llm, vision) = converted("tiny", GgmlType::F32);
+    let model = Model::load(&llm, &vision, ModelParams { threads: 2, ..ModelParams::reference() }).unwrap();
+    let mut session = model.session().unwrap();
+    let case = Case::load("tiny", "c1");
+    let inputs = load_case_inputs(&case);
+    let fr = frames(&inputs);
+    let opts = DescribeOptions { max_new_tokens: 24, ..DescribeOptions::greedy() };
+    let mut pieces = Vec::new();
+    let cap = session
+        .describe_stream(&fr[0].image, &fr[0].region, &opts, &mut |t| {
+            pieces.push(t.to_string());
+            true
+        })
+        .unwrap();
+    assert_eq!(pieces.concat().trim(), cap.text);
+
+    // Stop after the second piece.
+    let mut n = 0;
+    let short = session
+        .describe_stream(&fr[0].image, &fr[0].region, &opts, &mut |_| {
+            n += 1;
+            n < 2
+        })
+        .unwrap();
+    assert!(short.tokens.len() < cap.tokens.len(), "callback stop");
+
+    // A cancel before the call cancels it; the session stays usable.
+    session.cancel_handle().cancel();
+    let e = session.describe(&fr[0].image, &fr[0].region, &opts).unwrap_err();
+    assert_eq!(e, dam::Error::Cancelled);
+    let again = session.describe(&fr[0].image, &fr[0].region, &opts).unwrap();
+    assert_eq!(again.tokens, cap.tokens);
+
+    // Cancel from another thread while decoding: at most one more token.
+    let handle = session.cancel_handle();
+    let long = DescribeOptions { max_new_tokens: 200, ..DescribeOptions::greedy() };
+    let mut count = 0usize;
+    let mut after = None;
+    let r = session.describe_stream(&fr[0].image, &fr[0].region, &long, &mut |_| {
+        count += 1;
+        if count == 3 {
+            let h = handle.clone();
+            std::thread::spawn(move || h.cancel()).join().unwrap();
+            after = Some(count);
+        }
+        true
+    });
+    match r {
+        Err(dam::Error::Cancelled) => assert!(count <= 4, "{count} pieces after cancel at 3"),
+        Ok(c) => assert!(c.stopped_by_eos, "finished without cancel: {c:?}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn video_drops_empty_frames() {
+    let (llm, vision) = converted("tiny", GgmlType::F32);
+    let model = Model::load(&llm, &vision, ModelParams { threads: 2, ..ModelParams::reference() }).unwrap();
+    let mut session = model.session().unwrap();
+    let case = Case::load("tiny", "v1");
+    let mut inputs = load_case_inputs(&case);
+    inputs.masks[2].data.iter_mut().for_each(|v| *v = 0);
+    let fr = frames(&inputs);
+    let opts = DescribeOptions { max_new_tokens: 4, ..DescribeOptions::greedy() };
+    let cap = session.describe_video(&fr, &opts, &mut |_| true).unwrap();
+    assert_eq!(cap.dropped_frames, vec![2]);
+    assert_eq!(cap.frames.len(), 7);
+    for m in inputs.masks.iter_mut() {
+        m.data.iter_mut().for_each(|v| *v = 0);
+    }
+    let fr = frames(&inputs);
+    let e = session.describe_video(&fr, &opts, &mut |_| true).unwrap_err();
+    assert!(matches!(e, dam::Error::InvalidRegion(ref m) if m.contains("every frame")), "{e}");
+    // Too many frames.
+    let nine: Vec<Frame> = fr.iter().chain(fr.iter().take(1)).cloned().collect();
+    assert!(matches!(session.describe_video(&nine, &opts, &mut |_| true), Err(dam::Error::InvalidArgument(_))));
+}
