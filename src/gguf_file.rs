@@ -164,7 +164,9 @@ impl<'a> Cursor<'a> {
                 }
                 // Every element takes at least one byte: a cheap bound before allocating.
                 if n > (self.buf.len() - self.pos) as u64 {
-                    return Err(self.err(format!("{what}: array of {n} runs past the end of the file")));
+                    return Err(self.err(format!(
+                        "{what}: array of {n} runs past the end of the file"
+                    )));
                 }
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
@@ -191,7 +193,9 @@ impl GgufHeader {
         }
         let version = c.u32("version")?;
         if !(2..=3).contains(&version) {
-            return Err(c.err(format!("unsupported GGUF version {version} (2 or 3 expected)")));
+            return Err(c.err(format!(
+                "unsupported GGUF version {version} (2 or 3 expected)"
+            )));
         }
         let n_tensors = c.u64("tensor count")?;
         let n_kv = c.u64("key/value count")?;
@@ -237,16 +241,27 @@ impl GgufHeader {
             let ty = GgmlType::from_raw(raw_ty)
                 .ok_or_else(|| c.err(format!("{name}: unsupported ggml type {raw_ty}")))?;
             let nbytes = ty.nbytes(&ne).ok_or_else(|| {
-                c.err(format!("{name}: shape {ne:?} overflows or does not fit type {}", ty.name()))
+                c.err(format!(
+                    "{name}: shape {ne:?} overflows or does not fit type {}",
+                    ty.name()
+                ))
             })?;
             let offset = c.u64("tensor offset")?;
             if offset % alignment != 0 {
-                return Err(c.err(format!("{name}: offset {offset} is not aligned to {alignment}")));
+                return Err(c.err(format!(
+                    "{name}: offset {offset} is not aligned to {alignment}"
+                )));
             }
             if !names.insert(name.clone()) {
                 return Err(c.err(format!("duplicate tensor {name}")));
             }
-            tensors.push(TensorInfo { name, ne, ty, offset, nbytes });
+            tensors.push(TensorInfo {
+                name,
+                ne,
+                ty,
+                offset,
+                nbytes,
+            });
         }
         let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
         let file_len = buf.len() as u64;
@@ -254,7 +269,9 @@ impl GgufHeader {
             let end = data_offset
                 .checked_add(t.offset)
                 .and_then(|s| s.checked_add(t.nbytes))
-                .ok_or_else(|| Error::InvalidModel(format!("{what}: {}: offset overflows", t.name)))?;
+                .ok_or_else(|| {
+                    Error::InvalidModel(format!("{what}: {}: offset overflows", t.name))
+                })?;
             if end > file_len {
                 return Err(Error::InvalidModel(format!(
                     "{what}: tensor {} ends at byte {end}, past the end of the file ({file_len} bytes): truncated?",
@@ -264,15 +281,27 @@ impl GgufHeader {
             t.offset += data_offset;
         }
         // Tensors must not overlap.
-        let mut spans: Vec<(u64, u64, &str)> =
-            tensors.iter().map(|t| (t.offset, t.offset + t.nbytes, t.name.as_str())).collect();
+        let mut spans: Vec<(u64, u64, &str)> = tensors
+            .iter()
+            .map(|t| (t.offset, t.offset + t.nbytes, t.name.as_str()))
+            .collect();
         spans.sort();
         for w in spans.windows(2) {
             if w[1].0 < w[0].1 {
-                return Err(Error::InvalidModel(format!("{what}: tensors {} and {} overlap", w[0].2, w[1].2)));
+                return Err(Error::InvalidModel(format!(
+                    "{what}: tensors {} and {} overlap",
+                    w[0].2, w[1].2
+                )));
             }
         }
-        Ok(GgufHeader { version, kv, keys, tensors, alignment, data_offset })
+        Ok(GgufHeader {
+            version,
+            kv,
+            keys,
+            tensors,
+            alignment,
+            data_offset,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -297,19 +326,27 @@ impl GgufHeader {
         let v = self.get(key).ok_or_else(|| self.missing(key))?;
         v.as_i64()
             .and_then(|x| u32::try_from(x).ok())
-            .ok_or_else(|| Error::InvalidModel(format!("key {key} = {v:?} is not an unsigned 32-bit integer")))
+            .ok_or_else(|| {
+                Error::InvalidModel(format!(
+                    "key {key} = {v:?} is not an unsigned 32-bit integer"
+                ))
+            })
     }
     pub fn req_i32(&self, key: &str) -> Result<i32> {
         let v = self.get(key).ok_or_else(|| self.missing(key))?;
         v.as_i64()
             .and_then(|x| i32::try_from(x).ok())
-            .ok_or_else(|| Error::InvalidModel(format!("key {key} = {v:?} is not a 32-bit integer")))
+            .ok_or_else(|| {
+                Error::InvalidModel(format!("key {key} = {v:?} is not a 32-bit integer"))
+            })
     }
     pub fn req_f32(&self, key: &str) -> Result<f32> {
         let v = self.get(key).ok_or_else(|| self.missing(key))?;
         match v.as_f64() {
             Some(x) if x.is_finite() => Ok(x as f32),
-            _ => Err(Error::InvalidModel(format!("key {key} = {v:?} is not a finite number"))),
+            _ => Err(Error::InvalidModel(format!(
+                "key {key} = {v:?} is not a finite number"
+            ))),
         }
     }
     pub fn req_bool(&self, key: &str) -> Result<bool> {
@@ -325,7 +362,10 @@ impl GgufHeader {
             .as_array()
             .ok_or_else(|| Error::InvalidModel(format!("key {key} is not an array")))?;
         if a.len() != N {
-            return Err(Error::InvalidModel(format!("key {key} has {} values, {N} expected", a.len())));
+            return Err(Error::InvalidModel(format!(
+                "key {key} has {} values, {N} expected",
+                a.len()
+            )));
         }
         let mut out = [0f32; N];
         for (o, v) in out.iter_mut().zip(a) {

@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::gguf_file::GgufHeader;
 use crate::image::ImageView;
 use crate::llm::generate::{generate, GenerateOptions, Generation};
-use crate::llm::prompt::{conversation, prompt_ids, tokenize_prompt, user_text, LengthControl, PromptPiece};
+use crate::llm::prompt::{
+    conversation, prompt_ids, tokenize_prompt, user_text, LengthControl, PromptPiece,
+};
 use crate::preprocess::{focal_window, make_views, Views, Window};
 use crate::region::{rasterize, Region};
 use crate::sys::ggml::CpuBackend;
@@ -35,7 +37,13 @@ pub struct ModelParams {
 
 impl Default for ModelParams {
     fn default() -> Self {
-        ModelParams { threads: 0, n_ctx: 0, kv_type: KvType::F16, flash_attn: FlashAttn::Auto, n_gpu_layers: 0 }
+        ModelParams {
+            threads: 0,
+            n_ctx: 0,
+            kv_type: KvType::F16,
+            flash_attn: FlashAttn::Auto,
+            n_gpu_layers: 0,
+        }
     }
 }
 
@@ -43,13 +51,19 @@ impl ModelParams {
     /// Settings for bit-faithful comparisons with the reference: f32 KV
     /// cache, no flash attention.
     pub fn reference() -> Self {
-        ModelParams { kv_type: KvType::F32, flash_attn: FlashAttn::Off, ..Default::default() }
+        ModelParams {
+            kv_type: KvType::F32,
+            flash_attn: FlashAttn::Off,
+            ..Default::default()
+        }
     }
     fn threads(&self) -> usize {
         if self.threads > 0 {
             self.threads
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(4)
         }
     }
 }
@@ -68,7 +82,9 @@ pub struct Model {
 /// `*-llm-*.gguf` / `*-vision-*.gguf` pair, or either file of a pair.
 pub fn find_model_files(path: &Path) -> Result<(PathBuf, PathBuf)> {
     let is_kind = |p: &Path, kind: &str| {
-        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(kind) && n.ends_with(".gguf"))
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains(kind) && n.ends_with(".gguf"))
     };
     if path.is_dir() {
         let entries: Vec<PathBuf> = std::fs::read_dir(path)
@@ -87,7 +103,10 @@ pub fn find_model_files(path: &Path) -> Result<(PathBuf, PathBuf)> {
             ))),
         };
     }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     let swap = |from: &str, to: &str| path.with_file_name(name.replacen(from, to, 1));
     let (l, v) = if name.contains("-llm-") {
         (path.to_path_buf(), swap("-llm-", "-vision-"))
@@ -101,7 +120,10 @@ pub fn find_model_files(path: &Path) -> Result<(PathBuf, PathBuf)> {
     };
     for p in [&l, &v] {
         if !p.is_file() {
-            return Err(Error::Io(format!("{}: no such file (the other half of the model)", p.display())));
+            return Err(Error::Io(format!(
+                "{}: no such file (the other half of the model)",
+                p.display()
+            )));
         }
     }
     Ok((l, v))
@@ -117,7 +139,10 @@ impl Model {
         llama::init_backend();
         let llm = Arc::new(LlamaModel::load(
             llm_path,
-            &llama::ModelParams { n_gpu_layers: params.n_gpu_layers, use_mmap: true },
+            &llama::ModelParams {
+                n_gpu_layers: params.n_gpu_layers,
+                use_mmap: true,
+            },
         )?);
         if llm.n_embd() != vision.hp.llm_hidden as usize {
             return Err(Error::InvalidModel(format!(
@@ -156,7 +181,12 @@ impl Model {
                 flash_attn: self.params.flash_attn,
             },
         )?;
-        Ok(Session { model: self.clone(), backend: CpuBackend::new(threads, cancel.clone())?, ctx, cancel })
+        Ok(Session {
+            model: self.clone(),
+            backend: CpuBackend::new(threads, cancel.clone())?,
+            ctx,
+            cancel,
+        })
     }
 
     /// The number of frames a video may have.
@@ -176,11 +206,18 @@ fn check_llm_file(path: &Path) -> Result<()> {
             path.display()
         )));
     }
-    for k in ["llama.embedding_length", "llama.block_count", "llama.attention.head_count"] {
+    for k in [
+        "llama.embedding_length",
+        "llama.block_count",
+        "llama.attention.head_count",
+    ] {
         h.req_u32(k)?;
     }
     if h.tensor("token_embd.weight").is_none() {
-        return Err(Error::InvalidModel(format!("{}: missing tensor token_embd.weight", path.display())));
+        return Err(Error::InvalidModel(format!(
+            "{}: missing tensor token_embd.weight",
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -218,7 +255,10 @@ impl Default for DescribeOptions {
 
 impl DescribeOptions {
     pub fn greedy() -> Self {
-        DescribeOptions { temperature: 0.0, ..Default::default() }
+        DescribeOptions {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 }
 
@@ -318,7 +358,12 @@ impl Session {
     }
 
     /// Describes a region of one image.
-    pub fn describe(&mut self, image: &ImageView, region: &Region, opts: &DescribeOptions) -> Result<Caption> {
+    pub fn describe(
+        &mut self,
+        image: &ImageView,
+        region: &Region,
+        opts: &DescribeOptions,
+    ) -> Result<Caption> {
         self.describe_stream(image, region, opts, &mut |_| true)
     }
 
@@ -331,8 +376,12 @@ impl Session {
         opts: &DescribeOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Caption> {
-        let frames = [Frame { image: *image, region: region.clone() }];
-        self.run(&frames, opts, Detail::Embeddings, false, on_text).map(|(c, _)| c)
+        let frames = [Frame {
+            image: *image,
+            region: region.clone(),
+        }];
+        self.run(&frames, opts, Detail::Embeddings, false, on_text)
+            .map(|(c, _)| c)
     }
 
     /// Describes the region followed through up to `max_frames` frames.
@@ -344,12 +393,18 @@ impl Session {
         opts: &DescribeOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Caption> {
-        self.run(frames, opts, Detail::Embeddings, false, on_text).map(|(c, _)| c)
+        self.run(frames, opts, Detail::Embeddings, false, on_text)
+            .map(|(c, _)| c)
     }
 
     /// Runs a request keeping every intermediate (greedy options give the
     /// reference's tokens; logits are collected).
-    pub fn trace(&mut self, frames: &[Frame], opts: &DescribeOptions, detail: Detail) -> Result<(Caption, Trace)> {
+    pub fn trace(
+        &mut self,
+        frames: &[Frame],
+        opts: &DescribeOptions,
+        detail: Detail,
+    ) -> Result<(Caption, Trace)> {
         let (c, t) = self.run(frames, opts, detail, true, &mut |_| true)?;
         Ok((c, t.ok_or_else(|| Error::Backend("no trace".into()))?))
     }
@@ -389,9 +444,14 @@ impl Session {
             )));
         }
         if opts.max_new_tokens == 0 {
-            return Err(Error::InvalidArgument("max_new_tokens must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "max_new_tokens must be at least 1".into(),
+            ));
         }
-        if !opts.temperature.is_finite() || opts.temperature < 0.0 || !(opts.top_p > 0.0 && opts.top_p <= 1.0) {
+        if !opts.temperature.is_finite()
+            || opts.temperature < 0.0
+            || !(opts.top_p > 0.0 && opts.top_p <= 1.0)
+        {
             return Err(Error::InvalidArgument(format!(
                 "temperature {} / top_p {} out of range (temperature >= 0, 0 < top_p <= 1)",
                 opts.temperature, opts.top_p
@@ -417,15 +477,24 @@ impl Session {
                 Err(e) => return Err(if video { frame_err(k, e) } else { e }),
             };
             let rgb = f.image.to_rgb();
-            let mask_box = mask.bbox().ok_or_else(|| Error::InvalidRegion("region is empty".into()))?;
+            let mask_box = mask
+                .bbox()
+                .ok_or_else(|| Error::InvalidRegion("region is empty".into()))?;
             let window = focal_window(&mask)?;
             let v = make_views(&rgb, &mask, hp.image_size, hp.image_mean, hp.image_std)?;
-            infos.push(FrameInfo { window, mask_box, mask_pixels: mask.count(), context_applied: !v.focal_is_full });
+            infos.push(FrameInfo {
+                window,
+                mask_box,
+                mask_pixels: mask.count(),
+                context_applied: !v.focal_is_full,
+            });
             views.push(v);
         }
         if views.is_empty() {
             return Err(match first_err {
-                Some(Error::InvalidRegion(m)) => Error::InvalidRegion(format!("every frame's region is empty ({m})")),
+                Some(Error::InvalidRegion(m)) => {
+                    Error::InvalidRegion(format!("every frame's region is empty ({m})"))
+                }
                 _ => Error::InvalidRegion("every frame's region is empty".into()),
             });
         }
@@ -438,15 +507,26 @@ impl Session {
         let vision_ms = ms(t1);
 
         // Prompt.
-        let default_q = if views.len() > 1 { &hp.default_video_query } else { &hp.default_query };
+        let default_q = if views.len() > 1 {
+            &hp.default_video_query
+        } else {
+            &hp.default_query
+        };
         let mut query = opts.query.clone().unwrap_or_else(|| default_q.clone());
         if query.contains("<image>") {
-            return Err(Error::InvalidArgument("the query must not contain <image>: dam places the image".into()));
+            return Err(Error::InvalidArgument(
+                "the query must not contain <image>: dam places the image".into(),
+            ));
         }
         if let Some(l) = &opts.length {
             query = l.apply(&query);
         }
-        let prompt = conversation(&user_text(&hp.image_prefix, &hp.video_prefix, views.len(), &query));
+        let prompt = conversation(&user_text(
+            &hp.image_prefix,
+            &hp.video_prefix,
+            views.len(),
+            &query,
+        ));
         let pieces = tokenize_prompt(&model.llm, &prompt)?;
         let images: Vec<&[f32]> = vis.embeddings.iter().map(|e| e.as_slice()).collect();
         let gen_opts = GenerateOptions {
@@ -457,7 +537,15 @@ impl Session {
             seed: opts.seed,
             collect_logits: keep,
         };
-        let g = generate(&mut self.ctx, &model.llm, &pieces, &images, &gen_opts, on_text, &self.cancel)?;
+        let g = generate(
+            &mut self.ctx,
+            &model.llm,
+            &pieces,
+            &images,
+            &gen_opts,
+            on_text,
+            &self.cancel,
+        )?;
         let caption = Caption {
             text: g.text.clone(),
             tokens: g.tokens.clone(),
@@ -502,11 +590,15 @@ pub fn token_embeddings(llm_path: &Path, ids: &[i32]) -> Result<Vec<f32>> {
         .tensor("token_embd.weight")
         .ok_or_else(|| Error::InvalidModel("missing token_embd.weight".into()))?;
     let (n_embd, n_vocab) = (t.ne[0] as usize, t.ne.get(1).copied().unwrap_or(1) as usize);
-    let row = t.ty.row_size(n_embd as u64).ok_or_else(|| Error::InvalidModel("bad token_embd row".into()))? as usize;
+    let row =
+        t.ty.row_size(n_embd as u64)
+            .ok_or_else(|| Error::InvalidModel("bad token_embd row".into()))? as usize;
     let mut out = Vec::with_capacity(ids.len() * n_embd);
     for &id in ids {
         if id < 0 || id as usize >= n_vocab {
-            return Err(Error::InvalidArgument(format!("token id {id} outside the vocabulary")));
+            return Err(Error::InvalidArgument(format!(
+                "token id {id} outside the vocabulary"
+            )));
         }
         let start = t.offset as usize + id as usize * row;
         let bytes = &map.bytes()[start..start + row];

@@ -32,7 +32,12 @@ fn rect(img: &mut RgbImage, [x0, y0, x1, y1]: [u32; 4], color: [u8; 3], thick: u
 }
 
 /// The image with the mask blended in (45%), the mask box and the window.
-pub fn draw(image: &RgbImage, mask: &Mask, mask_box: (u32, u32, u32, u32), window: [u32; 4]) -> Result<RgbImage> {
+pub fn draw(
+    image: &RgbImage,
+    mask: &Mask,
+    mask_box: (u32, u32, u32, u32),
+    window: [u32; 4],
+) -> Result<RgbImage> {
     if mask.width != image.width || mask.height != image.height {
         return Err(Error::InvalidRegion("mask and image sizes differ".into()));
     }
@@ -46,7 +51,12 @@ pub fn draw(image: &RgbImage, mask: &Mask, mask_box: (u32, u32, u32, u32), windo
     }
     let thick = (image.width.max(image.height) / 300).max(1);
     rect(&mut out, window, WINDOW, thick);
-    rect(&mut out, [mask_box.0, mask_box.1, mask_box.2, mask_box.3], BOX, thick);
+    rect(
+        &mut out,
+        [mask_box.0, mask_box.1, mask_box.2, mask_box.3],
+        BOX,
+        thick,
+    );
     Ok(out)
 }
 
@@ -65,6 +75,9 @@ mod tests {
         assert_eq!(&out.data[(5 * 20 + 5) * 3..(5 * 20 + 5) * 3 + 3], &BOX);
         assert_eq!(&out.data[0..3], &WINDOW);
         // Untouched pixels keep their colour.
-        assert_eq!(&out.data[(3 * 20 + 10) * 3..(3 * 20 + 10) * 3 + 3], &[100, 100, 100]);
+        assert_eq!(
+            &out.data[(3 * 20 + 10) * 3..(3 * 20 + 10) * 3 + 3],
+            &[100, 100, 100]
+        );
     }
 }

@@ -100,56 +100,320 @@ use Dim::*;
 use Kind::{Matrix, F32};
 use Part::*;
 
-const fn t(gguf: &'static str, hf: &'static str, part: Part, shape: &'static [Dim], kind: Kind) -> TensorDef {
-    TensorDef { gguf, hf, part, shape, kind }
+const fn t(
+    gguf: &'static str,
+    hf: &'static str,
+    part: Part,
+    shape: &'static [Dim],
+    kind: Kind,
+) -> TensorDef {
+    TensorDef {
+        gguf,
+        hf,
+        part,
+        shape,
+        kind,
+    }
 }
 
 /// Every tensor of the vision file. `{i}` is the layer index.
 pub const VISION_TENSORS: &[TensorDef] = &[
-    t("v.patch_embd.weight", "embeddings.patch_embedding.weight", Tower, &[Hidden, Rgb, Patch, Patch], F32),
-    t("v.patch_embd.bias", "embeddings.patch_embedding.bias", Tower, &[Hidden], F32),
-    t("v.mask_patch_embd.weight", "embeddings.mask_patch_embedding.weight", Tower, &[Hidden, MaskChannels, Patch, Patch], F32),
-    t("v.mask_patch_embd.bias", "embeddings.mask_patch_embedding.bias", Tower, &[Hidden], F32),
-    t("v.position_embd.weight", "embeddings.position_embedding.weight", Tower, &[Positions, Hidden], F32),
-    t("v.blk.{i}.ln1.weight", "encoder.layers.{i}.layer_norm1.weight", TowerLayer, &[Hidden], F32),
-    t("v.blk.{i}.ln1.bias", "encoder.layers.{i}.layer_norm1.bias", TowerLayer, &[Hidden], F32),
-    t("v.blk.{i}.attn_q.weight", "encoder.layers.{i}.self_attn.q_proj.weight", TowerLayer, &[Hidden, Hidden], Matrix),
-    t("v.blk.{i}.attn_q.bias", "encoder.layers.{i}.self_attn.q_proj.bias", TowerLayer, &[Hidden], F32),
-    t("v.blk.{i}.attn_k.weight", "encoder.layers.{i}.self_attn.k_proj.weight", TowerLayer, &[Hidden, Hidden], Matrix),
-    t("v.blk.{i}.attn_k.bias", "encoder.layers.{i}.self_attn.k_proj.bias", TowerLayer, &[Hidden], F32),
-    t("v.blk.{i}.attn_v.weight", "encoder.layers.{i}.self_attn.v_proj.weight", TowerLayer, &[Hidden, Hidden], Matrix),
-    t("v.blk.{i}.attn_v.bias", "encoder.layers.{i}.self_attn.v_proj.bias", TowerLayer, &[Hidden], F32),
-    t("v.blk.{i}.attn_out.weight", "encoder.layers.{i}.self_attn.out_proj.weight", TowerLayer, &[Hidden, Hidden], Matrix),
-    t("v.blk.{i}.attn_out.bias", "encoder.layers.{i}.self_attn.out_proj.bias", TowerLayer, &[Hidden], F32),
-    t("v.blk.{i}.ln2.weight", "encoder.layers.{i}.layer_norm2.weight", TowerLayer, &[Hidden], F32),
-    t("v.blk.{i}.ln2.bias", "encoder.layers.{i}.layer_norm2.bias", TowerLayer, &[Hidden], F32),
-    t("v.blk.{i}.ffn_up.weight", "encoder.layers.{i}.mlp.fc1.weight", TowerLayer, &[Ff, Hidden], Matrix),
-    t("v.blk.{i}.ffn_up.bias", "encoder.layers.{i}.mlp.fc1.bias", TowerLayer, &[Ff], F32),
-    t("v.blk.{i}.ffn_down.weight", "encoder.layers.{i}.mlp.fc2.weight", TowerLayer, &[Hidden, Ff], Matrix),
-    t("v.blk.{i}.ffn_down.bias", "encoder.layers.{i}.mlp.fc2.bias", TowerLayer, &[Hidden], F32),
-    t("v.ctx.blk.{i}.ln1.weight", "context_provider_module.layers.{i}.layer_norm1.weight", ContextLayer, &[Hidden], F32),
-    t("v.ctx.blk.{i}.ln1.bias", "context_provider_module.layers.{i}.layer_norm1.bias", ContextLayer, &[Hidden], F32),
-    t("v.ctx.blk.{i}.attn_q.weight", "context_provider_module.layers.{i}.cross_attn.q_proj.weight", ContextLayer, &[Hidden, Hidden], Matrix),
-    t("v.ctx.blk.{i}.attn_q.bias", "context_provider_module.layers.{i}.cross_attn.q_proj.bias", ContextLayer, &[Hidden], F32),
-    t("v.ctx.blk.{i}.attn_k.weight", "context_provider_module.layers.{i}.cross_attn.k_proj.weight", ContextLayer, &[Hidden, Hidden], Matrix),
-    t("v.ctx.blk.{i}.attn_k.bias", "context_provider_module.layers.{i}.cross_attn.k_proj.bias", ContextLayer, &[Hidden], F32),
-    t("v.ctx.blk.{i}.attn_v.weight", "context_provider_module.layers.{i}.cross_attn.v_proj.weight", ContextLayer, &[Hidden, Hidden], Matrix),
-    t("v.ctx.blk.{i}.attn_v.bias", "context_provider_module.layers.{i}.cross_attn.v_proj.bias", ContextLayer, &[Hidden], F32),
-    t("v.ctx.blk.{i}.attn_out.weight", "context_provider_module.layers.{i}.cross_attn.out_proj.weight", ContextLayer, &[Hidden, Hidden], Matrix),
-    t("v.ctx.blk.{i}.attn_out.bias", "context_provider_module.layers.{i}.cross_attn.out_proj.bias", ContextLayer, &[Hidden], F32),
-    t("v.ctx.blk.{i}.ln2.weight", "context_provider_module.layers.{i}.layer_norm2.weight", ContextLayer, &[Hidden], F32),
-    t("v.ctx.blk.{i}.ln2.bias", "context_provider_module.layers.{i}.layer_norm2.bias", ContextLayer, &[Hidden], F32),
-    t("v.ctx.blk.{i}.ffn_up.weight", "context_provider_module.layers.{i}.mlp.fc1.weight", ContextLayer, &[CtxFf, Hidden], Matrix),
-    t("v.ctx.blk.{i}.ffn_up.bias", "context_provider_module.layers.{i}.mlp.fc1.bias", ContextLayer, &[CtxFf], F32),
-    t("v.ctx.blk.{i}.ffn_down.weight", "context_provider_module.layers.{i}.mlp.fc2.weight", ContextLayer, &[Hidden, CtxFf], Matrix),
-    t("v.ctx.blk.{i}.ffn_down.bias", "context_provider_module.layers.{i}.mlp.fc2.bias", ContextLayer, &[Hidden], F32),
-    t("v.ctx.blk.{i}.attn_factor", "context_provider_module.layers.{i}.attn_factor", ContextLayer, &[One], F32),
-    t("v.ctx.blk.{i}.mlp_factor", "context_provider_module.layers.{i}.mlp_factor", ContextLayer, &[One], F32),
-    t("mm.norm.weight", "layers.1.weight", Projector, &[ProjIn], F32),
+    t(
+        "v.patch_embd.weight",
+        "embeddings.patch_embedding.weight",
+        Tower,
+        &[Hidden, Rgb, Patch, Patch],
+        F32,
+    ),
+    t(
+        "v.patch_embd.bias",
+        "embeddings.patch_embedding.bias",
+        Tower,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.mask_patch_embd.weight",
+        "embeddings.mask_patch_embedding.weight",
+        Tower,
+        &[Hidden, MaskChannels, Patch, Patch],
+        F32,
+    ),
+    t(
+        "v.mask_patch_embd.bias",
+        "embeddings.mask_patch_embedding.bias",
+        Tower,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.position_embd.weight",
+        "embeddings.position_embedding.weight",
+        Tower,
+        &[Positions, Hidden],
+        F32,
+    ),
+    t(
+        "v.blk.{i}.ln1.weight",
+        "encoder.layers.{i}.layer_norm1.weight",
+        TowerLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.blk.{i}.ln1.bias",
+        "encoder.layers.{i}.layer_norm1.bias",
+        TowerLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.blk.{i}.attn_q.weight",
+        "encoder.layers.{i}.self_attn.q_proj.weight",
+        TowerLayer,
+        &[Hidden, Hidden],
+        Matrix,
+    ),
+    t(
+        "v.blk.{i}.attn_q.bias",
+        "encoder.layers.{i}.self_attn.q_proj.bias",
+        TowerLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.blk.{i}.attn_k.weight",
+        "encoder.layers.{i}.self_attn.k_proj.weight",
+        TowerLayer,
+        &[Hidden, Hidden],
+        Matrix,
+    ),
+    t(
+        "v.blk.{i}.attn_k.bias",
+        "encoder.layers.{i}.self_attn.k_proj.bias",
+        TowerLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.blk.{i}.attn_v.weight",
+        "encoder.layers.{i}.self_attn.v_proj.weight",
+        TowerLayer,
+        &[Hidden, Hidden],
+        Matrix,
+    ),
+    t(
+        "v.blk.{i}.attn_v.bias",
+        "encoder.layers.{i}.self_attn.v_proj.bias",
+        TowerLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.blk.{i}.attn_out.weight",
+        "encoder.layers.{i}.self_attn.out_proj.weight",
+        TowerLayer,
+        &[Hidden, Hidden],
+        Matrix,
+    ),
+    t(
+        "v.blk.{i}.attn_out.bias",
+        "encoder.layers.{i}.self_attn.out_proj.bias",
+        TowerLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.blk.{i}.ln2.weight",
+        "encoder.layers.{i}.layer_norm2.weight",
+        TowerLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.blk.{i}.ln2.bias",
+        "encoder.layers.{i}.layer_norm2.bias",
+        TowerLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.blk.{i}.ffn_up.weight",
+        "encoder.layers.{i}.mlp.fc1.weight",
+        TowerLayer,
+        &[Ff, Hidden],
+        Matrix,
+    ),
+    t(
+        "v.blk.{i}.ffn_up.bias",
+        "encoder.layers.{i}.mlp.fc1.bias",
+        TowerLayer,
+        &[Ff],
+        F32,
+    ),
+    t(
+        "v.blk.{i}.ffn_down.weight",
+        "encoder.layers.{i}.mlp.fc2.weight",
+        TowerLayer,
+        &[Hidden, Ff],
+        Matrix,
+    ),
+    t(
+        "v.blk.{i}.ffn_down.bias",
+        "encoder.layers.{i}.mlp.fc2.bias",
+        TowerLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.ln1.weight",
+        "context_provider_module.layers.{i}.layer_norm1.weight",
+        ContextLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.ln1.bias",
+        "context_provider_module.layers.{i}.layer_norm1.bias",
+        ContextLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.attn_q.weight",
+        "context_provider_module.layers.{i}.cross_attn.q_proj.weight",
+        ContextLayer,
+        &[Hidden, Hidden],
+        Matrix,
+    ),
+    t(
+        "v.ctx.blk.{i}.attn_q.bias",
+        "context_provider_module.layers.{i}.cross_attn.q_proj.bias",
+        ContextLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.attn_k.weight",
+        "context_provider_module.layers.{i}.cross_attn.k_proj.weight",
+        ContextLayer,
+        &[Hidden, Hidden],
+        Matrix,
+    ),
+    t(
+        "v.ctx.blk.{i}.attn_k.bias",
+        "context_provider_module.layers.{i}.cross_attn.k_proj.bias",
+        ContextLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.attn_v.weight",
+        "context_provider_module.layers.{i}.cross_attn.v_proj.weight",
+        ContextLayer,
+        &[Hidden, Hidden],
+        Matrix,
+    ),
+    t(
+        "v.ctx.blk.{i}.attn_v.bias",
+        "context_provider_module.layers.{i}.cross_attn.v_proj.bias",
+        ContextLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.attn_out.weight",
+        "context_provider_module.layers.{i}.cross_attn.out_proj.weight",
+        ContextLayer,
+        &[Hidden, Hidden],
+        Matrix,
+    ),
+    t(
+        "v.ctx.blk.{i}.attn_out.bias",
+        "context_provider_module.layers.{i}.cross_attn.out_proj.bias",
+        ContextLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.ln2.weight",
+        "context_provider_module.layers.{i}.layer_norm2.weight",
+        ContextLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.ln2.bias",
+        "context_provider_module.layers.{i}.layer_norm2.bias",
+        ContextLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.ffn_up.weight",
+        "context_provider_module.layers.{i}.mlp.fc1.weight",
+        ContextLayer,
+        &[CtxFf, Hidden],
+        Matrix,
+    ),
+    t(
+        "v.ctx.blk.{i}.ffn_up.bias",
+        "context_provider_module.layers.{i}.mlp.fc1.bias",
+        ContextLayer,
+        &[CtxFf],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.ffn_down.weight",
+        "context_provider_module.layers.{i}.mlp.fc2.weight",
+        ContextLayer,
+        &[Hidden, CtxFf],
+        Matrix,
+    ),
+    t(
+        "v.ctx.blk.{i}.ffn_down.bias",
+        "context_provider_module.layers.{i}.mlp.fc2.bias",
+        ContextLayer,
+        &[Hidden],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.attn_factor",
+        "context_provider_module.layers.{i}.attn_factor",
+        ContextLayer,
+        &[One],
+        F32,
+    ),
+    t(
+        "v.ctx.blk.{i}.mlp_factor",
+        "context_provider_module.layers.{i}.mlp_factor",
+        ContextLayer,
+        &[One],
+        F32,
+    ),
+    t(
+        "mm.norm.weight",
+        "layers.1.weight",
+        Projector,
+        &[ProjIn],
+        F32,
+    ),
     t("mm.norm.bias", "layers.1.bias", Projector, &[ProjIn], F32),
-    t("mm.fc1.weight", "layers.2.weight", Projector, &[LlmHidden, ProjIn], Matrix),
+    t(
+        "mm.fc1.weight",
+        "layers.2.weight",
+        Projector,
+        &[LlmHidden, ProjIn],
+        Matrix,
+    ),
     t("mm.fc1.bias", "layers.2.bias", Projector, &[LlmHidden], F32),
-    t("mm.fc2.weight", "layers.4.weight", Projector, &[LlmHidden, LlmHidden], Matrix),
+    t(
+        "mm.fc2.weight",
+        "layers.4.weight",
+        Projector,
+        &[LlmHidden, LlmHidden],
+        Matrix,
+    ),
     t("mm.fc2.bias", "layers.4.bias", Projector, &[LlmHidden], F32),
 ];
 
@@ -159,15 +423,42 @@ pub const LLM_TENSORS: &[(&str, &str)] = &[
     ("token_embd.weight", "model.embed_tokens.weight"),
     ("output_norm.weight", "model.norm.weight"),
     ("output.weight", "lm_head.weight"),
-    ("blk.{i}.attn_norm.weight", "model.layers.{i}.input_layernorm.weight"),
-    ("blk.{i}.attn_q.weight", "model.layers.{i}.self_attn.q_proj.weight"),
-    ("blk.{i}.attn_k.weight", "model.layers.{i}.self_attn.k_proj.weight"),
-    ("blk.{i}.attn_v.weight", "model.layers.{i}.self_attn.v_proj.weight"),
-    ("blk.{i}.attn_output.weight", "model.layers.{i}.self_attn.o_proj.weight"),
-    ("blk.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"),
-    ("blk.{i}.ffn_gate.weight", "model.layers.{i}.mlp.gate_proj.weight"),
-    ("blk.{i}.ffn_up.weight", "model.layers.{i}.mlp.up_proj.weight"),
-    ("blk.{i}.ffn_down.weight", "model.layers.{i}.mlp.down_proj.weight"),
+    (
+        "blk.{i}.attn_norm.weight",
+        "model.layers.{i}.input_layernorm.weight",
+    ),
+    (
+        "blk.{i}.attn_q.weight",
+        "model.layers.{i}.self_attn.q_proj.weight",
+    ),
+    (
+        "blk.{i}.attn_k.weight",
+        "model.layers.{i}.self_attn.k_proj.weight",
+    ),
+    (
+        "blk.{i}.attn_v.weight",
+        "model.layers.{i}.self_attn.v_proj.weight",
+    ),
+    (
+        "blk.{i}.attn_output.weight",
+        "model.layers.{i}.self_attn.o_proj.weight",
+    ),
+    (
+        "blk.{i}.ffn_norm.weight",
+        "model.layers.{i}.post_attention_layernorm.weight",
+    ),
+    (
+        "blk.{i}.ffn_gate.weight",
+        "model.layers.{i}.mlp.gate_proj.weight",
+    ),
+    (
+        "blk.{i}.ffn_up.weight",
+        "model.layers.{i}.mlp.up_proj.weight",
+    ),
+    (
+        "blk.{i}.ffn_down.weight",
+        "model.layers.{i}.mlp.down_proj.weight",
+    ),
 ];
 
 /// Substitutes the layer index into a table name.
@@ -287,18 +578,32 @@ impl VisionHparams {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidModel(m));
         if self.patch_size == 0 || self.image_size < self.patch_size || self.image_size > MAX_SIDE {
-            return bad(format!("image size {} / patch size {}", self.image_size, self.patch_size));
+            return bad(format!(
+                "image size {} / patch size {}",
+                self.image_size, self.patch_size
+            ));
         }
-        for (n, v) in [("hidden", self.hidden), ("ff", self.ff), ("ctx ff", self.ctx_ff), ("llm hidden", self.llm_hidden)] {
+        for (n, v) in [
+            ("hidden", self.hidden),
+            ("ff", self.ff),
+            ("ctx ff", self.ctx_ff),
+            ("llm hidden", self.llm_hidden),
+        ] {
             if v == 0 || v > MAX_WIDTH {
                 return bad(format!("{n} size {v}"));
             }
         }
         if self.heads == 0 || self.hidden % self.heads != 0 {
-            return bad(format!("{} heads do not divide width {}", self.heads, self.hidden));
+            return bad(format!(
+                "{} heads do not divide width {}",
+                self.heads, self.hidden
+            ));
         }
         if self.ctx_heads == 0 || self.hidden % self.ctx_heads != 0 {
-            return bad(format!("{} context heads do not divide width {}", self.ctx_heads, self.hidden));
+            return bad(format!(
+                "{} context heads do not divide width {}",
+                self.ctx_heads, self.hidden
+            ));
         }
         if self.layers == 0 || self.layers > MAX_LAYERS {
             return bad(format!("{} layers", self.layers));
@@ -307,7 +612,10 @@ impl VisionHparams {
         if self.select_layer < 0 && !(1..=self.layers as i64).contains(&used)
             || self.select_layer >= 0 && !(1..=self.layers as i32).contains(&self.select_layer)
         {
-            return bad(format!("select layer {} with {} layers", self.select_layer, self.layers));
+            return bad(format!(
+                "select layer {} with {} layers",
+                self.select_layer, self.layers
+            ));
         }
         if self.ctx_layers < self.used_layers() {
             return bad(format!(
@@ -317,7 +625,10 @@ impl VisionHparams {
             ));
         }
         if self.mask_channels != 1 {
-            return bad(format!("{} mask channels (1 supported)", self.mask_channels));
+            return bad(format!(
+                "{} mask channels (1 supported)",
+                self.mask_channels
+            ));
         }
         if !(self.eps > 0.0 && self.ctx_eps > 0.0 && self.proj_eps > 0.0) {
             return bad("layer norm epsilon must be positive".into());
@@ -325,19 +636,31 @@ impl VisionHparams {
         if self.image_std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
             return bad("image std must be non-zero".into());
         }
-        for (n, a) in [("activation", &self.act), ("context activation", &self.ctx_act)] {
+        for (n, a) in [
+            ("activation", &self.act),
+            ("context activation", &self.ctx_act),
+        ] {
             if a != "gelu_pytorch_tanh" && a != "gelu" {
                 return bad(format!("{n} {a} is not supported"));
             }
         }
         if self.ctx_type != "cross_attn_end_to_all" {
-            return bad(format!("context provider type {} is not supported", self.ctx_type));
+            return bad(format!(
+                "context provider type {} is not supported",
+                self.ctx_type
+            ));
         }
         if self.proj_type != "mlp_downsample" {
-            return bad(format!("projector type {} is not supported", self.proj_type));
+            return bad(format!(
+                "projector type {} is not supported",
+                self.proj_type
+            ));
         }
         if self.conv_mode != "v1" {
-            return bad(format!("prompt conv mode {} is not supported", self.conv_mode));
+            return bad(format!(
+                "prompt conv mode {} is not supported",
+                self.conv_mode
+            ));
         }
         if self.max_frames == 0 || self.max_frames > 64 {
             return bad(format!("max frames {}", self.max_frames));
@@ -392,7 +715,9 @@ impl VisionHparams {
     pub fn check_tensors(&self, h: &GgufHeader) -> Result<()> {
         let expected = self.tensor_names();
         for (name, def) in &expected {
-            let t = h.tensor(name).ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))?;
+            let t = h
+                .tensor(name)
+                .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))?;
             let ne = self.ne(def);
             if t.ne != ne {
                 return Err(Error::InvalidModel(format!(
@@ -419,7 +744,10 @@ impl VisionHparams {
                 .map(|t| t.name.as_str())
                 .take(5)
                 .collect();
-            return Err(Error::InvalidModel(format!("unexpected tensors: {}", extra.join(", "))));
+            return Err(Error::InvalidModel(format!(
+                "unexpected tensors: {}",
+                extra.join(", ")
+            )));
         }
         Ok(())
     }

@@ -551,6 +551,22 @@ fn llama_cpp_loads_the_llm_and_tokenizes_like_the_reference() {
         .collect();
     assert_eq!(a, ids[..split]);
     assert_eq!(b, ids[split + 1..]);
+    drop(m);
+    // The q8_0 conversion and a llama.cpp Q4_K_M re-quantization load too.
+    let r8 = run_convert(&checkpoint("tiny"), tmp.path(), GgmlType::Q8_0, "tiny");
+    let q4 = tmp.path().join("tiny-llm-q4_k.gguf");
+    convert::quantize(&r.llm_path, &q4, GgmlType::Q4_K, 1).unwrap();
+    for p in [&r8.llm_path, &q4] {
+        let m = LlamaModel::load(p, &ModelParams::default()).unwrap();
+        assert_eq!(m.n_vocab(), 1000);
+        let a: Vec<i64> = m
+            .tokenize(before, true, false)
+            .unwrap()
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        assert_eq!(a, ids[..split]);
+    }
 }
 
 // ----------------------------------------------------------- variants
@@ -1090,13 +1106,16 @@ fn quantize_errors() {
 
 #[test]
 #[ignore]
-fn tmp_dump() {
-    let out = Path::new("/tmp/probe");
-    for m in ["tiny", "geom"] {
-        for ty in [GgmlType::F32, GgmlType::Q8_0] {
-            run_convert(&checkpoint(m), out, ty, m);
-        }
-        convert::quantize(&out.join(format!("{m}-llm-f32.gguf")), &out.join(format!("{m}-llm-q4_k.gguf")), GgmlType::Q4_K, 2).unwrap();
-        convert::quantize(&out.join(format!("{m}-vision-f32.gguf")), &out.join(format!("{m}-vision-q4_k.gguf")), GgmlType::Q4_K, 2).unwrap();
+fn tmp_big() {
+    let ck = Path::new("/tmp/bigck/ck");
+    let out = Path::new("/tmp/bigck/out");
+    let ty = GgmlType::parse(&std::env::var("TY").unwrap()).unwrap();
+    let t0 = Instant::now();
+    if std::env::var("Q").is_ok() {
+        let r = convert::quantize(&out.join("big-llm-f16.gguf"), &out.join(format!("big-llm-{}.gguf", ty.name())), ty, 0).unwrap();
+        eprintln!("quantize {:?} {:.2}s", r.bytes, t0.elapsed().as_secs_f64());
+        return;
     }
+    let r = run_convert(ck, out, ty, "big");
+    eprintln!("BIG {}: {:.2}s llm {} vision {}", ty.name(), t0.elapsed().as_secs_f64(), r.llm_bytes, r.vision_bytes);
 }

@@ -8,7 +8,9 @@ use common::*;
 use dam::image::{load_mask, load_rgb};
 use dam::sys::GgmlType;
 use dam::vision::Detail;
-use dam::{DescribeOptions, Frame, ImageView, LengthControl, Model, ModelParams, PixelFormat, Region};
+use dam::{
+    DescribeOptions, Frame, ImageView, LengthControl, Model, ModelParams, PixelFormat, Region,
+};
 
 struct Loaded {
     images: Vec<dam::RgbImage>,
@@ -29,10 +31,23 @@ fn frames(l: &Loaded) -> Vec<Frame<'_>> {
         .iter()
         .zip(&l.masks)
         .map(|(img, m)| Frame {
-            image: ImageView::new(&img.data, img.width, img.height, img.width as usize * 3, PixelFormat::Rgb8)
-                .unwrap(),
+            image: ImageView::new(
+                &img.data,
+                img.width,
+                img.height,
+                img.width as usize * 3,
+                PixelFormat::Rgb8,
+            )
+            .unwrap(),
             region: Region::Mask(
-                ImageView::new(&m.data, m.width, m.height, m.width as usize, PixelFormat::Gray8).unwrap(),
+                ImageView::new(
+                    &m.data,
+                    m.width,
+                    m.height,
+                    m.width as usize,
+                    PixelFormat::Gray8,
+                )
+                .unwrap(),
             ),
         })
         .collect()
@@ -48,13 +63,24 @@ fn plain_query(case: &Case) -> String {
 fn pipeline_parity_f32() {
     for model_name in MODELS {
         let (llm, vision) = converted(model_name, GgmlType::F32);
-        let model = Model::load(&llm, &vision, ModelParams { threads: 2, ..ModelParams::reference() }).unwrap();
+        let model = Model::load(
+            &llm,
+            &vision,
+            ModelParams {
+                threads: 2,
+                ..ModelParams::reference()
+            },
+        )
+        .unwrap();
         let mut session = model.session().unwrap();
         for name in cases(model_name) {
             let case = Case::load(model_name, &name);
             let inputs = load_case_inputs(&case);
             let fr = frames(&inputs);
-            let mut opts = DescribeOptions { max_new_tokens: 24, ..DescribeOptions::greedy() };
+            let mut opts = DescribeOptions {
+                max_new_tokens: 24,
+                ..DescribeOptions::greedy()
+            };
             // The length-controlled case goes through the LengthControl option.
             if name.contains("len20") {
                 opts.length = Some(LengthControl::AboutWords(20));
@@ -63,8 +89,15 @@ fn pipeline_parity_f32() {
             }
             let (cap, trace) = session.trace(&fr, &opts, Detail::Features).unwrap();
             let tag = format!("{model_name}/{name}");
-            assert_eq!(trace.prompt, case.json["prompt"].as_str().unwrap(), "{tag}: prompt");
-            assert_eq!(&trace.prompt_ids, &case.ids["prompt_ids"], "{tag}: prompt ids");
+            assert_eq!(
+                trace.prompt,
+                case.json["prompt"].as_str().unwrap(),
+                "{tag}: prompt"
+            );
+            assert_eq!(
+                &trace.prompt_ids, &case.ids["prompt_ids"],
+                "{tag}: prompt ids"
+            );
             for (k, f) in cap.frames.iter().enumerate() {
                 let want: Vec<u32> = case.json["frames"][k]["focal_window_xyxy"]
                     .as_array()
@@ -75,14 +108,23 @@ fn pipeline_parity_f32() {
                 assert_eq!(f.window.to_array().to_vec(), want, "{tag}: window {k}");
             }
             let pr = case.per_frame("projector_output");
-            let ep = (0..case.frames()).map(|k| rel_err(&trace.vision.embeddings[k], pr[k])).fold(0.0, f64::max);
+            let ep = (0..case.frames())
+                .map(|k| rel_err(&trace.vision.embeddings[k], pr[k]))
+                .fold(0.0, f64::max);
             let el = max_abs_err(&trace.generation.first_logits, &case.t("first_logits").data);
             let want_ids: Vec<i32> = case.ids["output_ids"].iter().map(|&x| x as i32).collect();
-            println!("{tag}: proj {ep:.2e}  first_logits {el:.2e}  tokens {}", cap.tokens == want_ids);
+            println!(
+                "{tag}: proj {ep:.2e}  first_logits {el:.2e}  tokens {}",
+                cap.tokens == want_ids
+            );
             assert!(ep <= 1e-4, "{tag}: projector rel err {ep:e}");
             assert!(el <= 1e-3, "{tag}: first logits max abs err {el:e}");
             assert_eq!(cap.tokens, want_ids, "{tag}: greedy tokens");
-            assert_eq!(cap.text, case.json["generation"]["text"].as_str().unwrap(), "{tag}: text");
+            assert_eq!(
+                cap.text,
+                case.json["generation"]["text"].as_str().unwrap(),
+                "{tag}: text"
+            );
         }
     }
 }
@@ -90,12 +132,23 @@ fn pipeline_parity_f32() {
 #[test]
 fn streaming_and_cancel() {
     let (llm, vision) = converted("tiny", GgmlType::F32);
-    let model = Model::load(&llm, &vision, ModelParams { threads: 2, ..ModelParams::reference() }).unwrap();
+    let model = Model::load(
+        &llm,
+        &vision,
+        ModelParams {
+            threads: 2,
+            ..ModelParams::reference()
+        },
+    )
+    .unwrap();
     let mut session = model.session().unwrap();
     let case = Case::load("tiny", "c1");
     let inputs = load_case_inputs(&case);
     let fr = frames(&inputs);
-    let opts = DescribeOptions { max_new_tokens: 24, ..DescribeOptions::greedy() };
+    let opts = DescribeOptions {
+        max_new_tokens: 24,
+        ..DescribeOptions::greedy()
+    };
     let mut pieces = Vec::new();
     let cap = session
         .describe_stream(&fr[0].image, &fr[0].region, &opts, &mut |t| {
@@ -117,14 +170,21 @@ fn streaming_and_cancel() {
 
     // A cancel before the call cancels it; the session stays usable.
     session.cancel_handle().cancel();
-    let e = session.describe(&fr[0].image, &fr[0].region, &opts).unwrap_err();
+    let e = session
+        .describe(&fr[0].image, &fr[0].region, &opts)
+        .unwrap_err();
     assert_eq!(e, dam::Error::Cancelled);
-    let again = session.describe(&fr[0].image, &fr[0].region, &opts).unwrap();
+    let again = session
+        .describe(&fr[0].image, &fr[0].region, &opts)
+        .unwrap();
     assert_eq!(again.tokens, cap.tokens);
 
     // Cancel from another thread while decoding: at most one more token.
     let handle = session.cancel_handle();
-    let long = DescribeOptions { max_new_tokens: 200, ..DescribeOptions::greedy() };
+    let long = DescribeOptions {
+        max_new_tokens: 200,
+        ..DescribeOptions::greedy()
+    };
     let mut count = 0usize;
     let mut after = None;
     let r = session.describe_stream(&fr[0].image, &fr[0].region, &long, &mut |_| {
@@ -146,13 +206,24 @@ fn streaming_and_cancel() {
 #[test]
 fn video_drops_empty_frames() {
     let (llm, vision) = converted("tiny", GgmlType::F32);
-    let model = Model::load(&llm, &vision, ModelParams { threads: 2, ..ModelParams::reference() }).unwrap();
+    let model = Model::load(
+        &llm,
+        &vision,
+        ModelParams {
+            threads: 2,
+            ..ModelParams::reference()
+        },
+    )
+    .unwrap();
     let mut session = model.session().unwrap();
     let case = Case::load("tiny", "v1");
     let mut inputs = load_case_inputs(&case);
     inputs.masks[2].data.iter_mut().for_each(|v| *v = 0);
     let fr = frames(&inputs);
-    let opts = DescribeOptions { max_new_tokens: 4, ..DescribeOptions::greedy() };
+    let opts = DescribeOptions {
+        max_new_tokens: 4,
+        ..DescribeOptions::greedy()
+    };
     let cap = session.describe_video(&fr, &opts, &mut |_| true).unwrap();
     assert_eq!(cap.dropped_frames, vec![2]);
     assert_eq!(cap.frames.len(), 7);
@@ -160,9 +231,17 @@ fn video_drops_empty_frames() {
         m.data.iter_mut().for_each(|v| *v = 0);
     }
     let fr = frames(&inputs);
-    let e = session.describe_video(&fr, &opts, &mut |_| true).unwrap_err();
-    assert!(matches!(e, dam::Error::InvalidRegion(ref m) if m.contains("every frame")), "{e}");
+    let e = session
+        .describe_video(&fr, &opts, &mut |_| true)
+        .unwrap_err();
+    assert!(
+        matches!(e, dam::Error::InvalidRegion(ref m) if m.contains("every frame")),
+        "{e}"
+    );
     // Too many frames.
     let nine: Vec<Frame> = fr.iter().chain(fr.iter().take(1)).cloned().collect();
-    assert!(matches!(session.describe_video(&nine, &opts, &mut |_| true), Err(dam::Error::InvalidArgument(_))));
+    assert!(matches!(
+        session.describe_video(&nine, &opts, &mut |_| true),
+        Err(dam::Error::InvalidArgument(_))
+    ));
 }

@@ -29,7 +29,12 @@ fn fixture_views(case: &Case) -> Vec<Views> {
             Views {
                 full: p[..half].to_vec(),
                 focal: p[half..].to_vec(),
-                window: Window { x0: w[0], y0: w[1], x1: w[2], y1: w[3] },
+                window: Window {
+                    x0: w[0],
+                    y0: w[1],
+                    x1: w[2],
+                    y1: w[3],
+                },
                 focal_is_full: !fr["context_provider_applied"].as_bool().unwrap(),
             }
         })
@@ -46,18 +51,31 @@ fn run_model(model: &str, ty: GgmlType) -> Vec<(String, f64, f64, f64)> {
         let case = Case::load(model, &name);
         let views = fixture_views(&case);
         let refs: Vec<&Views> = views.iter().collect();
-        let out = vm.encode(&mut be, &refs, dam::vision::Detail::Features).unwrap();
+        let out = vm
+            .encode(&mut be, &refs, dam::vision::Detail::Features)
+            .unwrap();
         let (mut ez, mut ef, mut ep) = (0f64, 0f64, 0f64);
-        let (zr, fr, pr) =
-            (case.per_frame("full_features"), case.per_frame("crop_features"), case.per_frame("projector_output"));
+        let (zr, fr, pr) = (
+            case.per_frame("full_features"),
+            case.per_frame("crop_features"),
+            case.per_frame("projector_output"),
+        );
         for k in 0..case.frames() {
-            let applied = case.json["frames"][k]["context_provider_applied"].as_bool().unwrap();
-            assert_eq!(out.context_applied[k], applied, "{model}/{name} frame {k}: context provider");
+            let applied = case.json["frames"][k]["context_provider_applied"]
+                .as_bool()
+                .unwrap();
+            assert_eq!(
+                out.context_applied[k], applied,
+                "{model}/{name} frame {k}: context provider"
+            );
             ez = ez.max(rel_err(&out.full_features[k], zr[k]));
             ef = ef.max(rel_err(&out.crop_features[k], fr[k]));
             ep = ep.max(rel_err(&out.embeddings[k], pr[k]));
         }
-        println!("{model}/{name} {}: Z {ez:.2e}  F {ef:.2e}  proj {ep:.2e}", ty.name());
+        println!(
+            "{model}/{name} {}: Z {ez:.2e}  F {ef:.2e}  proj {ep:.2e}",
+            ty.name()
+        );
         rows.push((name, ez, ef, ep));
     }
     rows
@@ -67,7 +85,10 @@ fn run_model(model: &str, ty: GgmlType) -> Vec<(String, f64, f64, f64)> {
 fn vision_parity_f32() {
     for model in MODELS {
         for (name, ez, ef, ep) in run_model(model, GgmlType::F32) {
-            assert!(ez <= 1e-4 && ef <= 1e-4 && ep <= 1e-4, "{model}/{name}: Z {ez:e} F {ef:e} proj {ep:e}");
+            assert!(
+                ez <= 1e-4 && ef <= 1e-4 && ep <= 1e-4,
+                "{model}/{name}: Z {ez:e} F {ef:e} proj {ep:e}"
+            );
         }
     }
 }

@@ -12,12 +12,16 @@ use dam::sys::llama::{FlashAttn, KvType};
 use dam::sys::GgmlType;
 use dam::vision::Detail;
 use dam::{
-    find_model_files, Caption, DescribeOptions, Error, Frame, LengthControl, Model, ModelParams, PixelFormat, Region,
-    Result,
+    find_model_files, Caption, DescribeOptions, Error, Frame, LengthControl, Model, ModelParams,
+    PixelFormat, Region, Result,
 };
 
 #[derive(Parser)]
-#[command(name = "dam", version, about = "Describe Anything: detailed captions of image and video regions")]
+#[command(
+    name = "dam",
+    version,
+    about = "Describe Anything: detailed captions of image and video regions"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -210,9 +214,17 @@ fn load_model(a: &ModelArgs, reference: bool) -> Result<std::sync::Arc<Model>> {
         (Some(l), Some(v), None) => (l.clone(), v.clone()),
         (None, None, Some(m)) => find_model_files(m)?,
         (Some(x), None, None) | (None, Some(x), None) => find_model_files(x)?,
-        _ => return Err(Error::InvalidArgument("give --model, or --llm and --vision".into())),
+        _ => {
+            return Err(Error::InvalidArgument(
+                "give --model, or --llm and --vision".into(),
+            ))
+        }
     };
-    let mut p = if reference { ModelParams::reference() } else { ModelParams::default() };
+    let mut p = if reference {
+        ModelParams::reference()
+    } else {
+        ModelParams::default()
+    };
     p.threads = a.threads;
     p.n_ctx = a.ctx;
     if !reference {
@@ -221,7 +233,11 @@ fn load_model(a: &ModelArgs, reference: bool) -> Result<std::sync::Arc<Model>> {
             "auto" => FlashAttn::Auto,
             "on" => FlashAttn::On,
             "off" => FlashAttn::Off,
-            s => return Err(Error::InvalidArgument(format!("--flash-attn {s}: auto, on or off"))),
+            s => {
+                return Err(Error::InvalidArgument(format!(
+                    "--flash-attn {s}: auto, on or off"
+                )))
+            }
         };
     }
     let tty = std::io::stderr().is_terminal();
@@ -249,7 +265,9 @@ fn floats(s: &str, what: &str) -> Result<Vec<f32>> {
 fn pairs(s: &str, what: &str) -> Result<Vec<(f32, f32)>> {
     let v = floats(s, what)?;
     if v.is_empty() || v.len() % 2 != 0 {
-        return Err(Error::InvalidArgument(format!("{what}: expected x,y pairs")));
+        return Err(Error::InvalidArgument(format!(
+            "{what}: expected x,y pairs"
+        )));
     }
     Ok(v.chunks(2).map(|c| (c[0], c[1])).collect())
 }
@@ -270,34 +288,54 @@ enum RegionSpec {
 }
 
 fn load_inputs(r: &RegionArgs) -> Result<Inputs> {
-    let kinds = [!r.mask.is_empty(), r.bbox.is_some(), r.scribble.is_some(), r.points.is_some(), r.alpha_mask];
+    let kinds = [
+        !r.mask.is_empty(),
+        r.bbox.is_some(),
+        r.scribble.is_some(),
+        r.points.is_some(),
+        r.alpha_mask,
+    ];
     if kinds.iter().filter(|&&k| k).count() != 1 {
         return Err(Error::InvalidArgument(
             "give exactly one region: --mask, --box, --scribble, --points or --alpha-mask".into(),
         ));
     }
     if !r.mask.is_empty() && r.mask.len() != r.image.len() {
-        return Err(Error::InvalidArgument(format!("{} images but {} masks", r.image.len(), r.mask.len())));
+        return Err(Error::InvalidArgument(format!(
+            "{} images but {} masks",
+            r.image.len(),
+            r.mask.len()
+        )));
     }
     let mut images = Vec::new();
     for p in &r.image {
         if r.alpha_mask {
             let img = image::open(p).map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
             if !img.color().has_alpha() {
-                return Err(Error::InvalidRegion(format!("{}: --alpha-mask needs an image with alpha", p.display())));
+                return Err(Error::InvalidRegion(format!(
+                    "{}: --alpha-mask needs an image with alpha",
+                    p.display()
+                )));
             }
             let rgba = img.to_rgba8();
             let (w, h) = rgba.dimensions();
             images.push((rgba.into_raw(), w, h, PixelFormat::Rgba8));
         } else {
-            let RgbImage { width, height, data } = load_rgb(p)?;
+            let RgbImage {
+                width,
+                height,
+                data,
+            } = load_rgb(p)?;
             images.push((data, width, height, PixelFormat::Rgb8));
         }
     }
     let masks = if r.mask.is_empty() {
         vec![None; images.len()]
     } else {
-        r.mask.iter().map(|p| load_mask(p).map(Some)).collect::<Result<_>>()?
+        r.mask
+            .iter()
+            .map(|p| load_mask(p).map(Some))
+            .collect::<Result<_>>()?
     };
     let region = if let Some(b) = &r.bbox {
         let v = floats(b, "--box")?;
@@ -306,7 +344,11 @@ fn load_inputs(r: &RegionArgs) -> Result<Inputs> {
         };
         Some(RegionSpec::Box([x0, y0, x1, y1], r.normalized))
     } else if let Some(s) = &r.scribble {
-        Some(RegionSpec::Scribble(pairs(s, "--scribble")?, r.brush, r.normalized))
+        Some(RegionSpec::Scribble(
+            pairs(s, "--scribble")?,
+            r.brush,
+            r.normalized,
+        ))
     } else if let Some(p) = &r.points {
         Some(RegionSpec::Points(pairs(p, "--points")?))
     } else if r.alpha_mask {
@@ -314,7 +356,11 @@ fn load_inputs(r: &RegionArgs) -> Result<Inputs> {
     } else {
         None
     };
-    Ok(Inputs { images, masks, region })
+    Ok(Inputs {
+        images,
+        masks,
+        region,
+    })
 }
 
 impl Inputs {
@@ -323,7 +369,8 @@ impl Inputs {
             .iter()
             .zip(&self.masks)
             .map(|((data, w, h, fmt), mask)| {
-                let image = dam::ImageView::new(data, *w, *h, *w as usize * fmt.bytes_per_pixel(), *fmt)?;
+                let image =
+                    dam::ImageView::new(data, *w, *h, *w as usize * fmt.bytes_per_pixel(), *fmt)?;
                 let region = match (mask, &self.region) {
                     (Some(m), _) => Region::Mask(dam::ImageView::new(
                         &m.data,
@@ -332,13 +379,21 @@ impl Inputs {
                         m.width as usize,
                         PixelFormat::Gray8,
                     )?),
-                    (None, Some(RegionSpec::Box([x0, y0, x1, y1], n))) => {
-                        Region::Box { x0: *x0, y0: *y0, x1: *x1, y1: *y1, normalized: *n }
+                    (None, Some(RegionSpec::Box([x0, y0, x1, y1], n))) => Region::Box {
+                        x0: *x0,
+                        y0: *y0,
+                        x1: *x1,
+                        y1: *y1,
+                        normalized: *n,
+                    },
+                    (None, Some(RegionSpec::Scribble(p, w, n))) => Region::Scribble {
+                        points: p.clone(),
+                        width: *w,
+                        normalized: *n,
+                    },
+                    (None, Some(RegionSpec::Points(p))) => {
+                        Region::Points(p.iter().map(|&(x, y)| (x, y, true)).collect())
                     }
-                    (None, Some(RegionSpec::Scribble(p, w, n))) => {
-                        Region::Scribble { points: p.clone(), width: *w, normalized: *n }
-                    }
-                    (None, Some(RegionSpec::Points(p))) => Region::Points(p.iter().map(|&(x, y)| (x, y, true)).collect()),
                     (None, Some(RegionSpec::Alpha)) => Region::AlphaOfImage,
                     (None, None) => return Err(Error::InvalidArgument("no region given".into())),
                 };
@@ -352,11 +407,9 @@ fn parse_length(s: &str) -> Result<LengthControl> {
     let (k, n) = s
         .split_once(':')
         .ok_or_else(|| Error::InvalidArgument(format!("--length {s}: expected KIND:N")))?;
-    let n: u32 = n
-        .parse()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| Error::InvalidArgument(format!("--length {s}: N must be a positive integer")))?;
+    let n: u32 = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+        Error::InvalidArgument(format!("--length {s}: N must be a positive integer"))
+    })?;
     match k {
         "words" => Ok(LengthControl::Words(n)),
         "about" | "about-words" => Ok(LengthControl::AboutWords(n)),
@@ -455,13 +508,29 @@ fn caption_json(c: &Caption, m: &Model) -> serde_json::Value {
 
 fn write_overlay(path: &Path, frames: &[Frame], cap: &Caption) -> Result<()> {
     // The first used frame (videos: one overlay of the first frame).
-    let k = (0..frames.len()).find(|k| !cap.dropped_frames.contains(k)).unwrap_or(0);
+    let k = (0..frames.len())
+        .find(|k| !cap.dropped_frames.contains(k))
+        .unwrap_or(0);
     let f = &frames[k];
     let mask = dam::region::rasterize(&f.region, &f.image)?;
-    let info = cap.frames.first().ok_or_else(|| Error::InvalidArgument("no frame".into()))?;
-    let img = dam::overlay::draw(&f.image.to_rgb(), &mask, info.mask_box, info.window.to_array())?;
-    image::save_buffer(path, &img.data, img.width, img.height, image::ExtendedColorType::Rgb8)
-        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    let info = cap
+        .frames
+        .first()
+        .ok_or_else(|| Error::InvalidArgument("no frame".into()))?;
+    let img = dam::overlay::draw(
+        &f.image.to_rgb(),
+        &mask,
+        info.mask_box,
+        info.window.to_array(),
+    )?;
+    image::save_buffer(
+        path,
+        &img.data,
+        img.width,
+        img.height,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
 }
 
 fn convert(a: ConvertArgs) -> Result<()> {
@@ -476,7 +545,10 @@ fn convert(a: ConvertArgs) -> Result<()> {
             .unwrap_or_else(|| "dam".into()),
     };
     std::fs::create_dir_all(&a.outdir).map_err(|e| Error::io(&a.outdir, e))?;
-    let opts = dam::convert::ConvertOptions { image_prefix: a.image_prefix, progress: true, ..Default::default() };
+    let opts = dam::convert::ConvertOptions {
+        image_prefix: a.image_prefix,
+        progress: true,
+    };
     let r = dam::convert::convert(&a.hf_dir, &a.outdir, ty, &name, &opts)?;
     println!("{}", r.llm_path.display());
     println!("{}", r.vision_path.display());
@@ -488,7 +560,9 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     let threads = if a.threads > 0 {
         a.threads
     } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(4)
     };
     dam::convert::quantize(&a.input, &a.output, ty, threads)?;
     println!("{}", a.output.display());
@@ -498,7 +572,13 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
 fn info(a: ModelArgs) -> Result<()> {
     let m = load_model(&a, false)?;
     let hp = &m.vision.hp;
-    println!("llm:    {} ({} layers? width {}, vocab {})", m.llm_path.display(), m.llm.n_layer(), m.llm.n_embd(), m.llm.n_vocab());
+    println!(
+        "llm:    {} ({} layers, width {}, vocab {})",
+        m.llm_path.display(),
+        m.llm.n_layer(),
+        m.llm.n_embd(),
+        m.llm.n_vocab()
+    );
     println!(
         "vision: {} ({}, {} px, patch {}, width {}, {} of {} layers, {} tokens/image)",
         m.vision_path.display(),
@@ -522,7 +602,11 @@ fn le<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
 
 fn dump(a: DumpArgs) -> Result<()> {
     if a.image.len() != a.mask.len() {
-        return Err(Error::InvalidArgument(format!("{} images but {} masks", a.image.len(), a.mask.len())));
+        return Err(Error::InvalidArgument(format!(
+            "{} images but {} masks",
+            a.image.len(),
+            a.mask.len()
+        )));
     }
     let region = RegionArgs {
         image: a.image.clone(),
@@ -538,8 +622,16 @@ fn dump(a: DumpArgs) -> Result<()> {
     let frames = inputs.frames()?;
     let model = load_model(&a.model, true)?;
     let mut session = model.session()?;
-    let opts = DescribeOptions { query: a.query.clone(), max_new_tokens: a.max_tokens, ..DescribeOptions::greedy() };
-    let detail = if a.debug { Detail::Debug } else { Detail::Features };
+    let opts = DescribeOptions {
+        query: a.query.clone(),
+        max_new_tokens: a.max_tokens,
+        ..DescribeOptions::greedy()
+    };
+    let detail = if a.debug {
+        Detail::Debug
+    } else {
+        Detail::Features
+    };
     let (cap, trace) = session.trace(&frames, &opts, detail)?;
     write_dump(&a.out, &model, &trace)?;
     let json = serde_json::json!({
@@ -563,7 +655,11 @@ fn write_dump(out: &Path, model: &Model, t: &Trace) -> Result<()> {
     use safetensors::tensor::TensorView;
     use safetensors::Dtype;
     let hp = &model.vision.hp;
-    let (s, n, c) = (hp.image_size as usize, hp.positions() as usize, hp.hidden as usize);
+    let (s, n, c) = (
+        hp.image_size as usize,
+        hp.positions() as usize,
+        hp.hidden as usize,
+    );
     let (tk, h) = (hp.tokens_per_image() as usize, hp.llm_hidden as usize);
     let nf = t.views.len();
     // Single images have no frame axis (the fixtures' convention).
@@ -577,12 +673,33 @@ fn write_dump(out: &Path, model: &Model, t: &Trace) -> Result<()> {
     let cat = |f: &dyn Fn(usize) -> Vec<f32>| -> Vec<f32> { (0..nf).flat_map(f).collect() };
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut f32t = |name: &str, shape: Vec<usize>, data: Vec<f32>| {
-        tensors.push((name.to_string(), Dtype::F32, shape, le(&data, f32::to_le_bytes)));
+        tensors.push((
+            name.to_string(),
+            Dtype::F32,
+            shape,
+            le(&data, f32::to_le_bytes),
+        ));
     };
-    f32t("pixel_values", shape(&[8, s, s]), cat(&|k| [t.views[k].full.clone(), t.views[k].focal.clone()].concat()));
-    f32t("full_features", shape(&[n, c]), cat(&|k| t.vision.full_features[k].clone()));
-    f32t("crop_features", shape(&[n, c]), cat(&|k| t.vision.crop_features[k].clone()));
-    f32t("projector_output", shape(&[tk, h]), cat(&|k| t.vision.embeddings[k].clone()));
+    f32t(
+        "pixel_values",
+        shape(&[8, s, s]),
+        cat(&|k| [t.views[k].full.clone(), t.views[k].focal.clone()].concat()),
+    );
+    f32t(
+        "full_features",
+        shape(&[n, c]),
+        cat(&|k| t.vision.full_features[k].clone()),
+    );
+    f32t(
+        "crop_features",
+        shape(&[n, c]),
+        cat(&|k| t.vision.crop_features[k].clone()),
+    );
+    f32t(
+        "projector_output",
+        shape(&[tk, h]),
+        cat(&|k| t.vision.embeddings[k].clone()),
+    );
     // The spliced LLM input: token embedding rows, image rows at each -200.
     let mut embeds = Vec::new();
     let mut img = 0;
@@ -596,16 +713,34 @@ fn write_dump(out: &Path, model: &Model, t: &Trace) -> Result<()> {
     }
     f32t("llm_inputs_embeds", vec![embeds.len() / h, h], embeds);
     let g = &t.generation;
-    f32t("first_logits", vec![g.first_logits.len()], g.first_logits.clone());
+    f32t(
+        "first_logits",
+        vec![g.first_logits.len()],
+        g.first_logits.clone(),
+    );
     let v = g.first_logits.len();
-    f32t("step_logits", vec![g.step_logits.len(), v], g.step_logits.concat());
+    f32t(
+        "step_logits",
+        vec![g.step_logits.len(), v],
+        g.step_logits.concat(),
+    );
     for (name, data) in &t.vision.debug {
         // Debug states are in batch order; the fixtures hold them for single images.
         f32t(name, vec![data.len() / c, c], data.clone());
     }
     let ids: Vec<i64> = g.tokens.iter().map(|&x| x as i64).collect();
-    tensors.push(("prompt_ids".into(), Dtype::I64, vec![t.prompt_ids.len()], le(&t.prompt_ids, i64::to_le_bytes)));
-    tensors.push(("output_ids".into(), Dtype::I64, vec![ids.len()], le(&ids, i64::to_le_bytes)));
+    tensors.push((
+        "prompt_ids".into(),
+        Dtype::I64,
+        vec![t.prompt_ids.len()],
+        le(&t.prompt_ids, i64::to_le_bytes),
+    ));
+    tensors.push((
+        "output_ids".into(),
+        Dtype::I64,
+        vec![ids.len()],
+        le(&ids, i64::to_le_bytes),
+    ));
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(n, d, s, b)| {
@@ -614,5 +749,6 @@ fn write_dump(out: &Path, model: &Model, t: &Trace) -> Result<()> {
                 .map_err(|e| Error::Backend(format!("{n}: {e}")))
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, &None, out).map_err(|e| Error::Io(format!("{}: {e}", out.display())))
+    safetensors::serialize_to_file(views, &None, out)
+        .map_err(|e| Error::Io(format!("{}: {e}", out.display())))
 }

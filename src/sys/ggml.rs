@@ -56,7 +56,11 @@ impl<'a> Tensor<'a> {
     }
     pub fn name(&self) -> String {
         let n = &self.header().name;
-        let bytes: Vec<u8> = n.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        let bytes: Vec<u8> = n
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 }
@@ -65,11 +69,20 @@ fn ggml_ctx(n_tensors: usize, graph_nodes: usize) -> Result<NonNull<ffi::ggml_co
     // SAFETY: pure size computations.
     let mem = unsafe {
         n_tensors * ffi::ggml_tensor_overhead()
-            + if graph_nodes > 0 { ffi::ggml_graph_overhead_custom(graph_nodes, false) } else { 0 }
+            + if graph_nodes > 0 {
+                ffi::ggml_graph_overhead_custom(graph_nodes, false)
+            } else {
+                0
+            }
     } + 1024;
-    let params = ffi::ggml_init_params { mem_size: mem, mem_buffer: std::ptr::null_mut(), no_alloc: true };
+    let params = ffi::ggml_init_params {
+        mem_size: mem,
+        mem_buffer: std::ptr::null_mut(),
+        no_alloc: true,
+    };
     // SAFETY: a metadata-only context (no_alloc); null is handled.
-    NonNull::new(unsafe { ffi::ggml_init(params) }).ok_or_else(|| Error::Backend("ggml_init failed".into()))
+    NonNull::new(unsafe { ffi::ggml_init(params) })
+        .ok_or_else(|| Error::Backend("ggml_init failed".into()))
 }
 
 /// Weights whose data lives in a read-only file mapping (no copy).
@@ -108,7 +121,10 @@ impl MappedWeights {
         for t in infos {
             let end = t.offset.checked_add(t.nbytes);
             if end.is_none_or(|e| e > len as u64) || t.offset % 32 != 0 || t.ne.len() > 4 {
-                return Err(Error::InvalidModel(format!("tensor {} lies outside the file", t.name)));
+                return Err(Error::InvalidModel(format!(
+                    "tensor {} lies outside the file",
+                    t.name
+                )));
             }
         }
         let ctx = ggml_ctx(infos.len() + 1, 0)?;
@@ -119,22 +135,31 @@ impl MappedWeights {
         // The mapping is page-aligned, as ggml requires.
         let buffer = NonNull::new(unsafe { ffi::ggml_backend_cpu_buffer_from_ptr(base, len) })
             .ok_or_else(|| Error::Backend("cannot wrap the mapping in a ggml buffer".into()))?;
-        let mut weights =
-            MappedWeights { ctx, buffer, tensors: Default::default(), _map: map.clone() };
+        let mut weights = MappedWeights {
+            ctx,
+            buffer,
+            tensors: Default::default(),
+            _map: map.clone(),
+        };
         for t in infos {
             let ne: Vec<i64> = t.ne.iter().map(|&d| d as i64).collect();
-            let name = CString::new(t.name.as_str()).map_err(|_| Error::InvalidModel("bad tensor name".into()))?;
+            let name = CString::new(t.name.as_str())
+                .map_err(|_| Error::InvalidModel("bad tensor name".into()))?;
             // SAFETY: the context has room for every tensor (sized above); the
             // type and shape were validated by the GGUF reader (row sizes fit
             // the block size), and the address range [offset, offset+nbytes)
             // lies inside the buffer (checked above), which is what
             // ggml_backend_tensor_alloc asserts.
             let ptr = unsafe {
-                let p = ffi::ggml_new_tensor(ctx.as_ptr(), t.ty.raw(), ne.len() as i32, ne.as_ptr());
-                let p = NonNull::new(p).ok_or_else(|| Error::Backend("ggml_new_tensor failed".into()))?;
+                let p =
+                    ffi::ggml_new_tensor(ctx.as_ptr(), t.ty.raw(), ne.len() as i32, ne.as_ptr());
+                let p = NonNull::new(p)
+                    .ok_or_else(|| Error::Backend("ggml_new_tensor failed".into()))?;
                 ffi::ggml_set_name(p.as_ptr(), name.as_ptr());
                 let addr = base.cast::<u8>().add(t.offset as usize).cast();
-                if ffi::ggml_backend_tensor_alloc(buffer.as_ptr(), p.as_ptr(), addr) != ffi::GGML_STATUS_SUCCESS {
+                if ffi::ggml_backend_tensor_alloc(buffer.as_ptr(), p.as_ptr(), addr)
+                    != ffi::GGML_STATUS_SUCCESS
+                {
                     return Err(Error::Backend(format!("cannot place tensor {}", t.name)));
                 }
                 p
@@ -147,7 +172,10 @@ impl MappedWeights {
     pub fn get(&self, name: &str) -> Result<Tensor<'_>> {
         self.tensors
             .get(name)
-            .map(|&ptr| Tensor { ptr, _ctx: PhantomData })
+            .map(|&ptr| Tensor {
+                ptr,
+                _ctx: PhantomData,
+            })
             .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))
     }
 
@@ -203,9 +231,15 @@ impl Graph {
     pub fn new() -> Result<Graph> {
         let ctx = ggml_ctx(MAX_NODES, MAX_NODES)?;
         // SAFETY: the context was sized for a graph of MAX_NODES nodes.
-        let gf = NonNull::new(unsafe { ffi::ggml_new_graph_custom(ctx.as_ptr(), MAX_NODES, false) })
-            .ok_or_else(|| Error::Backend("ggml_new_graph failed".into()))?;
-        Ok(Graph { ctx, gf, scope: String::new(), inputs: Vec::new() })
+        let gf =
+            NonNull::new(unsafe { ffi::ggml_new_graph_custom(ctx.as_ptr(), MAX_NODES, false) })
+                .ok_or_else(|| Error::Backend("ggml_new_graph failed".into()))?;
+        Ok(Graph {
+            ctx,
+            gf,
+            scope: String::new(),
+            inputs: Vec::new(),
+        })
     }
 
     /// Prefix for the names of the nodes created next.
@@ -214,8 +248,12 @@ impl Graph {
     }
 
     fn wrap<'a>(&mut self, p: *mut ffi::ggml_tensor, op: &str) -> Result<Tensor<'a>> {
-        let ptr = NonNull::new(p).ok_or_else(|| err(op, "ggml returned null (out of graph memory?)".into()))?;
-        let t = Tensor { ptr, _ctx: PhantomData };
+        let ptr = NonNull::new(p)
+            .ok_or_else(|| err(op, "ggml returned null (out of graph memory?)".into()))?;
+        let t = Tensor {
+            ptr,
+            _ctx: PhantomData,
+        };
         self.name(t, &format!("{}{op}", self.scope));
         Ok(t)
     }
@@ -237,7 +275,9 @@ impl Graph {
             return Err(err("input", "only f32 inputs".into()));
         }
         // SAFETY: valid context, shape checked.
-        let p = unsafe { ffi::ggml_new_tensor(self.ctx.as_ptr(), ty.raw(), ne.len() as i32, ne.as_ptr()) };
+        let p = unsafe {
+            ffi::ggml_new_tensor(self.ctx.as_ptr(), ty.raw(), ne.len() as i32, ne.as_ptr())
+        };
         let t = self.wrap(p, "input")?;
         self.name(t, name);
         // SAFETY: a tensor of this context.
@@ -354,7 +394,12 @@ impl Graph {
     /// Reshape of a contiguous tensor (same element count).
     pub fn reshape<'a>(&mut self, a: Tensor<'_>, ne: &[i64]) -> Result<Tensor<'a>> {
         let n: i64 = ne.iter().product();
-        if !a.is_contiguous() || n != a.nelements() || ne.is_empty() || ne.len() > 4 || ne.iter().any(|&d| d <= 0) {
+        if !a.is_contiguous()
+            || n != a.nelements()
+            || ne.is_empty()
+            || ne.len() > 4
+            || ne.iter().any(|&d| d <= 0)
+        {
             return Err(err("reshape", format!("{:?} to {ne:?}", a.ne())));
         }
         let c = self.ctx.as_ptr();
@@ -381,37 +426,78 @@ impl Graph {
             seen[x as usize] = true;
         }
         // SAFETY: axes are a permutation of 0..4 (checked).
-        let p = unsafe { ffi::ggml_permute(self.ctx.as_ptr(), a.raw(), axes[0], axes[1], axes[2], axes[3]) };
+        let p = unsafe {
+            ffi::ggml_permute(
+                self.ctx.as_ptr(),
+                a.raw(),
+                axes[0],
+                axes[1],
+                axes[2],
+                axes[3],
+            )
+        };
         self.wrap(p, "permute")
     }
 
     /// A view of `ne` elements with strides `nb` (bytes) at `offset` bytes.
-    pub fn view<'a>(&mut self, a: Tensor<'_>, ne: [i64; 4], nb: [usize; 3], offset: usize) -> Result<Tensor<'a>> {
+    pub fn view<'a>(
+        &mut self,
+        a: Tensor<'_>,
+        ne: [i64; 4],
+        nb: [usize; 3],
+        offset: usize,
+    ) -> Result<Tensor<'a>> {
         if ne.iter().any(|&d| d <= 0) {
             return Err(err("view", format!("shape {ne:?}")));
         }
         // Last byte touched must lie inside the source.
         let esize = a.nb()[0];
-        let last = (ne[1] as usize - 1) * nb[0] + (ne[2] as usize - 1) * nb[1] + (ne[3] as usize - 1) * nb[2]
+        let last = (ne[1] as usize - 1) * nb[0]
+            + (ne[2] as usize - 1) * nb[1]
+            + (ne[3] as usize - 1) * nb[2]
             + ne[0] as usize * esize;
         if offset + last > a.nbytes() || a.ty() != ffi::GGML_TYPE_F32 {
-            return Err(err("view", format!("{ne:?} at {offset} outside {:?}", a.ne())));
+            return Err(err(
+                "view",
+                format!("{ne:?} at {offset} outside {:?}", a.ne()),
+            ));
         }
         // SAFETY: the view lies inside the source tensor (checked).
         let p = unsafe {
-            ffi::ggml_view_4d(self.ctx.as_ptr(), a.raw(), ne[0], ne[1], ne[2], ne[3], nb[0], nb[1], nb[2], offset)
+            ffi::ggml_view_4d(
+                self.ctx.as_ptr(),
+                a.raw(),
+                ne[0],
+                ne[1],
+                ne[2],
+                ne[3],
+                nb[0],
+                nb[1],
+                nb[2],
+                offset,
+            )
         };
         self.wrap(p, "view")
     }
 
     /// Row-wise softmax of `a * scale + mask`.
-    pub fn soft_max_ext<'a>(&mut self, a: Tensor<'_>, mask: Option<Tensor<'_>>, scale: f32) -> Result<Tensor<'a>> {
+    pub fn soft_max_ext<'a>(
+        &mut self,
+        a: Tensor<'_>,
+        mask: Option<Tensor<'_>>,
+        scale: f32,
+    ) -> Result<Tensor<'a>> {
         if !a.is_contiguous() {
             return Err(err("soft_max", "input is not contiguous".into()));
         }
         if let Some(m) = mask {
             let (x, y) = (a.ne(), m.ne());
-            if y[0] != x[0] || y[1] < x[1] || x[2] % y[2] != 0 || x[3] % y[3] != 0 || !m.is_contiguous() {
+            if y[0] != x[0]
+                || y[1] < x[1]
+                || x[2] % y[2] != 0
+                || x[3] % y[3] != 0
+                || !m.is_contiguous()
+            {
                 return Err(err("soft_max", format!("mask {y:?} for {x:?}")));
             }
         }
@@ -427,13 +513,31 @@ impl Graph {
     /// (ggml's conv_2d rounds it to f16).
     pub fn patch_embed<'a>(&mut self, kernel: Tensor<'_>, input: Tensor<'_>) -> Result<Tensor<'a>> {
         let (k, x) = (kernel.ne(), input.ne());
-        if k[2] != x[2] || k[0] != k[1] || k[0] > x[0] || k[1] > x[1] || kernel.ty() != ffi::GGML_TYPE_F32 || !kernel.is_contiguous() {
+        if k[2] != x[2]
+            || k[0] != k[1]
+            || k[0] > x[0]
+            || k[1] > x[1]
+            || kernel.ty() != ffi::GGML_TYPE_F32
+            || !kernel.is_contiguous()
+        {
             return Err(err("patch_embed", format!("kernel {k:?} on {x:?}")));
         }
         let p = k[0] as i32;
         // SAFETY: channels agree and the output is non-empty (checked).
         let cols = unsafe {
-            ffi::ggml_im2col(self.ctx.as_ptr(), kernel.raw(), input.raw(), p, p, 0, 0, 1, 1, true, ffi::GGML_TYPE_F32)
+            ffi::ggml_im2col(
+                self.ctx.as_ptr(),
+                kernel.raw(),
+                input.raw(),
+                p,
+                p,
+                0,
+                0,
+                1,
+                1,
+                true,
+                ffi::GGML_TYPE_F32,
+            )
         };
         let cols = self.wrap(cols, "im2col")?; // [IC*P*P, OW, OH, N]
         let [kk, ow, oh, n] = cols.ne();
@@ -446,7 +550,13 @@ impl Graph {
     /// Rows of a 2-D `a` picked by the i32 indices `idx`.
     pub fn get_rows<'a>(&mut self, a: Tensor<'_>, idx: Tensor<'_>) -> Result<Tensor<'a>> {
         let (x, i) = (a.ne(), idx.ne());
-        if idx.ty() != ffi::GGML_TYPE_I32 || x[2] != 1 || x[3] != 1 || i[1] != 1 || i[2] != 1 || i[3] != 1 {
+        if idx.ty() != ffi::GGML_TYPE_I32
+            || x[2] != 1
+            || x[3] != 1
+            || i[1] != 1
+            || i[2] != 1
+            || i[3] != 1
+        {
             return Err(err("get_rows", format!("{x:?} by {i:?}")));
         }
         // SAFETY: i32 indices over a 2-D source (checked); index values are
@@ -512,7 +622,9 @@ impl CpuBackend {
         let backend = NonNull::new(unsafe { ffi::ggml_backend_cpu_init() })
             .ok_or_else(|| Error::Backend("ggml CPU backend init failed".into()))?;
         // SAFETY: the CPU buffer type is a static singleton.
-        let galloc = match NonNull::new(unsafe { ffi::ggml_gallocr_new(ffi::ggml_backend_cpu_buffer_type()) }) {
+        let galloc = match NonNull::new(unsafe {
+            ffi::ggml_gallocr_new(ffi::ggml_backend_cpu_buffer_type())
+        }) {
             Some(g) => g,
             None => {
                 // SAFETY: created just above, freed once.
@@ -520,7 +632,11 @@ impl CpuBackend {
                 return Err(Error::Backend("ggml graph allocator init failed".into()));
             }
         };
-        let b = CpuBackend { backend, galloc, cancel };
+        let b = CpuBackend {
+            backend,
+            galloc,
+            cancel,
+        };
         b.set_threads(threads);
         // SAFETY: the flag lives in an Arc held by `b` for its whole life.
         unsafe {
@@ -535,22 +651,34 @@ impl CpuBackend {
 
     pub fn set_threads(&self, threads: usize) {
         // SAFETY: a CPU backend.
-        unsafe { ffi::ggml_backend_cpu_set_n_threads(self.backend.as_ptr(), threads.clamp(1, 512) as i32) };
+        unsafe {
+            ffi::ggml_backend_cpu_set_n_threads(self.backend.as_ptr(), threads.clamp(1, 512) as i32)
+        };
     }
 
     /// Allocates the graph's tensors; call before setting inputs.
     pub fn alloc(&mut self, g: &Graph) -> Result<()> {
         // SAFETY: valid allocator and graph; the graph's inputs/outputs are flagged.
         if !unsafe { ffi::ggml_gallocr_alloc_graph(self.galloc.as_ptr(), g.gf.as_ptr()) } {
-            return Err(Error::Backend("cannot allocate the compute graph (out of memory?)".into()));
+            return Err(Error::Backend(
+                "cannot allocate the compute graph (out of memory?)".into(),
+            ));
         }
         Ok(())
     }
 
     /// Copies f32 data into an input of an allocated graph.
     pub fn set_f32(&mut self, g: &Graph, t: Tensor<'_>, data: &[f32]) -> Result<()> {
-        if !g.inputs.contains(&t.ptr) || t.ty() != ffi::GGML_TYPE_F32 || data.len() as i64 != t.nelements() {
-            return Err(Error::Backend(format!("input {}: {} values for {:?}", t.name(), data.len(), t.ne())));
+        if !g.inputs.contains(&t.ptr)
+            || t.ty() != ffi::GGML_TYPE_F32
+            || data.len() as i64 != t.nelements()
+        {
+            return Err(Error::Backend(format!(
+                "input {}: {} values for {:?}",
+                t.name(),
+                data.len(),
+                t.ne()
+            )));
         }
         // SAFETY: an allocated, contiguous f32 input of exactly data.len() elements.
         unsafe { ffi::ggml_backend_tensor_set(t.raw(), data.as_ptr().cast(), 0, t.nbytes()) };
@@ -565,7 +693,10 @@ impl CpuBackend {
             || data.len() as i64 != t.nelements()
             || data.iter().any(|&i| i < 0 || i as i64 >= bound)
         {
-            return Err(Error::Backend(format!("index input {} is invalid", t.name())));
+            return Err(Error::Backend(format!(
+                "index input {} is invalid",
+                t.name()
+            )));
         }
         // SAFETY: an allocated, contiguous i32 input of exactly data.len() elements.
         unsafe { ffi::ggml_backend_tensor_set(t.raw(), data.as_ptr().cast(), 0, t.nbytes()) };
@@ -582,14 +713,19 @@ impl CpuBackend {
         match st {
             ffi::GGML_STATUS_SUCCESS => Ok(()),
             ffi::GGML_STATUS_ABORTED => Err(Error::Cancelled),
-            s => Err(Error::Backend(format!("graph compute failed with status {s}"))),
+            s => Err(Error::Backend(format!(
+                "graph compute failed with status {s}"
+            ))),
         }
     }
 
     /// Reads an output tensor as f32 (must be contiguous f32).
     pub fn get_f32(&self, t: Tensor<'_>) -> Result<Vec<f32>> {
         if t.ty() != ffi::GGML_TYPE_F32 || !t.is_contiguous() {
-            return Err(Error::Backend(format!("output {} is not contiguous f32", t.name())));
+            return Err(Error::Backend(format!(
+                "output {} is not contiguous f32",
+                t.name()
+            )));
         }
         let mut out = vec![0f32; t.nelements() as usize];
         // SAFETY: an allocated contiguous f32 tensor of nelements values.

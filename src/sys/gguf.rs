@@ -64,7 +64,12 @@ impl GgufWriter {
         if ctx.is_null() || meta.is_null() {
             return Err(Error::Backend("gguf/ggml init failed".into()));
         }
-        Ok(GgufWriter { ctx, meta, meta_cap: max_tensors, tensors: Vec::new() })
+        Ok(GgufWriter {
+            ctx,
+            meta,
+            meta_cap: max_tensors,
+            tensors: Vec::new(),
+        })
     }
 
     pub fn set_str(&mut self, key: &str, v: &str) -> Result<()> {
@@ -101,7 +106,13 @@ impl GgufWriter {
         let k = cstr(key)?;
         // SAFETY: `v` holds v.len() f32 values; gguf copies them.
         unsafe {
-            ffi::gguf_set_arr_data(self.ctx, k.as_ptr(), ffi::GGUF_TYPE_FLOAT32, v.as_ptr().cast(), v.len())
+            ffi::gguf_set_arr_data(
+                self.ctx,
+                k.as_ptr(),
+                ffi::GGUF_TYPE_FLOAT32,
+                v.as_ptr().cast(),
+                v.len(),
+            )
         };
         Ok(())
     }
@@ -109,7 +120,13 @@ impl GgufWriter {
         let k = cstr(key)?;
         // SAFETY: `v` holds v.len() i32 values; gguf copies them.
         unsafe {
-            ffi::gguf_set_arr_data(self.ctx, k.as_ptr(), ffi::GGUF_TYPE_INT32, v.as_ptr().cast(), v.len())
+            ffi::gguf_set_arr_data(
+                self.ctx,
+                k.as_ptr(),
+                ffi::GGUF_TYPE_INT32,
+                v.as_ptr().cast(),
+                v.len(),
+            )
         };
         Ok(())
     }
@@ -183,7 +200,9 @@ impl GgufWriter {
             V::I64(_) => ffi::GGUF_TYPE_INT64,
             V::F64(_) => ffi::GGUF_TYPE_FLOAT64,
             V::Str(_) | V::Array(_) => {
-                return Err(Error::InvalidArgument(format!("key {key}: nested arrays are not supported")))
+                return Err(Error::InvalidArgument(format!(
+                    "key {key}: nested arrays are not supported"
+                )))
             }
         };
         // Little-endian packing, as GGUF stores it (ggml only runs on LE hosts).
@@ -212,7 +231,9 @@ impl GgufWriter {
         // SAFETY: `bytes` holds items.len() packed elements of type `ty`
         // (every element has the first one's variant, checked above); gguf
         // copies items.len() * sizeof(ty) bytes.
-        unsafe { ffi::gguf_set_arr_data(self.ctx, k.as_ptr(), ty, bytes.as_ptr().cast(), items.len()) };
+        unsafe {
+            ffi::gguf_set_arr_data(self.ctx, k.as_ptr(), ty, bytes.as_ptr().cast(), items.len())
+        };
         Ok(())
     }
 
@@ -222,16 +243,23 @@ impl GgufWriter {
             return Err(Error::InvalidArgument(format!("{name}: {} dims", ne.len())));
         }
         if name.len() >= 64 {
-            return Err(Error::InvalidArgument(format!("tensor name too long: {name}")));
+            return Err(Error::InvalidArgument(format!(
+                "tensor name too long: {name}"
+            )));
         }
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(Error::InvalidArgument(format!("duplicate tensor {name}")));
         }
         if self.tensors.len() >= self.meta_cap {
-            return Err(Error::InvalidArgument("too many tensors for this writer".into()));
+            return Err(Error::InvalidArgument(
+                "too many tensors for this writer".into(),
+            ));
         }
         let nbytes = ty.nbytes(ne).ok_or_else(|| {
-            Error::InvalidArgument(format!("{name}: shape {ne:?} does not fit type {}", ty.name()))
+            Error::InvalidArgument(format!(
+                "{name}: shape {ne:?} does not fit type {}",
+                ty.name()
+            ))
         })?;
         let ne_i: Vec<i64> = ne.iter().map(|&d| d as i64).collect();
         let cname = cstr(name)?;
@@ -247,7 +275,12 @@ impl GgufWriter {
             ffi::ggml_set_name(t, cname.as_ptr());
             ffi::gguf_add_tensor(self.ctx, t);
         }
-        self.tensors.push(PlannedTensor { name: name.to_string(), ty, ne: ne.to_vec(), nbytes });
+        self.tensors.push(PlannedTensor {
+            name: name.to_string(),
+            ty,
+            ne: ne.to_vec(),
+            nbytes,
+        });
         Ok(())
     }
 
@@ -309,7 +342,9 @@ impl GgufDataWriter {
         let pad = (ALIGNMENT - data.len() as u64 % ALIGNMENT) % ALIGNMENT;
         let p = &self.path;
         self.out.write_all(data).map_err(|e| Error::io(p, e))?;
-        self.out.write_all(&[0u8; ALIGNMENT as usize][..pad as usize]).map_err(|e| Error::io(p, e))?;
+        self.out
+            .write_all(&[0u8; ALIGNMENT as usize][..pad as usize])
+            .map_err(|e| Error::io(p, e))?;
         self.next += 1;
         Ok(())
     }

@@ -17,7 +17,10 @@ impl MappedFile {
         // file modified by another process while mapped changes the weights
         // (the same contract as every mmap-based model loader).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Ok(MappedFile { map, path: path.to_path_buf() })
+        Ok(MappedFile {
+            map,
+            path: path.to_path_buf(),
+        })
     }
     pub fn bytes(&self) -> &[u8] {
         &self.map

@@ -248,10 +248,19 @@ mod tests {
     #[test]
     fn quantize_roundtrip() {
         let src: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
-        for ty in [GgmlType::F16, GgmlType::Q8_0, GgmlType::BF16, GgmlType::Q4_0] {
+        for ty in [
+            GgmlType::F16,
+            GgmlType::Q8_0,
+            GgmlType::BF16,
+            GgmlType::Q4_0,
+        ] {
             let q = quantize(ty, &src, 32).unwrap();
             let back = dequantize(ty, &q, 64).unwrap();
-            let err = src.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let err = src
+                .iter()
+                .zip(&back)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(err < 0.2, "{ty:?} err {err}");
         }
         assert!(quantize(GgmlType::Q8_0, &src, 16).is_err());

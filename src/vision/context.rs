@@ -22,7 +22,9 @@ fn scalar(w: &MappedWeights, name: &str) -> Result<f32> {
     let v = w.read_f32(name)?;
     match v.as_slice() {
         [x] if x.is_finite() => Ok(*x),
-        _ => Err(Error::InvalidModel(format!("{name} must be one finite value"))),
+        _ => Err(Error::InvalidModel(format!(
+            "{name} must be one finite value"
+        ))),
     }
 }
 
@@ -70,7 +72,9 @@ pub fn key_mask_bias(mask01: &[f32], image_size: usize, patch: usize, nq: usize)
         let (py, px) = (t / grid, t % grid);
         let mut s = 0f32;
         for y in py * patch..(py + 1) * patch {
-            s += mask01[y * image_size + px * patch..y * image_size + (px + 1) * patch].iter().sum::<f32>();
+            s += mask01[y * image_size + px * patch..y * image_size + (px + 1) * patch]
+                .iter()
+                .sum::<f32>();
         }
         if s >= 1e-5 {
             *r = 0.0;

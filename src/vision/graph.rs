@@ -71,9 +71,23 @@ impl VisionModel {
         let weight_type = matrices.first().copied().unwrap_or(GgmlType::F32);
         // At f32 the exact GELU keeps every stage reference-exact; with
         // reduced-precision weights ggml's table GELU is well inside the error.
-        let tanh_act = if weight_type == GgmlType::F32 { Act::GeluTanhExact } else { Act::GeluTanhFast };
-        let act = if hp.act == "gelu" { Act::GeluErf } else { tanh_act };
-        let model = VisionModel { hp, weights, act, weight_type, file_size: map.bytes().len() as u64 };
+        let tanh_act = if weight_type == GgmlType::F32 {
+            Act::GeluTanhExact
+        } else {
+            Act::GeluTanhFast
+        };
+        let act = if hp.act == "gelu" {
+            Act::GeluErf
+        } else {
+            tanh_act
+        };
+        let model = VisionModel {
+            hp,
+            weights,
+            act,
+            weight_type,
+            file_size: map.bytes().len() as u64,
+        };
         // Resolve every module once so a bad gate or missing tensor fails now.
         model.modules()?;
         Ok(model)
@@ -81,7 +95,11 @@ impl VisionModel {
 
     fn modules(&self) -> Result<(VisionTower<'_>, Vec<CrossAttnBlock<'_>>, Projector<'_>)> {
         let hp = &self.hp;
-        let ctx_act = if hp.ctx_act == "gelu" { Act::GeluErf } else { self.act };
+        let ctx_act = if hp.ctx_act == "gelu" {
+            Act::GeluErf
+        } else {
+            self.act
+        };
         let tower = VisionTower::load(&self.weights, hp, self.act)?;
         let blocks = (0..hp.used_layers() as usize)
             .map(|i| CrossAttnBlock::load(&self.weights, hp, i, ctx_act))
@@ -92,7 +110,12 @@ impl VisionModel {
     /// Runs both views of every image through one graph. `Detail::Features`
     /// also returns Z and F (for `dam dump` and parity tests), `Detail::Debug`
     /// every layer's output too.
-    pub fn encode(&self, backend: &mut CpuBackend, views: &[&Views], detail: Detail) -> Result<VisionOutput> {
+    pub fn encode(
+        &self,
+        backend: &mut CpuBackend,
+        views: &[&Views],
+        detail: Detail,
+    ) -> Result<VisionOutput> {
         let want_features = detail != Detail::Embeddings;
         let debug = detail == Detail::Debug;
         let mut keep: Vec<(String, Tensor)> = Vec::new();
@@ -111,7 +134,9 @@ impl VisionModel {
         }
         // Images whose focal view differs run the context provider; they go
         // first in the batch so their Z is a prefix of the full-view batch.
-        let mut order: Vec<usize> = (0..views.len()).filter(|&i| !views[i].focal_is_full).collect();
+        let mut order: Vec<usize> = (0..views.len())
+            .filter(|&i| !views[i].focal_is_full)
+            .collect();
         let n_applied = order.len();
         order.extend((0..views.len()).filter(|&i| views[i].focal_is_full));
         let (b, a) = (views.len() as i64, n_applied as i64);
@@ -147,8 +172,25 @@ impl VisionModel {
             g.set_scope("focal.");
             let frgb = g.input("focal.rgb", GgmlType::F32, &[si, si, 3, a])?;
             let fmsk = g.input("focal.mask", GgmlType::F32, &[si, si, 1, a])?;
-            let z_a = if a == b { z } else { g.view(z, [c, n, a, 1], [4 * c as usize, (4 * c * n) as usize, (4 * c * n * a) as usize], 0)? };
-            let kmask = if hp.ctx_masked { Some(g.input("focal.key_mask", GgmlType::F32, &[n, n, 1, a])?) } else { None };
+            let z_a = if a == b {
+                z
+            } else {
+                g.view(
+                    z,
+                    [c, n, a, 1],
+                    [
+                        4 * c as usize,
+                        (4 * c * n) as usize,
+                        (4 * c * n * a) as usize,
+                    ],
+                    0,
+                )?
+            };
+            let kmask = if hp.ctx_masked {
+                Some(g.input("focal.key_mask", GgmlType::F32, &[n, n, 1, a])?)
+            } else {
+                None
+            };
             let mut y = tower.embeddings.forward(&mut g, frgb, fmsk)?;
             if debug {
                 keep.push(("debug.crop.embeddings".into(), y));
@@ -178,7 +220,11 @@ impl VisionModel {
                 let rest = g.view(
                     z,
                     [c, n, b - a, 1],
-                    [4 * c as usize, (4 * c * n) as usize, (4 * c * n * (b - a)) as usize],
+                    [
+                        4 * c as usize,
+                        (4 * c * n) as usize,
+                        (4 * c * n * (b - a)) as usize,
+                    ],
                     (4 * c * n * a) as usize,
                 )?;
                 g.concat(f, rest, 2)?
@@ -198,7 +244,11 @@ impl VisionModel {
         let gather = |focal: bool, lo: usize, hi: usize, ids: &[usize]| -> Vec<f32> {
             ids.iter()
                 .flat_map(|&i| {
-                    let v = if focal { &views[i].focal } else { &views[i].full };
+                    let v = if focal {
+                        &views[i].focal
+                    } else {
+                        &views[i].full
+                    };
                     v[lo..hi].iter().copied()
                 })
                 .collect()
@@ -225,11 +275,16 @@ impl VisionModel {
         backend.set_i32(&g, idx, &merge, gp * 2 * gp * b)?;
         backend.compute(&g)?;
 
-        let per = |data: Vec<f32>, rows: usize| -> Vec<Vec<f32>> { data.chunks(rows).map(|r| r.to_vec()).collect() };
+        let per = |data: Vec<f32>, rows: usize| -> Vec<Vec<f32>> {
+            data.chunks(rows).map(|r| r.to_vec()).collect()
+        };
         let emb_all = per(backend.get_f32(emb)?, (t * hp.llm_hidden as i64) as usize);
         let mut out = VisionOutput {
             batch_order: order.clone(),
-            debug: keep.iter().map(|(n, t)| Ok((n.clone(), backend.get_f32(*t)?))).collect::<Result<_>>()?,
+            debug: keep
+                .iter()
+                .map(|(n, t)| Ok((n.clone(), backend.get_f32(*t)?)))
+                .collect::<Result<_>>()?,
             embeddings: vec![Vec::new(); views.len()],
             context_applied: vec![false; views.len()],
             ..Default::default()
@@ -249,7 +304,11 @@ impl VisionModel {
             out.crop_features = vec![Vec::new(); views.len()];
             for (slot, &i) in order.iter().enumerate() {
                 out.full_features[i] = z_all[slot].clone();
-                out.crop_features[i] = if slot < n_applied { f_all[slot].clone() } else { z_all[slot].clone() };
+                out.crop_features[i] = if slot < n_applied {
+                    f_all[slot].clone()
+                } else {
+                    z_all[slot].clone()
+                };
             }
         }
         Ok(out)

@@ -55,11 +55,20 @@ pub fn merge_indices(grid_pairs: usize, batch: usize) -> Vec<i32> {
 
 /// Pads F [C, N, B] (N = g*g) to an even grid and merges 2x2 cells:
 /// -> [4C, G*G, B].
-pub fn merge_2x2<'g>(g: &mut Graph, f: Tensor<'_>, grid: i64, idx: Tensor<'_>) -> Result<Tensor<'g>> {
+pub fn merge_2x2<'g>(
+    g: &mut Graph,
+    f: Tensor<'_>,
+    grid: i64,
+    idx: Tensor<'_>,
+) -> Result<Tensor<'g>> {
     let [c, _, b, _] = f.ne();
     let gp = (grid + 1) / 2;
     let x = g.reshape(f, &[c, grid, grid, b])?;
-    let x = if grid % 2 == 1 { g.pad(x, [0, 1, 1, 0])? } else { x };
+    let x = if grid % 2 == 1 {
+        g.pad(x, [0, 1, 1, 0])?
+    } else {
+        x
+    };
     let x = g.cont(x)?;
     let rows = g.reshape(x, &[2 * c, gp * 2 * gp * b])?;
     let m = g.get_rows(rows, idx)?; // [2C, 2*T*B]

@@ -14,7 +14,10 @@ pub struct Linear<'w> {
 
 impl<'w> Linear<'w> {
     pub fn load(w: &'w MappedWeights, prefix: &str) -> Result<Self> {
-        Ok(Linear { weight: w.get(&format!("{prefix}.weight"))?, bias: w.get(&format!("{prefix}.bias"))? })
+        Ok(Linear {
+            weight: w.get(&format!("{prefix}.weight"))?,
+            bias: w.get(&format!("{prefix}.bias"))?,
+        })
     }
     pub fn forward<'g>(&self, g: &mut Graph, x: Tensor<'_>) -> Result<Tensor<'g>> {
         let y = g.mul_mat(self.weight, x)?;
@@ -32,7 +35,11 @@ pub struct LayerNorm<'w> {
 
 impl<'w> LayerNorm<'w> {
     pub fn load(w: &'w MappedWeights, prefix: &str, eps: f32) -> Result<Self> {
-        Ok(LayerNorm { weight: w.get(&format!("{prefix}.weight"))?, bias: w.get(&format!("{prefix}.bias"))?, eps })
+        Ok(LayerNorm {
+            weight: w.get(&format!("{prefix}.weight"))?,
+            bias: w.get(&format!("{prefix}.bias"))?,
+            eps,
+        })
     }
     pub fn forward<'g>(&self, g: &mut Graph, x: Tensor<'_>) -> Result<Tensor<'g>> {
         let y = g.norm(x, self.eps)?;
@@ -200,7 +207,12 @@ impl<'w> Embeddings<'w> {
 
     /// `rgb` [S, S, 3, B], `mask` [S, S, 1, B] -> tokens [C, g*g, B]
     /// (row-major patches; the stride-P convolution drops trailing pixels).
-    pub fn forward<'g>(&self, g: &mut Graph, rgb: Tensor<'_>, mask: Tensor<'_>) -> Result<Tensor<'g>> {
+    pub fn forward<'g>(
+        &self,
+        g: &mut Graph,
+        rgb: Tensor<'_>,
+        mask: Tensor<'_>,
+    ) -> Result<Tensor<'g>> {
         let e = g.patch_embed(self.patch, rgb)?; // [C, N, B]
         let m = g.patch_embed(self.mask_patch, mask)?;
         let e = g.add(e, m)?;
@@ -221,6 +233,9 @@ impl<'w> VisionTower<'w> {
         let layers = (0..hp.used_layers() as usize)
             .map(|i| EncoderLayer::load(w, hp, i, act))
             .collect::<Result<_>>()?;
-        Ok(VisionTower { embeddings: Embeddings::load(w)?, layers })
+        Ok(VisionTower {
+            embeddings: Embeddings::load(w)?,
+            layers,
+        })
     }
 }

@@ -20,7 +20,8 @@ pub fn cases(model: &str) -> Vec<String> {
         .unwrap()
         .filter_map(|e| {
             let p = e.unwrap().path();
-            (p.extension()? == "json").then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
+            (p.extension()? == "json")
+                .then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
         })
         .collect();
     v.sort();
@@ -45,7 +46,8 @@ impl Case {
     pub fn load(model: &str, name: &str) -> Case {
         let dir = fixtures().join(model).join("cases");
         let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap())
+                .unwrap();
         let bytes = std::fs::read(dir.join(format!("{name}.safetensors"))).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let mut tensors = HashMap::new();
@@ -54,17 +56,35 @@ impl Case {
             let d = v.data();
             match v.dtype() {
                 safetensors::Dtype::F32 => {
-                    let data = d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-                    tensors.insert(k.to_string(), Arr { shape: v.shape().to_vec(), data });
+                    let data = d
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
+                    tensors.insert(
+                        k.to_string(),
+                        Arr {
+                            shape: v.shape().to_vec(),
+                            data,
+                        },
+                    );
                 }
                 safetensors::Dtype::I64 => {
-                    let data = d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+                    let data = d
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
                     ids.insert(k.to_string(), data);
                 }
                 other => panic!("unexpected dtype {other:?}"),
             }
         }
-        Case { model: model.into(), name: name.into(), json, tensors, ids }
+        Case {
+            model: model.into(),
+            name: name.into(),
+            json,
+            tensors,
+            ids,
+        }
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -81,12 +101,19 @@ impl Case {
             .as_array()
             .unwrap()
             .iter()
-            .map(|i| (self.dir().join(i["image"].as_str().unwrap()), self.dir().join(i["mask"].as_str().unwrap())))
+            .map(|i| {
+                (
+                    self.dir().join(i["image"].as_str().unwrap()),
+                    self.dir().join(i["mask"].as_str().unwrap()),
+                )
+            })
             .collect()
     }
 
     pub fn t(&self, name: &str) -> &Arr {
-        self.tensors.get(name).unwrap_or_else(|| panic!("{}/{}: no tensor {name}", self.model, self.name))
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("{}/{}: no tensor {name}", self.model, self.name))
     }
 
     /// Per-frame slices of a tensor with an optional leading frame axis.
@@ -112,7 +139,10 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 
 pub fn max_abs_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .fold(0.0, f64::max)
 }
 
 fn tmp_root() -> PathBuf {
@@ -124,7 +154,8 @@ fn tmp_root() -> PathBuf {
 /// Converts a fixture checkpoint once per (model, type) and returns
 /// (llm path, vision path).
 pub fn converted(model: &str, ty: GgmlType) -> (PathBuf, PathBuf) {
-    static DONE: OnceLock<Mutex<HashMap<(String, GgmlType), (PathBuf, PathBuf)>>> = OnceLock::new();
+    type Cache = HashMap<(String, GgmlType), (PathBuf, PathBuf)>;
+    static DONE: OnceLock<Mutex<Cache>> = OnceLock::new();
     let m = DONE.get_or_init(|| Mutex::new(HashMap::new()));
     let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
     g.entry((model.to_string(), ty))
