@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::sys::GgmlType;
 
 pub use llm::{llm_key, permute_rows, unpermute_rows, LlmHparams};
-pub use quant::{quantize, QuantizeReport};
+pub use quant::{quantize, QuantizeReport, QUANTIZE_TYPES};
 pub use spm::{parse as parse_sentencepiece, piece_type, Piece, SpModel};
 pub use vision::WEIGHT_TYPE_KEY;
 

@@ -1103,19 +1103,3 @@ fn quantize_errors() {
     .unwrap_err();
     assert!(e.to_string().contains("iq4_nl"), "{e}");
 }
-
-#[test]
-#[ignore]
-fn tmp_big() {
-    let ck = Path::new("/tmp/bigck/ck");
-    let out = Path::new("/tmp/bigck/out");
-    let ty = GgmlType::parse(&std::env::var("TY").unwrap()).unwrap();
-    let t0 = Instant::now();
-    if std::env::var("Q").is_ok() {
-        let r = convert::quantize(&out.join("big-llm-f16.gguf"), &out.join(format!("big-llm-{}.gguf", ty.name())), ty, 0).unwrap();
-        eprintln!("quantize {:?} {:.2}s", r.bytes, t0.elapsed().as_secs_f64());
-        return;
-    }
-    let r = run_convert(ck, out, ty, "big");
-    eprintln!("BIG {}: {:.2}s llm {} vision {}", ty.name(), t0.elapsed().as_secs_f64(), r.llm_bytes, r.vision_bytes);
-}
