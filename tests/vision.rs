@@ -93,11 +93,12 @@ fn vision_parity_f32() {
     }
 }
 
-/// Reduced-precision weights: bounds measured on these random-weight models
-/// (which have larger activations than trained ones), with headroom.
+/// Reduced-precision weights, same metric. Measured worst cases: f16 8.1e-4,
+/// q8_0 2.4e-2 (the projector; geom's 144/300-wide tower rows do not fit
+/// q8_0 blocks and fall back to f16). Bounds: 2e-3 and 4e-2.
 #[test]
 fn vision_parity_f16_q8_0() {
-    for (ty, bound) in [(GgmlType::F16, 2e-2), (GgmlType::Q8_0, 5e-2)] {
+    for (ty, bound) in [(GgmlType::F16, 2e-3), (GgmlType::Q8_0, 4e-2)] {
         for model in MODELS {
             for (name, ez, ef, ep) in run_model(model, ty) {
                 assert!(
