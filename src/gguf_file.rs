@@ -206,6 +206,11 @@ impl GgufHeader {
         let mut keys = Vec::new();
         for _ in 0..n_kv {
             let key = c.string("key")?;
+            // ggml looks keys and tensor names up as C strings: "a\0b"
+            // would shadow "a" for llama.cpp but not for this reader.
+            if key.contains('\0') {
+                return Err(c.err(format!("key {key:?} contains a NUL byte")));
+            }
             let ty = c.u32("value type")?;
             let v = c.value(ty, &key, 0)?;
             if kv.insert(key.clone(), v).is_some() {
@@ -224,6 +229,9 @@ impl GgufHeader {
             let name = c.string("tensor name")?;
             if name.len() >= 64 {
                 return Err(c.err(format!("tensor name too long: {name}")));
+            }
+            if name.contains('\0') {
+                return Err(c.err(format!("tensor name {name:?} contains a NUL byte")));
             }
             let n_dims = c.u32("tensor dims")? as usize;
             if n_dims == 0 || n_dims > MAX_DIMS {

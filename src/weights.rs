@@ -665,6 +665,18 @@ impl VisionHparams {
         if self.max_frames == 0 || self.max_frames > 64 {
             return bad(format!("max frames {}", self.max_frames));
         }
+        // dam places the image tokens itself: a placeholder in a prompt
+        // string from the file would add image slots no image fills.
+        for (k, v) in [
+            (key::IMAGE_PREFIX, &self.image_prefix),
+            (key::VIDEO_PREFIX, &self.video_prefix),
+            (key::DEFAULT_QUERY, &self.default_query),
+            (key::DEFAULT_VIDEO_QUERY, &self.default_video_query),
+        ] {
+            if v.contains(crate::llm::prompt::IMAGE_TOKEN) {
+                return bad(format!("{k} must not contain <image>: {v:?}"));
+            }
+        }
         Ok(())
     }
 
@@ -672,8 +684,13 @@ impl VisionHparams {
     pub fn from_gguf(h: &GgufHeader) -> Result<Self> {
         let arch = h.req_str("general.architecture")?;
         if arch != VISION_ARCH {
+            let hint = if arch == "llama" {
+                " (is this the LLM file?)"
+            } else {
+                ""
+            };
             return Err(Error::InvalidModel(format!(
-                "general.architecture is '{arch}', expected '{VISION_ARCH}' (is this the LLM file?)"
+                "general.architecture is '{arch}', expected '{VISION_ARCH}'{hint}"
             )));
         }
         let hp = VisionHparams {

@@ -58,8 +58,23 @@ impl VisionModel {
     pub fn load(path: &Path) -> Result<VisionModel> {
         let map = Arc::new(MappedFile::open(path)?);
         let h = GgufHeader::parse(map.bytes(), &path.display().to_string())?;
-        let hp = VisionHparams::from_gguf(&h)?;
-        hp.check_tensors(&h)?;
+        // Name the file in errors about its contents.
+        let named = |e: Error| match e {
+            Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
+            e => e,
+        };
+        let hp = VisionHparams::from_gguf(&h).map_err(named)?;
+        hp.check_tensors(&h).map_err(named)?;
+        // ggml's CPU kernels read the weights in place from the mapping.
+        if let Some(t) = h.tensors.iter().find(|t| t.offset % 32 != 0) {
+            return Err(Error::InvalidModel(format!(
+                "{}: tensor {} starts at byte {}, which is not 32-byte aligned (general.alignment {} is too small)",
+                path.display(),
+                t.name,
+                t.offset,
+                h.alignment
+            )));
+        }
         let infos: Vec<&TensorInfo> = h.tensors.iter().collect();
         let weights = MappedWeights::new(map.clone(), &infos)?;
         let matrices: Vec<GgmlType> = h
@@ -89,7 +104,7 @@ impl VisionModel {
             file_size: map.bytes().len() as u64,
         };
         // Resolve every module once so a bad gate or missing tensor fails now.
-        model.modules()?;
+        model.modules().map_err(named)?;
         Ok(model)
     }
 
