@@ -1,5 +1,6 @@
 //! dam: an embeddable inference engine for the Describe Anything Model.
 
+pub mod capi;
 pub mod error;
 pub mod gguf_file;
 pub mod image;

@@ -1,0 +1,269 @@
+// dam.hpp - a small header-only C++17 RAII wrapper over dam's C API (dam.h).
+//
+//   dam::Model model("m-llm-f16.gguf", "m-vision-f16.gguf");
+//   dam::Session session(model);
+//   auto opts = dam::Options().greedy().max_tokens(64);
+//   std::string text = session.describe(dam::rgb(pixels, w, h), dam::Region::box(10, 20, 200, 180),
+//                                       opts, [](std::string_view piece) { std::cout << piece; return true; });
+//
+// Every failure throws dam::Error, which carries the dam_status and dam_last_error()'s message.
+// Objects free themselves; a Model may be shared by threads (copies share the same model),
+// a Session serves one thread at a time (movable, not copyable). An exception thrown by a
+// token callback stops generation and is rethrown by describe() (it never crosses the C API).
+#ifndef DAM_HPP
+#define DAM_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "dam.h"
+
+namespace dam {
+
+/// A failed dam call: the status and the library's message.
+class Error : public std::runtime_error {
+  public:
+    Error(dam_status status, const std::string &message)
+        : std::runtime_error(message), status_(status) {}
+    dam_status status() const noexcept { return status_; }
+
+  private:
+    dam_status status_;
+};
+
+/// Throws dam::Error for any status but DAM_STATUS_OK.
+inline void check(dam_status status) {
+    if (status != DAM_STATUS_OK) {
+        throw Error(status, std::string(dam_status_string(status)) + ": " + dam_last_error());
+    }
+}
+
+/// Image views over caller memory (stride 0 = packed rows).
+inline dam_image_view image(const void *data, uint32_t width, uint32_t height, dam_pixel_format format,
+                            size_t stride_bytes = 0) {
+    size_t bpp = format == DAM_PIXEL_FORMAT_RGB8 ? 3 : format == DAM_PIXEL_FORMAT_GRAY8 ? 1 : 4;
+    dam_image_view v;
+    v.data = static_cast<const uint8_t *>(data);
+    v.width = width;
+    v.height = height;
+    v.stride_bytes = stride_bytes ? stride_bytes : static_cast<size_t>(width) * bpp;
+    v.format = format;
+    return v;
+}
+inline dam_image_view rgb(const void *data, uint32_t w, uint32_t h, size_t stride = 0) {
+    return image(data, w, h, DAM_PIXEL_FORMAT_RGB8, stride);
+}
+inline dam_image_view gray(const void *data, uint32_t w, uint32_t h, size_t stride = 0) {
+    return image(data, w, h, DAM_PIXEL_FORMAT_GRAY8, stride);
+}
+
+/// A region; owns the points of a scribble.
+class Region {
+  public:
+    static Region mask(const dam_image_view &mask) {
+        Region r(DAM_REGION_KIND_MASK);
+        r.r_.mask = mask;
+        return r;
+    }
+    static Region alpha() { return Region(DAM_REGION_KIND_ALPHA); }
+    static Region box(float x0, float y0, float x1, float y1, bool normalized = false) {
+        Region r(DAM_REGION_KIND_BOX);
+        r.r_.x0 = x0;
+        r.r_.y0 = y0;
+        r.r_.x1 = x1;
+        r.r_.y1 = y1;
+        r.r_.normalized = normalized ? 1 : 0;
+        return r;
+    }
+    static Region scribble(std::vector<dam_point> points, float brush_width, bool normalized = false) {
+        Region r(DAM_REGION_KIND_SCRIBBLE);
+        r.points_ = std::move(points);
+        r.r_.brush_width = brush_width;
+        r.r_.normalized = normalized ? 1 : 0;
+        return r;
+    }
+    /// Clicks: the library answers DAM_STATUS_UNSUPPORTED_REGION (no segmenter yet).
+    static Region points(std::vector<dam_point> points) {
+        Region r(DAM_REGION_KIND_POINTS);
+        r.points_ = std::move(points);
+        return r;
+    }
+    /// The C struct; valid while this Region lives and is not modified.
+    const dam_region &c() const {
+        r_.points = points_.empty() ? nullptr : points_.data();
+        r_.n_points = points_.size();
+        return r_;
+    }
+
+  private:
+    explicit Region(dam_region_kind kind) : r_() {
+        r_.struct_size = sizeof(dam_region);
+        r_.kind = kind;
+    }
+    mutable dam_region r_;
+    std::vector<dam_point> points_;
+};
+
+/// Describe options with chainable setters (defaults: dam_describe_options_default()).
+class Options {
+  public:
+    Options() : o_(dam_describe_options_default()) {}
+    Options &greedy() {
+        o_.temperature = 0.0f;
+        return *this;
+    }
+    Options &temperature(float t) {
+        o_.temperature = t;
+        return *this;
+    }
+    Options &top_p(float p) {
+        o_.top_p = p;
+        return *this;
+    }
+    Options &top_k(int32_t k) {
+        o_.top_k = k;
+        return *this;
+    }
+    Options &seed(uint32_t s) {
+        o_.seed = s;
+        return *this;
+    }
+    Options &max_tokens(uint32_t n) {
+        o_.max_new_tokens = n;
+        return *this;
+    }
+    Options &query(std::string q) {
+        query_ = std::move(q);
+        has_query_ = true;
+        return *this;
+    }
+    Options &length(dam_length kind, uint32_t n) {
+        o_.length_kind = kind;
+        o_.length_value = n;
+        return *this;
+    }
+    const dam_describe_options &c() const {
+        o_.query = has_query_ ? query_.c_str() : nullptr;
+        return o_;
+    }
+
+  private:
+    mutable dam_describe_options o_;
+    std::string query_;
+    bool has_query_ = false;
+};
+
+/// Receives caption pieces; return false to stop.
+using TokenCallback = std::function<bool(std::string_view)>;
+
+/// A loaded model; copies share it (thread-safe).
+class Model {
+  public:
+    Model(const std::string &llm_path, const std::string &vision_path,
+          const dam_model_params &params = dam_model_default_params()) {
+        dam_model *m = nullptr;
+        check(dam_model_load(DAM_API_VERSION, llm_path.c_str(), vision_path.c_str(), &params, &m));
+        model_.reset(m, dam_model_free);
+    }
+    dam_model *get() const noexcept { return model_.get(); }
+    uint32_t max_frames() const noexcept { return dam_model_max_frames(model_.get()); }
+
+  private:
+    std::shared_ptr<dam_model> model_;
+};
+
+/// A session: one thread at a time.
+class Session {
+  public:
+    explicit Session(const Model &model, const dam_session_params &params = dam_session_default_params()) {
+        dam_session *s = nullptr;
+        check(dam_session_new(model.get(), &params, &s));
+        session_.reset(s);
+    }
+    dam_session *get() const noexcept { return session_.get(); }
+
+    std::string describe(const dam_image_view &image, const Region &region, const Options &options = Options(),
+                         const TokenCallback &on_token = TokenCallback()) {
+        return run(on_token, [&](dam_token_callback cb, void *ud, char *out, size_t cap, size_t *len) {
+            return dam_describe(session_.get(), &image, &region.c(), &options.c(), cb, ud, out, cap, len);
+        });
+    }
+
+    std::string describe_video(const std::vector<dam_image_view> &images, const std::vector<Region> &regions,
+                               const Options &options = Options(), const TokenCallback &on_token = TokenCallback()) {
+        if (images.size() != regions.size()) {
+            throw Error(DAM_STATUS_INVALID_ARGUMENT, "describe_video: one region per image is needed");
+        }
+        std::vector<dam_region> rs;
+        rs.reserve(regions.size());
+        for (const Region &r : regions) rs.push_back(r.c());
+        return run(on_token, [&](dam_token_callback cb, void *ud, char *out, size_t cap, size_t *len) {
+            return dam_describe_video(session_.get(), images.data(), rs.data(), images.size(), &options.c(), cb,
+                                      ud, out, cap, len);
+        });
+    }
+
+    /// Cancels the running (or next) describe call; any thread.
+    void cancel() const noexcept { dam_session_cancel(session_.get()); }
+
+    /// The caption of the last successful describe call ("" if none).
+    std::string last_caption() const {
+        size_t len = 0;
+        dam_status st = dam_session_last_caption(session_.get(), nullptr, 0, &len);
+        if (st != DAM_STATUS_BUFFER_TOO_SMALL) check(st);
+        std::string s(len, '\0');
+        check(dam_session_last_caption(session_.get(), &s[0], s.size(), &len));
+        s.resize(len - 1);
+        return s;
+    }
+
+    dam_timings timings() const {
+        dam_timings t = dam_timings();
+        t.struct_size = sizeof t;
+        check(dam_session_timings(session_.get(), &t));
+        return t;
+    }
+
+  private:
+    struct Deleter {
+        void operator()(dam_session *s) const noexcept { dam_session_free(s); }
+    };
+    struct CallbackState {
+        const TokenCallback *fn;
+        std::exception_ptr error;
+    };
+    static bool trampoline(const char *piece, size_t len, void *user_data) noexcept {
+        auto *st = static_cast<CallbackState *>(user_data);
+        try {
+            return (*st->fn)(std::string_view(piece, len));
+        } catch (...) {
+            st->error = std::current_exception();
+            return false;
+        }
+    }
+    template <class Call>
+    std::string run(const TokenCallback &on_token, Call call) {
+        CallbackState state{&on_token, nullptr};
+        std::string out(1024, '\0');
+        size_t len = 0;
+        dam_status st = call(on_token ? &Session::trampoline : nullptr, &state, &out[0], out.size(), &len);
+        if (state.error) std::rethrow_exception(state.error);
+        if (st == DAM_STATUS_BUFFER_TOO_SMALL) return last_caption();
+        check(st);
+        out.resize(len - 1);
+        return out;
+    }
+    std::unique_ptr<dam_session, Deleter> session_;
+};
+
+}  // namespace dam
+
+#endif  // DAM_HPP
