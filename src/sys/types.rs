@@ -217,7 +217,10 @@ pub fn dequantize(ty: GgmlType, src: &[u8], n: usize) -> Result<Vec<f32>> {
     }
     if ty == GgmlType::F32 {
         // ggml has no to_float for f32 (it is already float).
-        return Ok(src.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+        return Ok(src
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect());
     }
     let mut out = vec![0f32; n];
     // SAFETY: the traits table is static; `to_float` for a supported type reads
