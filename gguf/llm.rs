@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::hf::{self, Cfg};
 use super::spm::{self, piece_type};
-use super::{matrix_type, Checkpoint, Fallback, FileOut, Progress};
+use super::{matrix_type, Checkpoint, Fallback, FileOut, Progress, TensorSource};
 use crate::error::{Error, Result};
 use crate::sys::gguf::GgufWriter;
 use crate::sys::GgmlType;
@@ -537,14 +537,8 @@ pub mod llm_key {
 /// ggml's quantization version (GGML_QNT_VERSION).
 const QUANT_VERSION: u32 = 2;
 
-/// Writes the LLM file to `path`.
-pub(crate) fn write(
-    ck: &Checkpoint,
-    plan: &LlmPlan,
-    name: &str,
-    path: &Path,
-    progress: bool,
-) -> Result<FileOut> {
+/// The LLM file's header: every key and the tensor table.
+pub(crate) fn header(plan: &LlmPlan, name: &str) -> Result<GgufWriter> {
     use llm_key as k;
     let hp = &plan.hp;
     let v = &plan.vocab;
@@ -583,16 +577,26 @@ pub(crate) fn write(
     for t in &plan.tensors {
         w.add_tensor(&t.gguf, t.ty, &t.ne)?;
     }
-    let mut out = w.begin(path)?;
-    let shards = ck.shards("llm")?;
-    let ts = shards.tensors()?;
+    Ok(w)
+}
+
+/// Writes the LLM file to `path`, reading each tensor from `src` (folder
+/// `llm`, the plan's checkpoint names).
+pub(crate) fn write(
+    src: &dyn TensorSource,
+    plan: &LlmPlan,
+    name: &str,
+    path: &Path,
+    progress: bool,
+) -> Result<FileOut> {
+    let mut out = header(plan, name)?.begin(path)?;
     let threads = super::default_threads();
     let mut prog = Progress::new(progress, plan.tensors.len(), "llm");
     for t in &plan.tensors {
         prog.step(&t.gguf);
         let row = usize::try_from(t.ne.first().copied().unwrap_or(1))
             .map_err(|_| conv("row too long".into()))?;
-        let mut data = ts.read_f32(&t.hf)?;
+        let mut data = src.read_f32("llm", &t.hf)?;
         if let Some(heads) = t.permute {
             let rows = data.len() / row.max(1);
             data = permute_rows(&data, rows, row, heads as usize)?;

@@ -15,6 +15,7 @@ mod hf;
 mod llm;
 mod quant;
 mod spm;
+mod synth;
 mod vision;
 
 pub mod doc;
@@ -28,6 +29,9 @@ use crate::sys::GgmlType;
 pub use llm::{llm_key, permute_rows, unpermute_rows, LlmHparams};
 pub use quant::{quantize, QuantizeReport, QUANTIZE_TYPES};
 pub use spm::{parse as parse_sentencepiece, piece_type, Piece, SpModel};
+pub use synth::{
+    synth, synth_plan, synth_vocab, Preset, SynthOptions, SynthPlan, SynthReport, SynthTensor,
+};
 pub use vision::WEIGHT_TYPE_KEY;
 
 /// Options of [`convert`].
@@ -131,11 +135,21 @@ pub fn convert(
     let (lname, vname) = output_names(name, ty);
     let (llm_path, vision_path) = (outdir.join(lname), outdir.join(vname));
     let mut fallbacks = Vec::new();
+    let shards: Vec<(&'static str, hf::Shards)> = CHECKPOINT_FOLDERS
+        .iter()
+        .map(|&f| Ok((f, ck.shards(f)?)))
+        .collect::<Result<_>>()?;
+    let src = Folders(
+        shards
+            .iter()
+            .map(|(f, s)| Ok((*f, s.tensors()?)))
+            .collect::<Result<_>>()?,
+    );
     let vout = write_atomically(&vision_path, |tmp| {
-        vision::write(&ck, &vplan, name, tmp, opts.progress)
+        vision::write(&src, &vplan, name, tmp, opts.progress)
     })?;
     let lout = write_atomically(&llm_path, |tmp| {
-        llm::write(&ck, &lplan, name, tmp, opts.progress)
+        llm::write(&src, &lplan, name, tmp, opts.progress)
     })?;
     merge_fallbacks(&mut fallbacks, &vout.fallbacks);
     merge_fallbacks(&mut fallbacks, &lout.fallbacks);
@@ -154,6 +168,33 @@ pub fn convert(
 }
 
 // ------------------------------------------------------------------ shared
+
+/// The checkpoint folders the writers read from.
+pub(crate) const CHECKPOINT_FOLDERS: [&str; 4] =
+    ["llm", "vision_tower", "context_provider", "mm_projector"];
+
+/// Where the file writers take each tensor's values: a checkpoint, or the
+/// synthetic generator of [`synth`].
+pub(crate) trait TensorSource {
+    /// The values of tensor `name` of checkpoint folder `folder` (`llm`,
+    /// `vision_tower`, `context_provider`, `mm_projector`) as f32, row-major
+    /// in PyTorch order (rows first).
+    fn read_f32(&self, folder: &str, name: &str) -> Result<Vec<f32>>;
+}
+
+/// The safetensors of a checkpoint's folders, by folder name.
+pub(crate) struct Folders<'a>(pub Vec<(&'static str, hf::Tensors<'a>)>);
+
+impl TensorSource for Folders<'_> {
+    fn read_f32(&self, folder: &str, name: &str) -> Result<Vec<f32>> {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == folder)
+            .ok_or_else(|| Error::Convert(format!("internal: no checkpoint folder {folder}")))?
+            .1
+            .read_f32(name)
+    }
+}
 
 /// The checkpoint folder and its top-level config.
 pub(crate) struct Checkpoint {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::hf::{self, Tensors};
-use super::{matrix_type, Checkpoint, ConvertOptions, FileOut, Progress};
+use super::{matrix_type, Checkpoint, ConvertOptions, FileOut, Progress, TensorSource};
 use crate::error::{Error, Result};
 use crate::sys::gguf::GgufWriter;
 use crate::sys::GgmlType;
@@ -148,7 +148,7 @@ pub(crate) struct VisionPlan {
     pub fallbacks: Vec<super::Fallback>,
 }
 
-fn folder(part: Part) -> &'static str {
+pub(crate) fn folder(part: Part) -> &'static str {
     match part {
         Part::Tower | Part::TowerLayer => "vision_tower",
         Part::ContextLayer => "context_provider",
@@ -158,7 +158,7 @@ fn folder(part: Part) -> &'static str {
 
 /// The (gguf, table-hf-name, def) list in file order. The gguf names are
 /// checked against `hp.tensor_names()`, the one source of the file order.
-fn table(hp: &VisionHparams) -> Result<Vec<(String, String, &'static TensorDef)>> {
+pub(crate) fn table(hp: &VisionHparams) -> Result<Vec<(String, String, &'static TensorDef)>> {
     let mut out = Vec::new();
     for def in VISION_TENSORS {
         for i in 0..hp.count(def.part) {
@@ -263,14 +263,8 @@ pub(crate) fn plan(ck: &Checkpoint, opts: &ConvertOptions, ty: GgmlType) -> Resu
     })
 }
 
-/// Writes the vision file to `path`.
-pub(crate) fn write(
-    ck: &Checkpoint,
-    plan: &VisionPlan,
-    name: &str,
-    path: &Path,
-    progress: bool,
-) -> Result<FileOut> {
+/// The vision file's header: every key and the tensor table.
+pub(crate) fn header(plan: &VisionPlan, name: &str) -> Result<GgufWriter> {
     let mut w = GgufWriter::with_capacity(plan.tensors.len())?;
     plan.hp.write_keys(&mut w)?;
     w.set_str("general.name", name)?;
@@ -278,25 +272,24 @@ pub(crate) fn write(
     for t in &plan.tensors {
         w.add_tensor(&t.gguf, t.ty, &t.ne)?;
     }
-    let mut out = w.begin(path)?;
+    Ok(w)
+}
+
+/// Writes the vision file to `path`, reading each tensor from `src` (its
+/// part's checkpoint folder, the plan's checkpoint names).
+pub(crate) fn write(
+    src: &dyn TensorSource,
+    plan: &VisionPlan,
+    name: &str,
+    path: &Path,
+    progress: bool,
+) -> Result<FileOut> {
+    let mut out = header(plan, name)?.begin(path)?;
     let threads = super::default_threads();
     let mut prog = Progress::new(progress, plan.tensors.len(), "vision");
-    let folders = ["vision_tower", "context_provider", "mm_projector"];
-    let shards: Vec<hf::Shards> = folders
-        .iter()
-        .map(|f| ck.shards(f))
-        .collect::<Result<_>>()?;
-    let views: Vec<Tensors<'_>> = shards.iter().map(|s| s.tensors()).collect::<Result<_>>()?;
     for t in &plan.tensors {
         prog.step(&t.gguf);
-        let idx = folders
-            .iter()
-            .position(|f| *f == folder(t.part))
-            .unwrap_or(0);
-        let ts = views
-            .get(idx)
-            .ok_or_else(|| conv("internal: folder".into()))?;
-        let data = ts.read_f32(&t.hf)?;
+        let data = src.read_f32(folder(t.part), &t.hf)?;
         let row = usize::try_from(t.ne.first().copied().unwrap_or(1))
             .map_err(|_| conv("row too long".into()))?;
         let bytes = super::quantize_rows(t.ty, &data, row, threads)?;

@@ -39,6 +39,10 @@ enum Cmd {
     Dump(DumpArgs),
     /// Print a model's hyper-parameters and the compute backend.
     Info(ModelArgs),
+    /// Write a model with DAM-3B's (or a tiny) shapes and seeded random weights.
+    Synth(SynthArgs),
+    /// Time each stage of greedy requests (JSON on stdout).
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -75,10 +79,10 @@ struct RegionArgs {
     #[arg(long)]
     mask: Vec<PathBuf>,
     /// A box x0,y0,x1,y1 (pixels, or fractions with --normalized).
-    #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
+    #[arg(long = "box", value_name = "X0,Y0,X1,Y1", allow_hyphen_values = true)]
     bbox: Option<String>,
     /// A scribble: points x,y;x,y;... drawn with --brush pixels.
-    #[arg(long, value_name = "X,Y;X,Y;...")]
+    #[arg(long, value_name = "X,Y;X,Y;...", allow_hyphen_values = true)]
     scribble: Option<String>,
     /// Brush diameter of --scribble, pixels.
     #[arg(long, default_value_t = 10.0)]
@@ -110,9 +114,10 @@ struct DescribeArgs {
     #[arg(long, short = 'n', default_value_t = 512)]
     max_tokens: usize,
     /// Sampling temperature (0 = greedy). Reference default 0.2.
-    #[arg(long, default_value_t = 0.2)]
+    // Negative numbers parse, so that the range check reports them.
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     temperature: f32,
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     top_p: f32,
     #[arg(long, default_value_t = 50)]
     top_k: i32,
@@ -191,6 +196,8 @@ fn main() -> ExitCode {
         Cmd::Quantize(a) => quantize(a),
         Cmd::Dump(a) => dump(a),
         Cmd::Info(a) => info(a),
+        Cmd::Synth(a) => synth(a),
+        Cmd::Bench(a) => bench(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -209,7 +216,16 @@ fn parse_kv(s: &str) -> Result<KvType> {
     }
 }
 
+/// ggml's GGML_MAX_N_THREADS; far more makes OpenMP abort or crash.
+const MAX_THREADS: usize = 512;
+
 fn load_model(a: &ModelArgs, reference: bool) -> Result<std::sync::Arc<Model>> {
+    if a.threads > MAX_THREADS {
+        return Err(Error::InvalidArgument(format!(
+            "--threads {}: at most {MAX_THREADS}",
+            a.threads
+        )));
+    }
     let (llm, vision) = match (&a.llm, &a.vision, &a.model) {
         (Some(l), Some(v), None) => (l.clone(), v.clone()),
         (None, None, Some(m)) => find_model_files(m)?,
@@ -502,7 +518,7 @@ fn caption_json(c: &Caption, m: &Model) -> serde_json::Value {
         },
         "prompt_tokens": t.n_prompt_tokens,
         "generated_tokens": t.n_generated,
-        "decode_tokens_per_s": if t.decode_ms > 0.0 { t.n_generated as f64 * 1e3 / t.decode_ms } else { 0.0 },
+        "decode_tokens_per_s": t.decode_tokens_per_s(),
     })
 }
 
@@ -749,6 +765,218 @@ fn write_dump(out: &Path, model: &Model, t: &Trace) -> Result<()> {
                 .map_err(|e| Error::Backend(format!("{n}: {e}")))
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, &None, out)
-        .map_err(|e| Error::Io(format!("{}: {e}", out.display())))
+    let bytes = safetensors::serialize(views, &None)
+        .map_err(|e| Error::Backend(format!("safetensors: {e}")))?;
+    std::fs::write(out, bytes).map_err(|e| Error::io(out, e))
+}
+
+// ------------------------------------------------------------------ synth, bench
+
+#[derive(Args)]
+struct SynthArgs {
+    /// dam-3b (DAM-3B's exact shapes, 7 GB at f16) or tiny (for tests).
+    #[arg(long, default_value = "dam-3b")]
+    preset: String,
+    #[arg(long)]
+    outdir: PathBuf,
+    /// Weight type of the matrices: f32, f16, bf16 or q8_0.
+    #[arg(long = "type", default_value = "f16")]
+    ty: String,
+    /// File name stem (default: synth-{preset}).
+    #[arg(long)]
+    name: Option<String>,
+    /// Seed of the random weights (the files depend only on it).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads (default: all cores).
+    #[arg(long, short = 't', default_value_t = 0)]
+    threads: usize,
+    /// Write the headers only (sparse files of the full size, no weights).
+    #[arg(long)]
+    header_only: bool,
+}
+
+fn synth(a: SynthArgs) -> Result<()> {
+    let preset = dam::convert::Preset::parse(&a.preset)?;
+    let ty = GgmlType::parse(&a.ty)?;
+    let name = a.name.unwrap_or_else(|| format!("synth-{}", preset.name()));
+    let opts = dam::convert::SynthOptions {
+        seed: a.seed,
+        threads: a.threads,
+        progress: true,
+        header_only: a.header_only,
+    };
+    let r = dam::convert::synth(preset, &a.outdir, ty, &name, &opts)?;
+    for f in &r.fallbacks {
+        eprintln!("dam: note: {f}");
+    }
+    println!("{}", r.llm_path.display());
+    println!("{}", r.vision_path.display());
+    Ok(())
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, short = 'i')]
+    image: PathBuf,
+    #[arg(long)]
+    mask: PathBuf,
+    /// New tokens per request (greedy; a synthetic model never stops early).
+    #[arg(long, short = 'n', default_value_t = 64)]
+    max_tokens: usize,
+    /// Measured requests.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Requests run first and not reported.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// Only preprocessing and the vision stage (the LLM file is not loaded).
+    #[arg(long)]
+    vision_only: bool,
+}
+
+/// Peak resident memory of this process (VmHWM), bytes.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes of LLM weights one decode step reads: every tensor but the token
+/// embedding (of which one row is read).
+fn llm_bytes_per_token(path: &Path) -> Result<u64> {
+    let map = dam::sys::MappedFile::open(path)?;
+    let h = dam::gguf_file::GgufHeader::parse(map.bytes(), &path.display().to_string())?;
+    Ok(h.tensors
+        .iter()
+        .filter(|t| t.name != "token_embd.weight")
+        .map(|t| t.nbytes)
+        .sum())
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    use std::time::Instant;
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let rgb = load_rgb(&a.image)?;
+    let mask = load_mask(&a.mask)?;
+    let threads = if a.model.threads > 0 {
+        a.model.threads
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    let mut runs = Vec::new();
+    let out = if a.vision_only {
+        let vision = match (&a.model.vision, &a.model.model) {
+            (Some(v), _) => v.clone(),
+            (None, Some(m)) => find_model_files(m)?.1,
+            (None, None) => return Err(Error::InvalidArgument("give --vision or --model".into())),
+        };
+        let t0 = Instant::now();
+        let vm = dam::vision::VisionModel::load(&vision)?;
+        let load_ms = ms(t0);
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut backend = dam::sys::ggml::CpuBackend::new(threads, cancel)?;
+        let hp = &vm.hp;
+        for k in 0..a.warmup + a.runs {
+            let t0 = Instant::now();
+            let views = dam::preprocess::make_views(
+                &rgb,
+                &mask,
+                hp.image_size,
+                hp.image_mean,
+                hp.image_std,
+            )?;
+            let preprocess_ms = ms(t0);
+            let t1 = Instant::now();
+            let o = vm.encode(&mut backend, &[&views], Detail::Embeddings)?;
+            let vision_ms = ms(t1);
+            let finite = o.embeddings.iter().flatten().all(|x| x.is_finite());
+            if k >= a.warmup {
+                runs.push(serde_json::json!({
+                    "preprocess_ms": preprocess_ms, "vision_ms": vision_ms,
+                    "context_provider_applied": !views.focal_is_full, "finite": finite,
+                }));
+            }
+        }
+        serde_json::json!({
+            "vision": vision, "vision_file_bytes": file_size(&vision),
+            "vision_weight_type": vm.weight_type.name(),
+            "threads": threads, "load_ms": load_ms, "runs": runs,
+            "peak_rss_bytes": peak_rss(),
+        })
+    } else {
+        let t0 = Instant::now();
+        let model = load_model(&a.model, false)?;
+        let load_ms = ms(t0);
+        let t1 = Instant::now();
+        let mut session = model.session()?;
+        let session_ms = ms(t1);
+        let image = dam::ImageView::new(
+            &rgb.data,
+            rgb.width,
+            rgb.height,
+            rgb.width as usize * 3,
+            PixelFormat::Rgb8,
+        )?;
+        let region = Region::Mask(dam::ImageView::new(
+            &mask.data,
+            mask.width,
+            mask.height,
+            mask.width as usize,
+            PixelFormat::Gray8,
+        )?);
+        let opts = DescribeOptions {
+            max_new_tokens: a.max_tokens,
+            ..DescribeOptions::greedy()
+        };
+        for k in 0..a.warmup + a.runs {
+            let t0 = Instant::now();
+            let mut first: Option<f64> = None;
+            let cap = session.describe_stream(&image, &region, &opts, &mut |_| {
+                first.get_or_insert_with(|| ms(t0));
+                true
+            })?;
+            let total_ms = ms(t0);
+            let t = &cap.timings;
+            if k >= a.warmup {
+                runs.push(serde_json::json!({
+                    "preprocess_ms": t.preprocess_ms, "vision_ms": t.vision_ms,
+                    "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms,
+                    "ttft_ms": t.preprocess_ms + t.vision_ms + t.prefill_ms,
+                    "first_text_ms": first, "total_ms": total_ms,
+                    "prompt_tokens": t.n_prompt_tokens, "decode_steps": t.n_generated,
+                    "generated_tokens": cap.tokens.len(),
+                    "prefill_tokens_per_s": t.n_prompt_tokens as f64 * 1e3 / t.prefill_ms.max(1e-9),
+                    "decode_tokens_per_s": t.n_generated as f64 * 1e3 / t.decode_ms.max(1e-9),
+                    "context_provider_applied": cap.frames.iter().all(|f| f.context_applied),
+                    "caption": cap.text,
+                }));
+            }
+        }
+        serde_json::json!({
+            "llm": model.llm_path, "vision": model.vision_path,
+            "llm_file_bytes": file_size(&model.llm_path),
+            "vision_file_bytes": file_size(&model.vision_path),
+            "llm_weight_bytes_per_token": llm_bytes_per_token(&model.llm_path)?,
+            "vision_weight_type": model.vision.weight_type.name(),
+            "threads": threads, "load_ms": load_ms, "session_ms": session_ms,
+            "ready_ms": load_ms + session_ms, "runs": runs,
+            "peak_rss_bytes": peak_rss(),
+        })
+    };
+    println!("{out}");
+    Ok(())
 }

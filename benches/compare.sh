@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# DAM-3B-size performance comparison, in one command:
+#
+#   benches/compare.sh [WORKDIR]          (default WORKDIR: target/native/compare)
+#
+# Builds dam with RUSTFLAGS="-C target-cpu=native" in its own target dir
+# (target/native, so the normal build is untouched; llama-cpp-sys-2 then
+# builds llama.cpp/ggml with GGML_NATIVE=ON, i.e. -march=native, and here
+# CFLAGS/CXXFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16": see below),
+# builds benches/baseline.c (a
+# plain llama.h program) against the same static llama.cpp libraries and
+# benches/membw.c, synthesizes DAM-3B at f16 (`dam synth`: DAM-3B's exact
+# shapes, seeded random weights), quantizes both files to q8_0 and q4_k
+# (`dam quantize`; the vision file also to bf16), then measures:
+#   - dam vs the baseline: prefill tokens/s (196 image rows + the prompt
+#     text) and decode tokens/s, on the same LLM file, at f16, q8_0, q4_k;
+#   - decode vs the memory-bandwidth bound (weight + KV bytes per token /
+#     the measured read bandwidth);
+#   - the vision stage (both views + cross-attention + projector) at f16,
+#     bf16, q8_0;
+#   - time to first token and the TOKENS-token caption latency at f16,
+#     q8_0, q4_k (`dam bench`: one greedy request on a 2048x1365 photo);
+#   - load-to-ready time (files in the page cache) and peak RSS vs the
+#     files' size;
+#   - 1 vs THREADS threads (q4_k).
+# The report (markdown) is printed and written to WORKDIR/report.md; the raw
+# JSON of every run stays in WORKDIR/json/.
+#
+# Knobs (environment): TOKENS (caption length, default 64), BASE_TOKENS
+# (baseline decode steps, default TOKENS), THREADS (default: nproc), REUSE=1
+# (keep model files from an earlier run), KEEP=1 (keep the model files,
+# about 15 GB, at the end; default: deleted), RESUME=1 (with REUSE=1: skip
+# the measurements whose JSON an interrupted run left), PRESET=tiny (a smoke test of
+# this script in seconds, on `dam synth --preset tiny`; its numbers mean
+# nothing).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${1:-$ROOT/target/native/compare}
+TOKENS=${TOKENS:-64}
+BASE_TOKENS=${BASE_TOKENS:-$TOKENS}
+THREADS=${THREADS:-$(nproc)}
+PRESET=${PRESET:-dam-3b}
+N_IMG=196
+[[ $PRESET == tiny ]] && N_IMG=9
+IMG=$ROOT/tests/fixtures/geom/cases/c1_image.png
+MASK=$ROOT/tests/fixtures/geom/cases/c1_mask.png
+# DAM's single-image prompt, as dam builds it (llm/prompt.rs).
+PROMPT=$(printf "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions. USER: <image>\nDescribe the masked region in detail. ASSISTANT:")
+
+mkdir -p "$WORK/json"
+J=$WORK/json
+LOG=$WORK/steps.log
+[[ ${RESUME:-0} == 1 ]] || : > "$LOG"
+T_START=$(date +%s)
+step() { # step NAME CMD... : runs CMD, logs its wall time
+    local name=$1
+    shift
+    local t0
+    t0=$(date +%s.%N)
+    "$@"
+    # Wall time, and the load average after the step (other work on the machine).
+    awk -v a="$t0" -v b="$(date +%s.%N)" -v n="$name" -v l="$(cut -d' ' -f1-3 /proc/loadavg)" \
+        'BEGIN { printf "%-28s %7.1f s   load %s\n", n, b - a, l }' | tee -a "$LOG" >&2
+}
+
+# ---------------------------------------------------------------- build
+export RUSTFLAGS="-C target-cpu=native"
+# -march=native enables ggml's AMX kernels on CPUs with AMX (Sapphire Rapids
+# and later); in VMs that do not keep the AMX tile state they die with
+# SIGILL (`tilezero`) at the first q8_0/q4_0 matmul. They are off unless
+# NO_AMX=0.
+if [[ ${NO_AMX:-1} == 1 ]]; then
+    export CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    export CXXFLAGS="$CFLAGS"
+fi
+# llama-cpp-sys-2 does not rebuild llama.cpp when CFLAGS change: rebuild it
+# when the existing build was configured otherwise.
+CACHE=$(ls -t "$ROOT"/target/native/release/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt 2>/dev/null | head -1 || true)
+if [[ -n $CACHE ]]; then
+    if grep -q '^CMAKE_C_FLAGS:STRING=.*-mno-amx-tile' "$CACHE"; then had=1; else had=0; fi
+    if [[ $had != "${NO_AMX:-1}" ]]; then
+        cargo clean -p llama-cpp-sys-2 --release --manifest-path "$ROOT/Cargo.toml" --target-dir "$ROOT/target/native"
+    fi
+fi
+step build-dam cargo build --release --manifest-path "$ROOT/Cargo.toml" --target-dir "$ROOT/target/native" --bin dam
+DAM=$ROOT/target/native/release/dam
+LIBDIR=$(dirname "$(ls -t "$ROOT"/target/native/release/build/llama-cpp-sys-2-*/out/lib/libllama.a | head -1)")
+step build-baseline cc -O2 -march=native "$ROOT/benches/baseline.c" -I"$LIBDIR/../include" -L"$LIBDIR" \
+    -Wl,--start-group -lllama -lggml -lggml-cpu -lggml-base -Wl,--end-group \
+    -lstdc++ -lm -fopenmp -lpthread -o "$WORK/baseline"
+step build-membw cc -O3 -march=native -fopenmp "$ROOT/benches/membw.c" -o "$WORK/membw"
+
+# ---------------------------------------------------------------- models
+M=$WORK/models
+mkdir -p "$M"
+L16=$M/dam3b-llm-f16.gguf
+V16=$M/dam3b-vision-f16.gguf
+if [[ ${REUSE:-0} != 1 || ! -f $L16 || ! -f $V16 ]]; then
+    # Peak memory of the streaming writer (GNU time's maximum RSS, KiB).
+    step synth-f16 /usr/bin/time -f %M -o "$J/synth-rss-kib" \
+        "$DAM" synth --preset "$PRESET" --type f16 --seed 1 --name dam3b --outdir "$M" > /dev/null
+fi
+q() { # q IN OUT TYPE
+    if [[ ${REUSE:-0} != 1 || ! -f $2 ]]; then
+        step "quantize-$(basename "$2" .gguf)" "$DAM" quantize -t "$THREADS" "$1" "$2" "$3" > /dev/null
+    fi
+}
+q "$L16" "$M/dam3b-llm-q8_0.gguf" q8_0
+q "$V16" "$M/dam3b-vision-q8_0.gguf" q8_0
+q "$L16" "$M/dam3b-llm-q4_k.gguf" q4_k
+q "$V16" "$M/dam3b-vision-q4_k.gguf" q4_k
+q "$V16" "$M/dam3b-vision-bf16.gguf" bf16
+
+# ---------------------------------------------------------------- measurements
+have() { [[ ${RESUME:-0} == 1 && -s $1 ]]; } # measured by an interrupted run
+have "$J/membw.json" || step membw sh -c "'$WORK/membw' 2048 '$THREADS' > '$J/membw.json'"
+warm() { cat "$@" > /dev/null; } # page cache
+for ty in f16 q8_0 q4_k; do
+    warm "$M/dam3b-llm-$ty.gguf" "$M/dam3b-vision-$ty.gguf"
+    have "$J/dam-$ty.json" || step "dam-$ty" sh -c "'$DAM' bench --llm '$M/dam3b-llm-$ty.gguf' --vision '$M/dam3b-vision-$ty.gguf' \
+        -i '$IMG' --mask '$MASK' -n $TOKENS -t $THREADS > '$J/dam-$ty.json'"
+    have "$J/base-$ty.json" || step "baseline-$ty" sh -c "'$WORK/baseline' '$M/dam3b-llm-$ty.gguf' $THREADS $BASE_TOKENS $N_IMG \"\$0\" > '$J/base-$ty.json'" "$PROMPT"
+done
+warm "$M/dam3b-vision-bf16.gguf"
+have "$J/vision-bf16.json" || step vision-bf16 sh -c "'$DAM' bench --vision-only --vision '$M/dam3b-vision-bf16.gguf' -i '$IMG' --mask '$MASK' \
+    -t $THREADS > '$J/vision-bf16.json'"
+warm "$M/dam3b-llm-q4_k.gguf" "$M/dam3b-vision-q4_k.gguf"
+have "$J/dam-q4_k-t1.json" || step dam-q4_k-1thread sh -c "'$DAM' bench --llm '$M/dam3b-llm-q4_k.gguf' --vision '$M/dam3b-vision-q4_k.gguf' \
+    -i '$IMG' --mask '$MASK' -n ${T1_TOKENS:-8} -t 1 > '$J/dam-q4_k-t1.json'"
+T_END=$(date +%s)
+
+# ---------------------------------------------------------------- report
+python3 - "$J" "$M" "$THREADS" "$TOKENS" "$BASE_TOKENS" "$((T_END - T_START))" "$LOG" <<'EOF' | tee "$WORK/report.md"
+import json, os, sys
+J, M, threads, tokens, base_tokens, wall, log = sys.argv[1:8]
+ld = lambda n: json.load(open(os.path.join(J, n)))
+bw = ld("membw.json")
+read_bw = max(bw["read_gbs"].values())
+dam = {t: ld(f"dam-{t}.json") for t in ("f16", "q8_0", "q4_k")}
+base = {t: ld(f"base-{t}.json") for t in ("f16", "q8_0", "q4_k")}
+vb = ld("vision-bf16.json")
+t1 = ld("dam-q4_k-t1.json")
+GB = 1e9
+# DAM-3B's KV cache: 32 layers x (K + V) x 2560 x 2 bytes (f16) per position.
+KV_PER_POS = 32 * 2 * 2560 * 2
+p = print
+rss_file = os.path.join(J, "synth-rss-kib")
+if os.path.exists(rss_file):
+    files = sum(os.path.getsize(os.path.join(M, f)) for f in ("dam3b-llm-f16.gguf", "dam3b-vision-f16.gguf"))
+    p(f"`dam synth` at f16: {files / GB:.2f} GB written with a peak RSS of "
+      f"{int(open(rss_file).read().split()[-1]) * 1024 / GB:.2f} GB.")
+    p()
+p(f"Threads: {threads}. Greedy captions; tokens per run are in the tables. "
+  f"Image: 2048x1365 photo (tests/fixtures/geom c1), context provider applied: "
+  f"{dam['f16']['runs'][0]['context_provider_applied']}. Script wall time: {int(wall)} s.")
+p()
+p(f"Memory read bandwidth (membw, {bw['bytes'] / 2**30:.0f} GiB buffer, best of 5): "
+  + ", ".join(f"{k} thread(s) {v:.1f} GB/s" for k, v in bw["read_gbs"].items())
+  + f"; memcpy {bw['memcpy_gbs']:.1f} GB/s (read + write).")
+p()
+p("### LLM: dam vs the plain llama.cpp baseline (same GGUF, same prompt: "
+  f"{dam['f16']['runs'][0]['prompt_tokens']} positions = image rows + "
+  f"{base['f16']['text_tokens']} text tokens)")
+p()
+p("| LLM type | LLM file | dam prefill tok/s | baseline prefill tok/s | ratio | dam decode tok/s (steps) | baseline decode tok/s (steps) | ratio | bound tok/s | dam / bound |")
+p("|---|---|---|---|---|---|---|---|---|---|")
+for t in ("f16", "q8_0", "q4_k"):
+    r, b = dam[t]["runs"][0], base[t]
+    assert r["prompt_tokens"] == b["prompt_tokens"], (r["prompt_tokens"], b["prompt_tokens"])
+    per_tok = dam[t]["llm_weight_bytes_per_token"] + KV_PER_POS * (r["prompt_tokens"] + r["decode_steps"] / 2)
+    bound = read_bw * GB / per_tok
+    p(f"| {t} | {dam[t]['llm_file_bytes'] / GB:.2f} GB | {r['prefill_tokens_per_s']:.1f} | {b['prefill_tokens_per_s']:.1f} | "
+      f"{r['prefill_tokens_per_s'] / b['prefill_tokens_per_s']:.2f} | {r['decode_tokens_per_s']:.2f} ({r['decode_steps']}) | "
+      f"{b['decode_tokens_per_s']:.2f} ({b['decode_steps']}) | {r['decode_tokens_per_s'] / b['decode_tokens_per_s']:.2f} | "
+      f"{bound:.2f} | {r['decode_tokens_per_s'] / bound:.2f} |")
+p()
+p(f"Bound = {read_bw:.1f} GB/s / (bytes of every LLM weight but the token embedding + the KV cache read at the mean position).")
+p()
+p("### Vision stage (preprocess excluded: both 384 px views -> SigLIP x2 + 26 cross-attention blocks + projector)")
+p()
+p("| vision type | file | vision ms | preprocess ms |")
+p("|---|---|---|---|")
+rows = [("f16", dam["f16"], dam["f16"]["runs"][0]), ("bf16", vb, vb["runs"][0]),
+        ("q8_0", dam["q8_0"], dam["q8_0"]["runs"][0]), ("q4_k", dam["q4_k"], dam["q4_k"]["runs"][0])]
+for t, d, r in rows:
+    p(f"| {t} | {d['vision_file_bytes'] / GB:.2f} GB | {r['vision_ms']:.0f} | {r['preprocess_ms']:.0f} |")
+p()
+p(f"### End to end (`dam bench`, one request after load; both files in the page cache)")
+p()
+p(f"| type (both files) | files | load-to-ready ms | time to first token ms | caption ms (tokens) | 64-token caption ms | peak RSS | RSS / files |")
+p("|---|---|---|---|---|---|---|---|")
+for t in ("f16", "q8_0", "q4_k"):
+    d, r = dam[t], dam[t]["runs"][0]
+    files = d["llm_file_bytes"] + d["vision_file_bytes"]
+    n = r["generated_tokens"]
+    # Fewer than 64 tokens measured: add the missing steps at the measured decode rate.
+    lat64 = r["total_ms"] + (64 - n) * r["decode_ms"] / max(r["decode_steps"], 1)
+    est = "" if n == 64 else " (extrapolated)"
+    p(f"| {t} | {files / GB:.2f} GB | {d['ready_ms']:.0f} | {r['ttft_ms']:.0f} | {r['total_ms']:.0f} ({n}) | "
+      f"{lat64:.0f}{est} | {d['peak_rss_bytes'] / GB:.2f} GB | {d['peak_rss_bytes'] / files:.2f} |")
+p()
+p("Baseline load-to-ready (LLM file only): " + ", ".join(f"{t} {base[t]['ready_ms']:.0f} ms" for t in base) + ".")
+p()
+p("### Threads (q4_k: a short request at 1 thread vs the q4_k run above)")
+p()
+a, b = t1["runs"][0], dam["q4_k"]["runs"][0]
+p(f"| stage | 1 thread | {threads} threads | speed-up |")
+p("|---|---|---|---|")
+p(f"| vision ms | {a['vision_ms']:.0f} | {b['vision_ms']:.0f} | {a['vision_ms'] / b['vision_ms']:.2f} |")
+p(f"| prefill tok/s | {a['prefill_tokens_per_s']:.1f} | {b['prefill_tokens_per_s']:.1f} | {b['prefill_tokens_per_s'] / a['prefill_tokens_per_s']:.2f} |")
+p(f"| decode tok/s | {a['decode_tokens_per_s']:.2f} | {b['decode_tokens_per_s']:.2f} | {b['decode_tokens_per_s'] / a['decode_tokens_per_s']:.2f} |")
+p(f"| membw GB/s | {bw['read_gbs']['1']:.1f} | {read_bw:.1f} | {read_bw / bw['read_gbs']['1']:.2f} |")
+p()
+p("### Step times")
+p()
+p("```")
+p(open(log).read().rstrip())
+p("```")
+EOF
+
+if [[ ${KEEP:-0} != 1 ]]; then
+    rm -rf "$M"
+fi
