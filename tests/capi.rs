@@ -591,3 +591,75 @@ fn python_bindings() {
         "{stdout}"
     );
 }
+
+/// The C example and the C error-path test under valgrind's memcheck: zero
+/// errors, no definite leaks (valgrind is required; CI machines have it).
+#[test]
+fn c_users_clean_under_valgrind() {
+    let (llm, vision) = model_files();
+    let (img, mask) = pnm_inputs();
+    let vg = Command::new("valgrind").arg("--version").output();
+    assert!(
+        vg.is_ok_and(|o| o.status.success()),
+        "valgrind is required for this test (apt-get install valgrind)"
+    );
+    let flags: Vec<&str> = C_FLAGS.iter().chain(&["-g", "-O1"]).copied().collect();
+    let describe = work_dir().join("describe-c-valgrind");
+    build(
+        "gcc",
+        &flags,
+        &[root().join("examples/c/describe.c")],
+        Link::Shared,
+        &describe,
+    );
+    let errors = work_dir().join("errors-c-valgrind");
+    build(
+        "gcc",
+        &flags,
+        &[root().join("tests/c/errors.c")],
+        Link::Shared,
+        &errors,
+    );
+    let memcheck = |exe: &Path, args: &[&std::ffi::OsStr]| {
+        let out = run(Command::new("valgrind")
+            .args([
+                "--error-exitcode=99",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite",
+                "-q",
+            ])
+            .arg(exe)
+            .args(args)
+            .env("LD_LIBRARY_PATH", lib_dir()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{} under valgrind:\n{err}",
+            exe.display()
+        );
+        assert!(
+            !err.contains("ERROR SUMMARY") || err.contains("0 errors"),
+            "{err}"
+        );
+        out
+    };
+    let out = memcheck(
+        &describe,
+        &[
+            "--greedy".as_ref(),
+            "--threads".as_ref(),
+            "1".as_ref(),
+            "--max-tokens".as_ref(),
+            "8".as_ref(),
+            llm.as_os_str(),
+            vision.as_os_str(),
+            img.as_os_str(),
+            "--mask".as_ref(),
+            mask.as_os_str(),
+        ],
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    let out = memcheck(&errors, &[llm.as_os_str(), vision.as_os_str()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 failed"));
+}
