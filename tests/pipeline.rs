@@ -5,53 +5,9 @@
 mod common;
 
 use common::*;
-use dam::image::{load_mask, load_rgb};
 use dam::sys::GgmlType;
 use dam::vision::Detail;
-use dam::{
-    DescribeOptions, Frame, ImageView, LengthControl, Model, ModelParams, PixelFormat, Region,
-};
-
-struct Loaded {
-    images: Vec<dam::RgbImage>,
-    masks: Vec<dam::Mask>,
-}
-
-fn load_case_inputs(case: &Case) -> Loaded {
-    let (mut images, mut masks) = (Vec::new(), Vec::new());
-    for (i, m) in case.inputs() {
-        images.push(load_rgb(&i).unwrap());
-        masks.push(load_mask(&m).unwrap());
-    }
-    Loaded { images, masks }
-}
-
-fn frames(l: &Loaded) -> Vec<Frame<'_>> {
-    l.images
-        .iter()
-        .zip(&l.masks)
-        .map(|(img, m)| Frame {
-            image: ImageView::new(
-                &img.data,
-                img.width,
-                img.height,
-                img.width as usize * 3,
-                PixelFormat::Rgb8,
-            )
-            .unwrap(),
-            region: Region::Mask(
-                ImageView::new(
-                    &m.data,
-                    m.width,
-                    m.height,
-                    m.width as usize,
-                    PixelFormat::Gray8,
-                )
-                .unwrap(),
-            ),
-        })
-        .collect()
-}
+use dam::{DescribeOptions, Frame, LengthControl, Model, ModelParams};
 
 /// The plain query of a case (its user text after the `<image>` line).
 fn plain_query(case: &Case) -> String {
@@ -75,8 +31,8 @@ fn pipeline_parity_f32() {
         let mut session = model.session().unwrap();
         for name in cases(model_name) {
             let case = Case::load(model_name, &name);
-            let inputs = load_case_inputs(&case);
-            let fr = frames(&inputs);
+            let inputs = Input::of(&case);
+            let fr = inputs.frames();
             let mut opts = DescribeOptions {
                 max_new_tokens: 24,
                 ..DescribeOptions::greedy()
@@ -143,8 +99,8 @@ fn streaming_and_cancel() {
     .unwrap();
     let mut session = model.session().unwrap();
     let case = Case::load("tiny", "c1");
-    let inputs = load_case_inputs(&case);
-    let fr = frames(&inputs);
+    let inputs = Input::of(&case);
+    let fr = inputs.frames();
     let opts = DescribeOptions {
         max_new_tokens: 24,
         ..DescribeOptions::greedy()
@@ -217,9 +173,9 @@ fn video_drops_empty_frames() {
     .unwrap();
     let mut session = model.session().unwrap();
     let case = Case::load("tiny", "v1");
-    let mut inputs = load_case_inputs(&case);
+    let mut inputs = Input::of(&case);
     inputs.masks[2].data.iter_mut().for_each(|v| *v = 0);
-    let fr = frames(&inputs);
+    let fr = inputs.frames();
     let opts = DescribeOptions {
         max_new_tokens: 4,
         ..DescribeOptions::greedy()
@@ -230,7 +186,7 @@ fn video_drops_empty_frames() {
     for m in inputs.masks.iter_mut() {
         m.data.iter_mut().for_each(|v| *v = 0);
     }
-    let fr = frames(&inputs);
+    let fr = inputs.frames();
     let e = session
         .describe_video(&fr, &opts, &mut |_| true)
         .unwrap_err();
@@ -268,8 +224,8 @@ fn pipeline_agreement_f16_q8_0() {
             let mut session = model.session().unwrap();
             for name in cases(model_name) {
                 let case = Case::load(model_name, &name);
-                let inputs = load_case_inputs(&case);
-                let fr = frames(&inputs);
+                let inputs = Input::of(&case);
+                let fr = inputs.frames();
                 let mut opts = DescribeOptions {
                     max_new_tokens: 24,
                     ..DescribeOptions::greedy()

@@ -14,12 +14,8 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
-use dam::image::{load_mask, load_rgb};
 use dam::sys::GgmlType;
-use dam::{
-    Caption, DescribeOptions, Error, Frame, ImageView, Mask, Model, ModelParams, PixelFormat,
-    Region, RgbImage, Session,
-};
+use dam::{Caption, DescribeOptions, Error, Model, ModelParams, Session};
 
 // Static assertions: a model is shared by threads, a session moves to one.
 const _: () = {
@@ -35,65 +31,6 @@ static LOCK: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The images and masks of one fixture case (one per frame).
-struct Input {
-    images: Vec<RgbImage>,
-    masks: Vec<Mask>,
-}
-
-impl Input {
-    fn load(model: &str, case: &str) -> Input {
-        let c = Case::load(model, case);
-        let (mut images, mut masks) = (Vec::new(), Vec::new());
-        for (i, m) in c.inputs() {
-            images.push(load_rgb(&i).unwrap());
-            masks.push(load_mask(&m).unwrap());
-        }
-        Input { images, masks }
-    }
-
-    /// Several single-frame cases as the frames of one video.
-    fn video(model: &str, cases: &[&str]) -> Input {
-        let mut v = Input {
-            images: Vec::new(),
-            masks: Vec::new(),
-        };
-        for c in cases {
-            let i = Input::load(model, c);
-            v.images.extend(i.images);
-            v.masks.extend(i.masks);
-        }
-        v
-    }
-
-    fn frames(&self) -> Vec<Frame<'_>> {
-        self.images
-            .iter()
-            .zip(&self.masks)
-            .map(|(img, m)| Frame {
-                image: ImageView::new(
-                    &img.data,
-                    img.width,
-                    img.height,
-                    img.width as usize * 3,
-                    PixelFormat::Rgb8,
-                )
-                .unwrap(),
-                region: Region::Mask(
-                    ImageView::new(
-                        &m.data,
-                        m.width,
-                        m.height,
-                        m.width as usize,
-                        PixelFormat::Gray8,
-                    )
-                    .unwrap(),
-                ),
-            })
-            .collect()
-    }
 }
 
 fn describe(s: &mut Session, inp: &Input, opts: &DescribeOptions) -> dam::Result<Caption> {

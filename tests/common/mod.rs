@@ -168,3 +168,67 @@ pub fn converted(model: &str, ty: GgmlType) -> (PathBuf, PathBuf) {
         })
         .clone()
 }
+
+/// The images and masks of fixture cases (one per frame), and their frames
+/// with mask regions, as the public API takes them.
+pub struct Input {
+    pub images: Vec<dam::RgbImage>,
+    pub masks: Vec<dam::Mask>,
+}
+
+impl Input {
+    pub fn load(model: &str, case: &str) -> Input {
+        Input::of(&Case::load(model, case))
+    }
+
+    pub fn of(case: &Case) -> Input {
+        let (mut images, mut masks) = (Vec::new(), Vec::new());
+        for (i, m) in case.inputs() {
+            images.push(dam::image::load_rgb(&i).unwrap());
+            masks.push(dam::image::load_mask(&m).unwrap());
+        }
+        Input { images, masks }
+    }
+
+    /// Several single-frame cases as the frames of one video.
+    pub fn video(model: &str, cases: &[&str]) -> Input {
+        let mut v = Input {
+            images: Vec::new(),
+            masks: Vec::new(),
+        };
+        for c in cases {
+            let i = Input::load(model, c);
+            v.images.extend(i.images);
+            v.masks.extend(i.masks);
+        }
+        v
+    }
+
+    pub fn frames(&self) -> Vec<dam::Frame<'_>> {
+        use dam::{ImageView, PixelFormat, Region};
+        self.images
+            .iter()
+            .zip(&self.masks)
+            .map(|(img, m)| dam::Frame {
+                image: ImageView::new(
+                    &img.data,
+                    img.width,
+                    img.height,
+                    img.width as usize * 3,
+                    PixelFormat::Rgb8,
+                )
+                .unwrap(),
+                region: Region::Mask(
+                    ImageView::new(
+                        &m.data,
+                        m.width,
+                        m.height,
+                        m.width as usize,
+                        PixelFormat::Gray8,
+                    )
+                    .unwrap(),
+                ),
+            })
+            .collect()
+    }
+}
