@@ -547,6 +547,57 @@ impl Graph {
         self.reshape(y, &[k[3], ow * oh, n])
     }
 
+    /// Converts to f16 (for flash attention's K and V).
+    pub fn cast_f16<'a>(&mut self, a: Tensor<'_>) -> Result<Tensor<'a>> {
+        if a.ty() != ffi::GGML_TYPE_F32 {
+            return Err(err("cast", "only f32 -> f16".into()));
+        }
+        // SAFETY: f32 -> f16 is a supported conversion; no shape precondition.
+        let p = unsafe { ffi::ggml_cast(self.ctx.as_ptr(), a.raw(), ffi::GGML_TYPE_F16) };
+        self.wrap(p, "cast")
+    }
+
+    /// Fused attention without a mask: q [D, Nq, H, B] f32, k and v
+    /// [D, Nk, H, B] f16 -> [D, H, Nq, B] (heads before tokens). Softmax and
+    /// accumulation in f32.
+    pub fn flash_attn<'a>(
+        &mut self,
+        q: Tensor<'_>,
+        k: Tensor<'_>,
+        v: Tensor<'_>,
+        scale: f32,
+    ) -> Result<Tensor<'a>> {
+        let (x, y, z) = (q.ne(), k.ne(), v.ne());
+        if q.ty() != ffi::GGML_TYPE_F32
+            || k.ty() != ffi::GGML_TYPE_F16
+            || v.ty() != ffi::GGML_TYPE_F16
+            || x[0] != y[0]
+            || y != z
+            || x[2] % y[2] != 0
+            || x[3] != y[3]
+        {
+            return Err(err("flash_attn", format!("q {x:?} k {y:?} v {z:?}")));
+        }
+        // SAFETY: shapes and types as ggml_flash_attn_ext requires (checked).
+        let p = unsafe {
+            let t = ffi::ggml_flash_attn_ext(
+                self.ctx.as_ptr(),
+                q.raw(),
+                k.raw(),
+                v.raw(),
+                std::ptr::null_mut(),
+                scale,
+                0.0,
+                0.0,
+            );
+            if !t.is_null() {
+                ffi::ggml_flash_attn_ext_set_prec(t, ffi::GGML_PREC_F32);
+            }
+            t
+        };
+        self.wrap(p, "flash_attn")
+    }
+
     /// Rows of a 2-D `a` picked by the i32 indices `idx`.
     pub fn get_rows<'a>(&mut self, a: Tensor<'_>, idx: Tensor<'_>) -> Result<Tensor<'a>> {
         let (x, i) = (a.ne(), idx.ne());

@@ -29,11 +29,17 @@ fn scalar(w: &MappedWeights, name: &str) -> Result<f32> {
 }
 
 impl<'w> CrossAttnBlock<'w> {
-    pub fn load(w: &'w MappedWeights, hp: &VisionHparams, i: usize, act: Act) -> Result<Self> {
+    pub fn load(
+        w: &'w MappedWeights,
+        hp: &VisionHparams,
+        i: usize,
+        act: Act,
+        flash: bool,
+    ) -> Result<Self> {
         let p = layer_name("v.ctx.blk.{i}", i);
         Ok(CrossAttnBlock {
             ln1: LayerNorm::load(w, &format!("{p}.ln1"), hp.ctx_eps)?,
-            cross_attn: Attention::load(w, &p, hp.ctx_heads)?,
+            cross_attn: Attention::load(w, &p, hp.ctx_heads, flash)?,
             ln2: LayerNorm::load(w, &format!("{p}.ln2"), hp.ctx_eps)?,
             mlp: Mlp::load(w, &p, act)?,
             attn_factor: scalar(w, &format!("{p}.attn_factor"))?,

@@ -18,6 +18,9 @@ pub struct VisionModel {
     pub hp: VisionHparams,
     weights: MappedWeights,
     act: Act,
+    /// Fused flash attention (f16 K/V) for reduced-precision weights; f32
+    /// weights keep the exact attention.
+    flash: bool,
     /// The weight type of the matrices (the most common one), for reports.
     pub weight_type: GgmlType,
     pub file_size: u64,
@@ -100,6 +103,7 @@ impl VisionModel {
             hp,
             weights,
             act,
+            flash: weight_type != GgmlType::F32,
             weight_type,
             file_size: map.bytes().len() as u64,
         };
@@ -115,9 +119,9 @@ impl VisionModel {
         } else {
             self.act
         };
-        let tower = VisionTower::load(&self.weights, hp, self.act)?;
+        let tower = VisionTower::load(&self.weights, hp, self.act, self.flash)?;
         let blocks = (0..hp.used_layers() as usize)
-            .map(|i| CrossAttnBlock::load(&self.weights, hp, i, ctx_act))
+            .map(|i| CrossAttnBlock::load(&self.weights, hp, i, ctx_act, self.flash))
             .collect::<Result<_>>()?;
         Ok((tower, blocks, Projector::load(&self.weights, hp)?))
     }

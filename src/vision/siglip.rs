@@ -110,16 +110,20 @@ pub struct Attention<'w> {
     pub v: Linear<'w>,
     pub out: Linear<'w>,
     pub heads: i64,
+    /// Use ggml's fused flash attention (f16 K/V); off for f32 weights,
+    /// where the exact path keeps reference parity.
+    pub flash: bool,
 }
 
 impl<'w> Attention<'w> {
-    pub fn load(w: &'w MappedWeights, prefix: &str, heads: u32) -> Result<Self> {
+    pub fn load(w: &'w MappedWeights, prefix: &str, heads: u32, flash: bool) -> Result<Self> {
         Ok(Attention {
             q: Linear::load(w, &format!("{prefix}.attn_q"))?,
             k: Linear::load(w, &format!("{prefix}.attn_k"))?,
             v: Linear::load(w, &format!("{prefix}.attn_v"))?,
             out: Linear::load(w, &format!("{prefix}.attn_out"))?,
             heads: heads as i64,
+            flash,
         })
     }
 
@@ -138,6 +142,20 @@ impl<'w> Attention<'w> {
         let q = self.q.forward(g, x_q)?;
         let k = self.k.forward(g, x_kv)?;
         let v = self.v.forward(g, x_kv)?;
+        if self.flash && mask.is_none() {
+            // Fused kernel with f16 K/V: never materialises the N x N scores.
+            let q = g.reshape(q, &[d, h, nq, b])?;
+            let q = g.permute(q, [0, 2, 1, 3])?;
+            let k = g.reshape(k, &[d, h, nk, b])?;
+            let k = g.permute(k, [0, 2, 1, 3])?;
+            let k = g.cast_f16(k)?;
+            let v = g.reshape(v, &[d, h, nk, b])?;
+            let v = g.permute(v, [0, 2, 1, 3])?;
+            let v = g.cast_f16(v)?;
+            let o = g.flash_attn(q, k, v, 1.0 / (d as f32).sqrt())?; // [D, H, Nq, B]
+            let o = g.reshape(o, &[c, nq, b])?;
+            return self.out.forward(g, o);
+        }
         // [D, H, N, B] -> [D, N, H, B]
         let q = g.reshape(q, &[d, h, nq, b])?;
         let q = g.permute(q, [0, 2, 1, 3])?;
@@ -166,11 +184,17 @@ pub struct EncoderLayer<'w> {
 }
 
 impl<'w> EncoderLayer<'w> {
-    pub fn load(w: &'w MappedWeights, hp: &VisionHparams, i: usize, act: Act) -> Result<Self> {
+    pub fn load(
+        w: &'w MappedWeights,
+        hp: &VisionHparams,
+        i: usize,
+        act: Act,
+        flash: bool,
+    ) -> Result<Self> {
         let p = layer_name("v.blk.{i}", i);
         Ok(EncoderLayer {
             ln1: LayerNorm::load(w, &format!("{p}.ln1"), hp.eps)?,
-            attn: Attention::load(w, &p, hp.heads)?,
+            attn: Attention::load(w, &p, hp.heads, flash)?,
             ln2: LayerNorm::load(w, &format!("{p}.ln2"), hp.eps)?,
             mlp: Mlp::load(w, &p, act)?,
         })
@@ -229,9 +253,9 @@ pub struct VisionTower<'w> {
 }
 
 impl<'w> VisionTower<'w> {
-    pub fn load(w: &'w MappedWeights, hp: &VisionHparams, act: Act) -> Result<Self> {
+    pub fn load(w: &'w MappedWeights, hp: &VisionHparams, act: Act, flash: bool) -> Result<Self> {
         let layers = (0..hp.used_layers() as usize)
-            .map(|i| EncoderLayer::load(w, hp, i, act))
+            .map(|i| EncoderLayer::load(w, hp, i, act, flash))
             .collect::<Result<_>>()?;
         Ok(VisionTower {
             embeddings: Embeddings::load(w)?,
