@@ -15,6 +15,21 @@ fn plain_query(case: &Case) -> String {
     q.rsplit_once('\n').unwrap().1.to_string()
 }
 
+/// The fixtures' request for a case: greedy, 24 tokens, the case's query;
+/// the length-controlled case goes through the `LengthControl` option.
+fn case_options(case: &Case) -> DescribeOptions {
+    let mut opts = DescribeOptions {
+        max_new_tokens: 24,
+        ..DescribeOptions::greedy()
+    };
+    if case.name.contains("len20") {
+        opts.length = Some(LengthControl::AboutWords(20));
+    } else if case.frames() == 1 {
+        opts.query = Some(plain_query(case));
+    }
+    opts
+}
+
 #[test]
 fn pipeline_parity_f32() {
     for model_name in MODELS {
@@ -33,16 +48,7 @@ fn pipeline_parity_f32() {
             let case = Case::load(model_name, &name);
             let inputs = Input::of(&case);
             let fr = inputs.frames();
-            let mut opts = DescribeOptions {
-                max_new_tokens: 24,
-                ..DescribeOptions::greedy()
-            };
-            // The length-controlled case goes through the LengthControl option.
-            if name.contains("len20") {
-                opts.length = Some(LengthControl::AboutWords(20));
-            } else if case.frames() == 1 {
-                opts.query = Some(plain_query(&case));
-            }
+            let opts = case_options(&case);
             let (cap, trace) = session.trace(&fr, &opts, Detail::Features).unwrap();
             let tag = format!("{model_name}/{name}");
             assert_eq!(
@@ -226,13 +232,7 @@ fn pipeline_agreement_f16_q8_0() {
                 let case = Case::load(model_name, &name);
                 let inputs = Input::of(&case);
                 let fr = inputs.frames();
-                let mut opts = DescribeOptions {
-                    max_new_tokens: 24,
-                    ..DescribeOptions::greedy()
-                };
-                if case.frames() == 1 {
-                    opts.query = Some(plain_query(&case));
-                }
+                let opts = case_options(&case);
                 let (cap, trace) = session.trace(&fr, &opts, Detail::Embeddings).unwrap();
                 let want: Vec<i32> = case.ids["output_ids"].iter().map(|&x| x as i32).collect();
                 let agree = cap
