@@ -110,6 +110,7 @@ fn stages(c: &mut Criterion) {
             type_k: KvType::F16,
             type_v: KvType::F16,
             flash_attn: FlashAttn::Auto,
+            n_seq_max: 1,
         },
     )
     .unwrap();

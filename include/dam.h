@@ -96,7 +96,7 @@
  * Minor version of the C API. Grows when functions, struct fields (at the
  * end of a struct) or enum values are appended.
  */
-#define DAM_API_VERSION_MINOR 0
+#define DAM_API_VERSION_MINOR 1
 
 /**
  * The API version this header describes: `(MAJOR << 16) | MINOR`. Pass it
@@ -460,6 +460,12 @@ typedef struct dam_model_params {
      * The least severe `dam_log_level` delivered (default `DAM_LOG_LEVEL_WARN`).
      */
     int32_t log_level;
+    /**
+     * Regions `dam_describe_batch` decodes in parallel (LLM sequences
+     * sharing the `n_ctx` cells), 1 ..= 64; 0 = the default, 4.
+     * Since API 1.1.
+     */
+    uint32_t n_seq_max;
 } dam_model_params;
 
 /**
@@ -610,6 +616,13 @@ typedef struct dam_region {
  * (those return `DAM_STATUS_INVALID_ARGUMENT`); `dam_session_cancel` is fine.
  */
 typedef bool (*dam_token_callback)(const char *piece, size_t len, void *user_data);
+
+/**
+ * As `dam_token_callback`, for `dam_describe_batch`: `region` is the index
+ * of the region whose caption the piece belongs to. Returning false stops
+ * that region's caption only. Same rules as `dam_token_callback`.
+ */
+typedef bool (*DamBatchTokenCallback)(size_t region, const char *piece, size_t len, void *user_data);
 
 /**
  * Timings of the last successful describe call of a session. Set
@@ -791,6 +804,48 @@ dam_status dam_describe_video(struct dam_session *session,
                               char *out,
                               size_t out_cap,
                               size_t *out_len);
+
+/**
+ * Describes `n_regions` regions of one image in one call (1 <= n_regions
+ * <= 64): the vision stage runs batched and the captions decode in
+ * parallel (up to the model's `n_seq_max` at once; more run in waves).
+ * Each caption equals what `dam_describe` gives for that region alone.
+ * All regions must have the same `struct_size` (the array's element size
+ * is `regions[0].struct_size`); any invalid region fails the whole call
+ * (the message names it). Read the captions with `dam_session_caption`
+ * (index = region). `on_token` (may be NULL) receives each piece with its
+ * region's index; returning false stops that region's caption only.
+ * `dam_session_timings` then gives the whole call's times and token
+ * counts. Threading rules as `dam_describe`. Since API 1.1.
+ */
+dam_status dam_describe_batch(struct dam_session *session,
+                              const struct dam_image_view *image,
+                              const struct dam_region *regions,
+                              size_t n_regions,
+                              const struct dam_describe_options *options,
+                              DamBatchTokenCallback on_token,
+                              void *user_data);
+
+/**
+ * The number of captions the session's last successful describe call made
+ * (1 for `dam_describe*`, `n_regions` for `dam_describe_batch`; 0 before
+ * one, after a failed one, and for NULL). Same thread rule as
+ * `dam_describe`. Since API 1.1.
+ */
+size_t dam_session_caption_count(const struct dam_session *session);
+
+/**
+ * Copies caption `index` of the session's last successful describe call
+ * (0 for `dam_describe*`; the region's index for `dam_describe_batch`) into
+ * `out`, with the size-query rules of `dam_describe`. An index at or past
+ * `dam_session_caption_count` is `DAM_STATUS_INVALID_ARGUMENT`. Same thread
+ * rule as `dam_describe`. Since API 1.1.
+ */
+dam_status dam_session_caption(const struct dam_session *session,
+                               size_t index,
+                               char *out,
+                               size_t out_cap,
+                               size_t *out_len);
 
 /**
  * Copies the caption of the session's last successful describe call into

@@ -34,7 +34,7 @@ use crate::model::{
     CancelHandle, DescribeOptions, Frame, LoadStage, Model, ModelParams, Session, Timings,
 };
 use crate::region::Region;
-use crate::sys::llama::{self, FlashAttn, KvType, LogLevel};
+use crate::sys::llama::{self, FlashAttn, KvType, LogLevel, MAX_SEQUENCES};
 
 // ------------------------------------------------------------------ versions
 
@@ -43,7 +43,7 @@ use crate::sys::llama::{self, FlashAttn, KvType, LogLevel};
 pub const DAM_API_VERSION_MAJOR: u32 = 1;
 /// Minor version of the C API. Grows when functions, struct fields (at the
 /// end of a struct) or enum values are appended.
-pub const DAM_API_VERSION_MINOR: u32 = 0;
+pub const DAM_API_VERSION_MINOR: u32 = 1;
 /// The API version this header describes: `(MAJOR << 16) | MINOR`. Pass it
 /// to `dam_model_load`.
 pub const DAM_API_VERSION: u32 = (DAM_API_VERSION_MAJOR << 16) | DAM_API_VERSION_MINOR;
@@ -193,6 +193,18 @@ pub enum DamLoadStage {
 pub type DamTokenCallback =
     Option<unsafe extern "C" fn(piece: *const c_char, len: usize, user_data: *mut c_void) -> bool>;
 
+/// As `dam_token_callback`, for `dam_describe_batch`: `region` is the index
+/// of the region whose caption the piece belongs to. Returning false stops
+/// that region's caption only. Same rules as `dam_token_callback`.
+pub type DamBatchTokenCallback = Option<
+    unsafe extern "C" fn(
+        region: usize,
+        piece: *const c_char,
+        len: usize,
+        user_data: *mut c_void,
+    ) -> bool,
+>;
+
 /// Load progress: `stage`, `progress` in [0, 1]. Return false to abort the
 /// load (`dam_model_load` then returns `DAM_STATUS_CANCELLED`). Called on the
 /// thread that called `dam_model_load`; must not throw or longjmp.
@@ -234,6 +246,10 @@ pub struct DamModelParams {
     pub log_user_data: *mut c_void,
     /// The least severe `dam_log_level` delivered (default `DAM_LOG_LEVEL_WARN`).
     pub log_level: i32,
+    /// Regions `dam_describe_batch` decodes in parallel (LLM sequences
+    /// sharing the `n_ctx` cells), 1 ..= 64; 0 = the default, 4.
+    /// Since API 1.1.
+    pub n_seq_max: u32,
 }
 
 /// How to create a session. Get one from `dam_session_default_params()`.
@@ -352,7 +368,8 @@ pub struct DamTimings {
 // The sizes of the 1.0 structs: a caller's `struct_size` may be larger (a
 // newer header: rejected) or equal; appended fields will raise the current
 // size while these minimums stay.
-const MODEL_PARAMS_MIN: usize = size_of::<DamModelParams>();
+/// API 1.0's dam_model_params ended before `n_seq_max`.
+const MODEL_PARAMS_MIN: usize = std::mem::offset_of!(DamModelParams, n_seq_max);
 const SESSION_PARAMS_MIN: usize = size_of::<DamSessionParams>();
 const OPTIONS_MIN: usize = size_of::<DamDescribeOptions>();
 const REGION_MIN: usize = size_of::<DamRegion>();
@@ -398,9 +415,9 @@ const _: () = {
 
 struct SessionState {
     session: Session,
-    /// The text of the last successful describe call (None before one, and
-    /// after a failed one).
-    last_caption: Option<String>,
+    /// The captions of the last successful describe call: one, or one per
+    /// region of a batch (empty before one, and after a failed one).
+    captions: Vec<String>,
     timings: Timings,
 }
 
@@ -1134,6 +1151,7 @@ fn model_params_default() -> DamModelParams {
         log_callback: None,
         log_user_data: ptr::null_mut(),
         log_level: DamLogLevel::Warn as i32,
+        n_seq_max: ModelParams::default().n_seq_max,
     }
 }
 
@@ -1180,6 +1198,7 @@ fn model_params_default_fallback() -> DamModelParams {
         log_callback: None,
         log_user_data: ptr::null_mut(),
         log_level: 2,
+        n_seq_max: 4,
     }
 }
 
@@ -1272,12 +1291,22 @@ fn model_params_of(p: &DamModelParams) -> Result<ModelParams, Fail> {
             p.log_level
         )));
     }
+    let n_seq_max = match p.n_seq_max {
+        0 => ModelParams::default().n_seq_max,
+        n if n <= MAX_SEQUENCES => n,
+        n => {
+            return Err(invalid(format!(
+                "params.n_seq_max {n} is out of range (0..={MAX_SEQUENCES})"
+            )))
+        }
+    };
     Ok(ModelParams {
         threads,
         n_ctx: p.n_ctx,
         kv_type,
         flash_attn,
         n_gpu_layers: p.n_gpu_layers,
+        n_seq_max,
     })
 }
 
@@ -1443,7 +1472,7 @@ pub unsafe extern "C" fn dam_session_new(
             log: m.log.clone(),
             state: Mutex::new(SessionState {
                 session,
-                last_caption: None,
+                captions: Vec::new(),
                 timings: Timings::default(),
             }),
         });
@@ -1502,7 +1531,7 @@ unsafe fn run_describe(
 ) -> Result<(), Fail> {
     let _scope = LogScope::enter(s.log.clone());
     let mut st = s.lock()?;
-    st.last_caption = None;
+    st.captions.clear();
     st.timings = Timings::default();
     let mut piece = Vec::new();
     let mut on_text = |t: &str| -> bool {
@@ -1531,9 +1560,9 @@ unsafe fn run_describe(
         );
     }
     st.timings = caption.timings.clone();
-    let text = st.last_caption.insert(caption.text);
+    st.captions.push(caption.text);
     // SAFETY: forwarded contract.
-    unsafe { write_text(text, out, out_cap, out_len) }
+    unsafe { write_text(&st.captions[0], out, out_cap, out_len) }
 }
 
 /// Describes `region` of `image`. `options` may be NULL (defaults);
@@ -1652,6 +1681,131 @@ pub unsafe extern "C" fn dam_describe_video(
     })
 }
 
+/// Describes `n_regions` regions of one image in one call (1 <= n_regions
+/// <= 64): the vision stage runs batched and the captions decode in
+/// parallel (up to the model's `n_seq_max` at once; more run in waves).
+/// Each caption equals what `dam_describe` gives for that region alone.
+/// All regions must have the same `struct_size` (the array's element size
+/// is `regions[0].struct_size`); any invalid region fails the whole call
+/// (the message names it). Read the captions with `dam_session_caption`
+/// (index = region). `on_token` (may be NULL) receives each piece with its
+/// region's index; returning false stops that region's caption only.
+/// `dam_session_timings` then gives the whole call's times and token
+/// counts. Threading rules as `dam_describe`. Since API 1.1.
+#[no_mangle]
+pub unsafe extern "C" fn dam_describe_batch(
+    session: *mut DamSession,
+    image: *const DamImageView,
+    regions: *const DamRegion,
+    n_regions: usize,
+    options: *const DamDescribeOptions,
+    on_token: DamBatchTokenCallback,
+    user_data: *mut c_void,
+) -> DamStatus {
+    guard(|| {
+        // SAFETY: NULL or a live session by contract.
+        let s = unsafe { session_ref(session) }?;
+        if n_regions == 0 || n_regions > crate::model::MAX_REGIONS {
+            return Err(invalid(format!(
+                "n_regions is {n_regions}; 1..={} regions per call",
+                crate::model::MAX_REGIONS
+            )));
+        }
+        if image.is_null() {
+            return Err(invalid("image is NULL"));
+        }
+        if regions.is_null() {
+            return Err(invalid("regions is NULL"));
+        }
+        // SAFETY: non-NULL and a readable image view by contract (frozen
+        // struct, any bit pattern valid); unaligned read.
+        let view = unsafe { ptr::read_unaligned(image) };
+        // SAFETY: the view's data follows the header's rules.
+        let image = unsafe { image_view(&view, "image") }?;
+        // SAFETY: `regions` non-NULL; its first element starts with a u32.
+        let stride = unsafe { ptr::read_unaligned(regions.cast::<u32>()) } as usize;
+        check_struct_size(stride, REGION_MIN, size_of::<DamRegion>(), "regions[0]")?;
+        let mut rs = Vec::with_capacity(n_regions);
+        for k in 0..n_regions {
+            // SAFETY: `regions` holds `n_regions` elements of `stride` bytes.
+            rs.push(unsafe { region_at(regions, stride, k, &format!("regions[{k}]")) }?);
+        }
+        // SAFETY: NULL or options of struct_size bytes.
+        let o = unsafe { read_optional(options, options_default(), OPTIONS_MIN, "options") }?;
+        // SAFETY: `o.query` NULL or NUL-terminated by contract.
+        let opts = unsafe { options_of(&o) }?;
+
+        let _scope = LogScope::enter(s.log.clone());
+        let mut st = s.lock()?;
+        st.captions.clear();
+        st.timings = Timings::default();
+        let mut piece = Vec::new();
+        let mut on_text = |k: usize, t: &str| -> bool {
+            let Some(cb) = on_token else {
+                return true;
+            };
+            piece.clear();
+            piece.extend_from_slice(t.as_bytes());
+            piece.push(0);
+            // SAFETY: the caller's callback with its user data; `piece` is
+            // NUL-terminated and outlives the call.
+            unsafe { cb(k, piece.as_ptr().cast::<c_char>(), t.len(), user_data) }
+        };
+        let r = st
+            .session
+            .describe_many(&image, &rs, &opts, &mut on_text)
+            .inspect_err(|e| log(&s.log, DamLogLevel::Debug, &e.to_string()))?;
+        st.timings = r.timings;
+        st.captions = r.captions.into_iter().map(|c| c.text).collect();
+        Ok(())
+    })
+}
+
+/// The number of captions the session's last successful describe call made
+/// (1 for `dam_describe*`, `n_regions` for `dam_describe_batch`; 0 before
+/// one, after a failed one, and for NULL). Same thread rule as
+/// `dam_describe`. Since API 1.1.
+#[no_mangle]
+pub unsafe extern "C" fn dam_session_caption_count(session: *const DamSession) -> usize {
+    guard_value(0, || {
+        // SAFETY: NULL or a live session by contract.
+        let Ok(s) = (unsafe { session_ref(session) }) else {
+            return 0;
+        };
+        s.lock().map_or(0, |st| st.captions.len())
+    })
+}
+
+/// Copies caption `index` of the session's last successful describe call
+/// (0 for `dam_describe*`; the region's index for `dam_describe_batch`) into
+/// `out`, with the size-query rules of `dam_describe`. An index at or past
+/// `dam_session_caption_count` is `DAM_STATUS_INVALID_ARGUMENT`. Same thread
+/// rule as `dam_describe`. Since API 1.1.
+#[no_mangle]
+pub unsafe extern "C" fn dam_session_caption(
+    session: *const DamSession,
+    index: usize,
+    out: *mut c_char,
+    out_cap: usize,
+    out_len: *mut usize,
+) -> DamStatus {
+    guard(|| {
+        // SAFETY: output pointers NULL or writable by contract.
+        unsafe { clear_out(out, out_cap, out_len) };
+        // SAFETY: NULL or a live session by contract.
+        let s = unsafe { session_ref(session) }?;
+        let st = s.lock()?;
+        let text = st.captions.get(index).ok_or_else(|| {
+            invalid(format!(
+                "caption {index} does not exist (the last call made {})",
+                st.captions.len()
+            ))
+        })?;
+        // SAFETY: output pointers NULL or writable by contract.
+        unsafe { write_text(text, out, out_cap, out_len) }
+    })
+}
+
 /// Copies the caption of the session's last successful describe call into
 /// `out` with the same size-query rules as `dam_describe` (`*out_len` =
 /// size with the NUL; `DAM_STATUS_BUFFER_TOO_SMALL` when `out` is NULL or
@@ -1668,7 +1822,7 @@ pub unsafe extern "C" fn dam_session_last_caption(
         // SAFETY: NULL or a live session by contract.
         let s = unsafe { session_ref(session) }?;
         let st = s.lock()?;
-        let text = st.last_caption.as_deref().unwrap_or("");
+        let text = st.captions.first().map_or("", String::as_str);
         // SAFETY: output pointers NULL or writable by contract.
         unsafe { write_text(text, out, out_cap, out_len) }
     })

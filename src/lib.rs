@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 pub use image::{ImageView, Mask, PixelFormat, RgbImage};
 pub use llm::prompt::LengthControl;
 pub use model::{
-    find_model_files, CancelHandle, Caption, DescribeOptions, Frame, FrameInfo, Model, ModelParams,
-    Session, Timings,
+    find_model_files, CancelHandle, Caption, Captions, DescribeOptions, Frame, FrameInfo, Model,
+    ModelParams, Session, Timings, MAX_REGIONS,
 };
 pub use region::Region;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::gguf_file::{GgufHeader, Value};
 use crate::image::ImageView;
-use crate::llm::generate::{generate, GenerateOptions, Generation};
+use crate::llm::generate::{generate, generate_many, GenerateOptions, Generation, Prompt};
 use crate::llm::prompt::{
     conversation, prompt_ids, tokenize_prompt, user_text, LengthControl, PromptPiece,
 };
@@ -33,6 +33,9 @@ pub struct ModelParams {
     pub flash_attn: FlashAttn,
     /// LLM layers to offload to a GPU (ignored by CPU-only builds).
     pub n_gpu_layers: i32,
+    /// Regions [`Session::describe_many`] decodes in parallel (sequences
+    /// sharing the context's `n_ctx` cells), 1..=64.
+    pub n_seq_max: u32,
 }
 
 impl Default for ModelParams {
@@ -43,6 +46,7 @@ impl Default for ModelParams {
             kv_type: KvType::F16,
             flash_attn: FlashAttn::Auto,
             n_gpu_layers: 0,
+            n_seq_max: 4,
         }
     }
 }
@@ -210,6 +214,7 @@ impl Model {
                 type_k: self.params.kv_type,
                 type_v: self.params.kv_type,
                 flash_attn: self.params.flash_attn,
+                n_seq_max: self.params.n_seq_max,
             },
         )?;
         Ok(Session {
@@ -691,6 +696,18 @@ pub struct Caption {
     pub timings: Timings,
 }
 
+/// The result of [`Session::describe_many`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Captions {
+    /// One per region, in order. Their `preprocess_ms` and `vision_ms` are
+    /// the batch's; `prefill_ms` is the region's own; `decode_ms` is that of
+    /// the decode loop the region was part of.
+    pub captions: Vec<Caption>,
+    /// The whole call: stage times (decode = the time of all decode loops)
+    /// and token counts summed over the regions.
+    pub timings: Timings,
+}
+
 /// Every intermediate of a call, for `dam dump` and parity tests.
 pub struct Trace {
     pub views: Vec<Views>,
@@ -700,6 +717,13 @@ pub struct Trace {
     pub pieces: Vec<PromptPiece>,
     pub generation: Generation,
 }
+
+/// The most regions one [`Session::describe_many`] call takes.
+pub const MAX_REGIONS: usize = 64;
+
+/// The most regions encoded in one vision graph (its compute buffer grows
+/// with the batch).
+pub const VISION_BATCH: usize = 8;
 
 /// Cancels the session's running (or next) call from any thread.
 #[derive(Clone, Debug)]
@@ -794,6 +818,152 @@ impl Session {
         Ok((c, t.ok_or_else(|| Error::Backend("no trace".into()))?))
     }
 
+    /// Describes several regions of one image in one call: the vision stage
+    /// runs as one batched graph (up to [`VISION_BATCH`] regions per graph)
+    /// and the captions decode as parallel sequences of one LLM context
+    /// (up to `ModelParams::n_seq_max` at once, within `n_ctx` cells; more
+    /// run in waves). Each caption equals what [`Session::describe`] gives
+    /// for its region alone (each region has its own sampler, seeded with
+    /// `opts.seed`). `on_text(k, piece)` streams region `k`'s caption;
+    /// returning false stops that region only. At most [`MAX_REGIONS`]
+    /// regions; any invalid region fails the call (the message names it).
+    /// Each caption's `preprocess_ms` and `vision_ms` are the whole batch's.
+    pub fn describe_many(
+        &mut self,
+        image: &ImageView,
+        regions: &[Region],
+        opts: &DescribeOptions,
+        on_text: &mut dyn FnMut(usize, &str) -> bool,
+    ) -> Result<Captions> {
+        let r = self.describe_many_inner(image, regions, opts, on_text);
+        self.cancel.store(false, Ordering::Relaxed);
+        r
+    }
+
+    fn describe_many_inner(
+        &mut self,
+        image: &ImageView,
+        regions: &[Region],
+        opts: &DescribeOptions,
+        on_text: &mut dyn FnMut(usize, &str) -> bool,
+    ) -> Result<Captions> {
+        let model = self.model.clone();
+        if regions.is_empty() || regions.len() > MAX_REGIONS {
+            return Err(Error::InvalidArgument(format!(
+                "{} regions given; 1..={MAX_REGIONS} per call",
+                regions.len()
+            )));
+        }
+        check_options(opts)?;
+        let t0 = Instant::now();
+        let rgb = image.to_rgb();
+        let mut views = Vec::with_capacity(regions.len());
+        let mut infos = Vec::with_capacity(regions.len());
+        for (k, r) in regions.iter().enumerate() {
+            let (v, info) =
+                region_views(&model.vision.hp, image, &rgb, r).map_err(|e| region_err(k, e))?;
+            views.push(v);
+            infos.push(info);
+        }
+        drop(rgb);
+        let preprocess_ms = ms(t0);
+
+        let t1 = Instant::now();
+        let mut embeddings = Vec::with_capacity(views.len());
+        for chunk in views.chunks(VISION_BATCH) {
+            let refs: Vec<&Views> = chunk.iter().collect();
+            let vis = model
+                .vision
+                .encode(&mut self.backend, &refs, Detail::Embeddings)?;
+            embeddings.extend(vis.embeddings);
+        }
+        let vision_ms = ms(t1);
+
+        let (_, pieces) = self.prompt(1, opts)?;
+        let images: Vec<[&[f32]; 1]> = embeddings.iter().map(|e| [e.as_slice()]).collect();
+        let prompts: Vec<Prompt> = images
+            .iter()
+            .map(|img| Prompt {
+                pieces: &pieces,
+                images: img,
+            })
+            .collect();
+        let gen_opts = GenerateOptions {
+            max_new_tokens: opts.max_new_tokens,
+            temperature: opts.temperature,
+            top_p: opts.top_p,
+            top_k: opts.top_k,
+            seed: opts.seed,
+            collect_logits: false,
+        };
+        let t2 = Instant::now();
+        let gens = generate_many(
+            &mut self.ctx,
+            &model.llm,
+            &prompts,
+            &gen_opts,
+            on_text,
+            &self.cancel,
+        )?;
+        let llm_ms = ms(t2);
+        let prefill_ms: f64 = gens.iter().map(|g| g.timings.prefill_ms).sum();
+        let timings = Timings {
+            preprocess_ms,
+            vision_ms,
+            prefill_ms,
+            decode_ms: (llm_ms - prefill_ms).max(0.0),
+            n_prompt_tokens: gens.iter().map(|g| g.timings.n_prompt_tokens).sum(),
+            n_generated: gens.iter().map(|g| g.tokens.len()).sum(),
+        };
+        let captions = gens
+            .into_iter()
+            .zip(infos)
+            .map(|(g, info)| Caption {
+                timings: Timings {
+                    preprocess_ms,
+                    vision_ms,
+                    prefill_ms: g.timings.prefill_ms,
+                    decode_ms: g.timings.decode_ms,
+                    n_prompt_tokens: g.timings.n_prompt_tokens,
+                    n_generated: g.tokens.len(),
+                },
+                text: g.text,
+                tokens: g.tokens,
+                stopped_by_eos: g.stopped_by_eos,
+                frames: vec![info],
+                dropped_frames: Vec::new(),
+            })
+            .collect();
+        Ok(Captions { captions, timings })
+    }
+
+    /// The conversation for `n_views` images and its tokenized pieces.
+    fn prompt(&self, n_views: usize, opts: &DescribeOptions) -> Result<(String, Vec<PromptPiece>)> {
+        let hp = &self.model.vision.hp;
+        let default_q = if n_views > 1 {
+            &hp.default_video_query
+        } else {
+            &hp.default_query
+        };
+        let mut query = opts.query.clone().unwrap_or_else(|| default_q.clone());
+        if query.contains("<image>") {
+            return Err(Error::InvalidArgument(
+                "the query must not contain <image>: dam places the image".into(),
+            ));
+        }
+        if let Some(l) = &opts.length {
+            query = l.apply(&query);
+        }
+        let prompt = conversation(&user_text(
+            &hp.image_prefix,
+            &hp.video_prefix,
+            n_views,
+            &query,
+        ));
+        let pieces = tokenize_prompt(&self.model.llm, &prompt)?;
+        Ok((prompt, pieces))
+    }
+
     fn run(
         &mut self,
         frames: &[Frame],
@@ -828,20 +998,7 @@ impl Session {
                 model.max_frames()
             )));
         }
-        if opts.max_new_tokens == 0 {
-            return Err(Error::InvalidArgument(
-                "max_new_tokens must be at least 1".into(),
-            ));
-        }
-        if !opts.temperature.is_finite()
-            || opts.temperature < 0.0
-            || !(opts.top_p > 0.0 && opts.top_p <= 1.0)
-        {
-            return Err(Error::InvalidArgument(format!(
-                "temperature {} / top_p {} out of range (temperature >= 0, 0 < top_p <= 1)",
-                opts.temperature, opts.top_p
-            )));
-        }
+        check_options(opts)?;
         let video = frames.len() > 1;
 
         // Regions -> masks -> views.
@@ -851,29 +1008,19 @@ impl Session {
         let mut dropped = Vec::new();
         let mut first_err = None;
         for (k, f) in frames.iter().enumerate() {
-            let mask = match rasterize(&f.region, &f.image) {
-                Ok(m) => m,
+            let rgb = f.image.to_rgb();
+            match region_views(hp, &f.image, &rgb, &f.region) {
+                Ok((v, info)) => {
+                    views.push(v);
+                    infos.push(info);
+                }
                 // Empty regions drop a video frame; anything else is an error.
                 Err(Error::InvalidRegion(m)) if video && m.contains("empty") => {
                     dropped.push(k);
                     first_err.get_or_insert(Error::InvalidRegion(m));
-                    continue;
                 }
                 Err(e) => return Err(if video { frame_err(k, e) } else { e }),
-            };
-            let rgb = f.image.to_rgb();
-            let mask_box = mask
-                .bbox()
-                .ok_or_else(|| Error::InvalidRegion("region is empty".into()))?;
-            let window = focal_window(&mask)?;
-            let v = make_views(&rgb, &mask, hp.image_size, hp.image_mean, hp.image_std)?;
-            infos.push(FrameInfo {
-                window,
-                mask_box,
-                mask_pixels: mask.count(),
-                context_applied: !v.focal_is_full,
-            });
-            views.push(v);
+            }
         }
         if views.is_empty() {
             return Err(match first_err {
@@ -892,27 +1039,7 @@ impl Session {
         let vision_ms = ms(t1);
 
         // Prompt.
-        let default_q = if views.len() > 1 {
-            &hp.default_video_query
-        } else {
-            &hp.default_query
-        };
-        let mut query = opts.query.clone().unwrap_or_else(|| default_q.clone());
-        if query.contains("<image>") {
-            return Err(Error::InvalidArgument(
-                "the query must not contain <image>: dam places the image".into(),
-            ));
-        }
-        if let Some(l) = &opts.length {
-            query = l.apply(&query);
-        }
-        let prompt = conversation(&user_text(
-            &hp.image_prefix,
-            &hp.video_prefix,
-            views.len(),
-            &query,
-        ));
-        let pieces = tokenize_prompt(&model.llm, &prompt)?;
+        let (prompt, pieces) = self.prompt(views.len(), opts)?;
         let images: Vec<&[f32]> = vis.embeddings.iter().map(|e| e.as_slice()).collect();
         let gen_opts = GenerateOptions {
             max_new_tokens: opts.max_new_tokens,
@@ -955,6 +1082,55 @@ impl Session {
             generation: g,
         });
         Ok((caption, trace))
+    }
+}
+
+/// Rasterises one region of an image (`rgb` is `image` as RGB) and makes
+/// its two views.
+fn region_views(
+    hp: &crate::weights::VisionHparams,
+    image: &ImageView,
+    rgb: &crate::image::RgbImage,
+    region: &Region,
+) -> Result<(Views, FrameInfo)> {
+    let mask = rasterize(region, image)?;
+    let mask_box = mask
+        .bbox()
+        .ok_or_else(|| Error::InvalidRegion("region is empty".into()))?;
+    let window = focal_window(&mask)?;
+    let v = make_views(rgb, &mask, hp.image_size, hp.image_mean, hp.image_std)?;
+    let info = FrameInfo {
+        window,
+        mask_box,
+        mask_pixels: mask.count(),
+        context_applied: !v.focal_is_full,
+    };
+    Ok((v, info))
+}
+
+fn check_options(opts: &DescribeOptions) -> Result<()> {
+    if opts.max_new_tokens == 0 {
+        return Err(Error::InvalidArgument(
+            "max_new_tokens must be at least 1".into(),
+        ));
+    }
+    if !opts.temperature.is_finite()
+        || opts.temperature < 0.0
+        || !(opts.top_p > 0.0 && opts.top_p <= 1.0)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "temperature {} / top_p {} out of range (temperature >= 0, 0 < top_p <= 1)",
+            opts.temperature, opts.top_p
+        )));
+    }
+    Ok(())
+}
+
+fn region_err(k: usize, e: Error) -> Error {
+    match e {
+        Error::InvalidRegion(m) => Error::InvalidRegion(format!("region {k}: {m}")),
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("region {k}: {m}")),
+        e => e,
     }
 }
 

@@ -427,6 +427,17 @@ int main(int argc, char **argv) {
     REQUIRE(session.describe(img, region, opts, [&](std::string_view p) { streamed += p; return true; }) == full);
     REQUIRE(streamed == full);
 
+    // A batch gives each region's single caption.
+    auto box = dam::Region::box(5, 5, 50, 40);
+    std::string boxed = session.describe(img, box, opts);
+    std::vector<std::string> pieces(2);
+    auto batch = session.describe_batch(img, {region, box}, opts, [&](size_t k, std::string_view p) {
+        pieces.at(k) += p;
+        return true;
+    });
+    REQUIRE(batch.size() == 2 && batch[0] == full && batch[1] == boxed);
+    REQUIRE(pieces[0] == full && pieces[1] == boxed && session.caption(1) == boxed);
+
     // An exception from the callback stops generation and comes back out of describe().
     bool caught = false;
     try {

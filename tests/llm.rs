@@ -223,6 +223,7 @@ fn exact_ctx(model: &Arc<LlamaModel>) -> LlamaContext {
             type_k: KvType::F32,
             type_v: KvType::F32,
             flash_attn: FlashAttn::Off,
+            n_seq_max: 1,
         },
     )
     .expect("context")

@@ -40,6 +40,7 @@ fn embeddings_continue_like_token_ids() {
         type_k: KvType::F32,
         type_v: KvType::F32,
         flash_attn: FlashAttn::Off,
+        n_seq_max: 1,
     };
     let mut ctx = LlamaContext::new(&model, &params).unwrap();
     let cancel = AtomicBool::new(false);

@@ -163,6 +163,8 @@ class Options {
 
 /// Receives caption pieces; return false to stop.
 using TokenCallback = std::function<bool(std::string_view)>;
+/// Receives region `k`'s caption pieces in a batch; return false to stop that region.
+using BatchTokenCallback = std::function<bool(size_t, std::string_view)>;
 
 /// A loaded model; copies share it (thread-safe).
 class Model {
@@ -211,6 +213,36 @@ class Session {
         });
     }
 
+    /// Describes several regions of one image in one call (batched vision, parallel decoding);
+    /// one caption per region, each equal to describe()'s for that region.
+    std::vector<std::string> describe_batch(const dam_image_view &image, const std::vector<Region> &regions,
+                                            const Options &options = Options(),
+                                            const BatchTokenCallback &on_token = BatchTokenCallback()) {
+        std::vector<dam_region> rs;
+        rs.reserve(regions.size());
+        for (const Region &r : regions) rs.push_back(r.c());
+        BatchState state{&on_token, nullptr};
+        dam_status st = dam_describe_batch(session_.get(), &image, rs.data(), rs.size(), &options.c(),
+                                           on_token ? &Session::batch_trampoline : nullptr, &state);
+        if (state.error) std::rethrow_exception(state.error);
+        check(st);
+        std::vector<std::string> out;
+        for (size_t k = 0, n = dam_session_caption_count(session_.get()); k < n; k++) out.push_back(caption(k));
+        return out;
+    }
+
+    /// Caption `index` of the last successful describe call (0 for describe(), the region's index
+    /// for describe_batch()).
+    std::string caption(size_t index) const {
+        size_t len = 0;
+        dam_status st = dam_session_caption(session_.get(), index, nullptr, 0, &len);
+        if (st != DAM_STATUS_BUFFER_TOO_SMALL) check(st);
+        std::string s(len, '\0');
+        check(dam_session_caption(session_.get(), index, &s[0], s.size(), &len));
+        s.resize(len - 1);
+        return s;
+    }
+
     /// Cancels the running (or next) describe call; any thread.
     void cancel() const noexcept { dam_session_cancel(session_.get()); }
 
@@ -244,6 +276,19 @@ class Session {
         auto *st = static_cast<CallbackState *>(user_data);
         try {
             return (*st->fn)(std::string_view(piece, len));
+        } catch (...) {
+            st->error = std::current_exception();
+            return false;
+        }
+    }
+    struct BatchState {
+        const BatchTokenCallback *fn;
+        std::exception_ptr error;
+    };
+    static bool batch_trampoline(size_t region, const char *piece, size_t len, void *user_data) noexcept {
+        auto *st = static_cast<BatchState *>(user_data);
+        try {
+            return (*st->fn)(region, std::string_view(piece, len));
         } catch (...) {
             st->error = std::current_exception();
             return false;

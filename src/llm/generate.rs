@@ -319,6 +319,20 @@ pub fn prefill(
     images: &[&[f32]],
 ) -> Result<usize> {
     check_model(ctx, model)?;
+    ctx.clear();
+    prefill_seq(ctx, model, pieces, images, 0)
+}
+
+/// Decodes the prompt pieces of sequence `seq` at its positions 0..L-1
+/// (its cells must be empty), keeping the logits of the last position.
+/// Returns L.
+fn prefill_seq(
+    ctx: &mut LlamaContext,
+    model: &LlamaModel,
+    pieces: &[PromptPiece],
+    images: &[&[f32]],
+    seq: usize,
+) -> Result<usize> {
     let len = check_pieces(model, pieces, images)?;
     if len > ctx.n_ctx() {
         return Err(Error::ContextOverflow(format!(
@@ -326,7 +340,6 @@ pub fn prefill(
             ctx.n_ctx()
         )));
     }
-    ctx.clear();
     let last = pieces
         .iter()
         .rposition(|p| !matches!(p, PromptPiece::Tokens(t) if t.is_empty()))
@@ -337,12 +350,12 @@ pub fn prefill(
         match p {
             PromptPiece::Tokens(t) if t.is_empty() => {}
             PromptPiece::Tokens(t) => {
-                ctx.decode_tokens(t, pos, logits)?;
+                ctx.decode_tokens_seq(t, pos, seq, logits)?;
                 pos += t.len();
             }
             PromptPiece::Image(k) => {
                 let img = images[*k]; // index checked by check_pieces
-                ctx.decode_embd(img, pos, logits)?;
+                ctx.decode_embd_seq(img, pos, seq, logits)?;
                 pos += img.len() / model.n_embd();
             }
         }
@@ -391,24 +404,8 @@ pub fn generate(
     cancel: &AtomicBool,
 ) -> Result<Generation> {
     check_model(ctx, model)?;
-    let mut sampler = Sampler::new(&opts.sampler_params())?;
-    ctx.with_abort_flag(cancel, |ctx| {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
-        let t0 = Instant::now();
-        let len = prefill(ctx, model, pieces, images)?;
-        let prefill_ms = ms_since(t0);
-        decode_loop(
-            ctx,
-            model,
-            &mut sampler,
-            len,
-            prefill_ms,
-            opts,
-            on_piece,
-            cancel,
-        )
+    generate_one(ctx, model, opts, on_piece, cancel, |ctx| {
+        prefill(ctx, model, pieces, images)
     })
 }
 
@@ -423,101 +420,284 @@ pub fn generate_from_embeddings(
     cancel: &AtomicBool,
 ) -> Result<Generation> {
     check_model(ctx, model)?;
-    let mut sampler = Sampler::new(&opts.sampler_params())?;
+    generate_one(ctx, model, opts, on_piece, cancel, |ctx| {
+        prefill_embeddings(ctx, embeds)
+    })
+}
+
+/// One sequence: `prefill` fills the cache (returning the prompt length),
+/// then tokens are sampled and fed back one at a time.
+fn generate_one(
+    ctx: &mut LlamaContext,
+    model: &LlamaModel,
+    opts: &GenerateOptions,
+    on_piece: &mut dyn FnMut(&str) -> bool,
+    cancel: &AtomicBool,
+    prefill: impl FnOnce(&mut LlamaContext) -> Result<usize>,
+) -> Result<Generation> {
+    let sampler = Sampler::new(&opts.sampler_params())?;
     ctx.with_abort_flag(cancel, |ctx| {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
         let t0 = Instant::now();
-        let len = prefill_embeddings(ctx, embeds)?;
-        let prefill_ms = ms_since(t0);
-        decode_loop(
-            ctx,
-            model,
-            &mut sampler,
-            len,
-            prefill_ms,
-            opts,
-            on_piece,
-            cancel,
-        )
+        let len = prefill(ctx)?;
+        let mut seq = SeqState::new(sampler, len, ms_since(t0));
+        let n_ctx = ctx.n_ctx();
+        let t1 = Instant::now();
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            let logits = ctx.logits_last()?;
+            let Some((tok, pos)) = seq.step(logits, model, opts, n_ctx, on_piece)? else {
+                break;
+            };
+            ctx.decode_tokens(&[tok], pos, true)?;
+            seq.n_decoded += 1;
+        }
+        Ok(seq.finish(ms_since(t1), on_piece))
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn decode_loop(
+/// A prompt of [`generate_many`]: pieces and the images they refer to.
+#[derive(Clone, Copy, Debug)]
+pub struct Prompt<'a> {
+    pub pieces: &'a [PromptPiece],
+    pub images: &'a [&'a [f32]],
+}
+
+/// Generates one description per prompt, decoding the sequences in
+/// parallel: each prompt is prefilled as its own sequence of the context,
+/// then every step decodes one token of each unfinished sequence in one
+/// batch (the weights are read once per step for all of them). Each
+/// sequence has its own sampler seeded with `opts.seed`, so the result of
+/// each prompt is that of a [`generate`] call alone. Prompts that do not
+/// fit together (more than the context's sequences, or more cells than
+/// `n_ctx`) run in consecutive waves. `on_piece(k, text)` streams prompt
+/// `k`'s text; returning false stops that prompt only.
+pub fn generate_many(
     ctx: &mut LlamaContext,
     model: &LlamaModel,
-    sampler: &mut Sampler,
-    prompt_len: usize,
-    prefill_ms: f64,
+    prompts: &[Prompt],
     opts: &GenerateOptions,
-    on_piece: &mut dyn FnMut(&str) -> bool,
+    on_piece: &mut dyn FnMut(usize, &str) -> bool,
     cancel: &AtomicBool,
-) -> Result<Generation> {
-    let t0 = Instant::now();
-    let mut tokens = Vec::new();
-    let mut text = String::new();
-    let mut stream = TextStream::new();
-    let mut step_logits = Vec::new();
-    let mut n_decoded = 0usize;
-    let mut stop = StopReason::MaxTokens;
-    let mut emit = |s: String, text: &mut String| -> bool {
-        if s.is_empty() {
-            return true;
+) -> Result<Vec<Generation>> {
+    check_model(ctx, model)?;
+    let mut lens = Vec::with_capacity(prompts.len());
+    for (k, p) in prompts.iter().enumerate() {
+        let len = check_pieces(model, p.pieces, p.images).map_err(|e| prompt_err(k, e))?;
+        if len > ctx.n_ctx() {
+            return Err(Error::ContextOverflow(format!(
+                "prompt {k} has {len} positions, the context {}",
+                ctx.n_ctx()
+            )));
         }
-        text.push_str(&s);
-        on_piece(&s)
-    };
-    for step in 0..opts.max_new_tokens {
+        lens.push(len);
+    }
+    let waves = plan_waves(&lens, opts.max_new_tokens, ctx.n_ctx(), ctx.n_seq_max());
+    let mut out = Vec::with_capacity(prompts.len());
+    ctx.with_abort_flag(cancel, |ctx| -> Result<()> {
+        for wave in waves {
+            let first = wave.start;
+            let seqs = run_wave(
+                ctx,
+                model,
+                &prompts[wave],
+                opts,
+                &mut |j, s| on_piece(first + j, s),
+                cancel,
+            )?;
+            out.extend(seqs);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn prompt_err(k: usize, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("prompt {k}: {m}")),
+        e => e,
+    }
+}
+
+/// Splits prompts (in order) into waves that fit the context together:
+/// at most `n_seq` sequences, and at most `n_ctx` cells, counting each
+/// sequence's prompt plus the tokens it may feed back (capped at `n_ctx`:
+/// a sequence that alone would overflow runs alone, exactly as in a single
+/// call, and stops when the context is full).
+pub fn plan_waves(
+    lens: &[usize],
+    max_new: usize,
+    n_ctx: usize,
+    n_seq: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut waves = Vec::new();
+    let (mut start, mut cells) = (0usize, 0usize);
+    for (k, &len) in lens.iter().enumerate() {
+        let need = len.saturating_add(max_new.saturating_sub(1)).min(n_ctx);
+        if k > start && (k - start >= n_seq.max(1) || cells + need > n_ctx) {
+            waves.push(start..k);
+            (start, cells) = (k, 0);
+        }
+        cells += need;
+    }
+    if start < lens.len() {
+        waves.push(start..lens.len());
+    }
+    waves
+}
+
+/// Prefills each prompt as sequence j (its index in the wave), then decodes
+/// all unfinished sequences one token per step.
+fn run_wave(
+    ctx: &mut LlamaContext,
+    model: &LlamaModel,
+    prompts: &[Prompt],
+    opts: &GenerateOptions,
+    on_piece: &mut dyn FnMut(usize, &str) -> bool,
+    cancel: &AtomicBool,
+) -> Result<Vec<Generation>> {
+    ctx.clear();
+    let n_ctx = ctx.n_ctx();
+    let mut seqs = Vec::with_capacity(prompts.len());
+    // Pending feed-back (token, position) per sequence; None = finished.
+    let mut next = Vec::with_capacity(prompts.len());
+    for (j, p) in prompts.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
+        let t0 = Instant::now();
+        let len = prefill_seq(ctx, model, p.pieces, p.images, j)?;
+        let mut seq = SeqState::new(Sampler::new(&opts.sampler_params())?, len, ms_since(t0));
         let logits = ctx.logits_last()?;
-        if opts.collect_logits {
-            step_logits.push(logits.to_vec());
-        }
-        let tok = sampler.sample_logits(logits)?;
-        tokens.push(tok);
-        if model.is_eog(tok) {
-            stop = StopReason::Eos;
-            break;
-        }
-        if !emit(stream.push(&model.token_to_piece(tok)), &mut text) {
-            stop = StopReason::Callback;
-            break;
-        }
-        if step + 1 == opts.max_new_tokens {
-            break;
-        }
-        let pos = prompt_len + n_decoded;
-        if pos >= ctx.n_ctx() {
-            stop = StopReason::ContextFull;
-            break;
-        }
-        ctx.decode_tokens(&[tok], pos, true)?;
-        n_decoded += 1;
+        next.push(seq.step(logits, model, opts, n_ctx, &mut |s| on_piece(j, s))?);
+        seqs.push(seq);
     }
-    if stop != StopReason::Callback {
-        // The caller has stopped listening after a `false`.
-        let _ = emit(stream.finish(), &mut text);
+    let t1 = Instant::now();
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let active: Vec<usize> = (0..seqs.len()).filter(|&j| next[j].is_some()).collect();
+        let steps: Vec<(i32, usize, usize)> = active
+            .iter()
+            .filter_map(|&j| next[j].map(|(tok, pos)| (tok, pos, j)))
+            .collect();
+        if steps.is_empty() {
+            break;
+        }
+        ctx.decode_step(&steps)?;
+        for (i, &j) in active.iter().enumerate() {
+            seqs[j].n_decoded += 1;
+            let logits = ctx.logits_ith(i)?;
+            next[j] = seqs[j].step(logits, model, opts, n_ctx, &mut |s| on_piece(j, s))?;
+        }
     }
-    let decode_ms = ms_since(t0);
-    Ok(Generation {
-        first_logits: step_logits.first().cloned().unwrap_or_default(),
-        step_logits,
-        stopped_by_eos: stop == StopReason::Eos,
-        stop_reason: stop,
-        tokens,
-        text,
-        prompt_len,
-        timings: Timings {
+    let decode_ms = ms_since(t1);
+    Ok(seqs
+        .into_iter()
+        .enumerate()
+        .map(|(j, s)| s.finish(decode_ms, &mut |t| on_piece(j, t)))
+        .collect())
+}
+
+/// The state of one sequence's generation after its prefill.
+struct SeqState {
+    sampler: Sampler,
+    tokens: Vec<i32>,
+    text: String,
+    stream: TextStream,
+    step_logits: Vec<Vec<f32>>,
+    /// Tokens fed back so far (the next one goes at `prompt_len + n_decoded`).
+    n_decoded: usize,
+    stop: StopReason,
+    prompt_len: usize,
+    prefill_ms: f64,
+}
+
+impl SeqState {
+    fn new(sampler: Sampler, prompt_len: usize, prefill_ms: f64) -> Self {
+        SeqState {
+            sampler,
+            tokens: Vec::new(),
+            text: String::new(),
+            stream: TextStream::new(),
+            step_logits: Vec::new(),
+            n_decoded: 0,
+            stop: StopReason::MaxTokens,
+            prompt_len,
             prefill_ms,
-            decode_ms,
-            n_prompt_tokens: prompt_len,
-            n_decoded,
-        },
-    })
+        }
+    }
+
+    /// Samples the next token from `logits` (the sequence's last position)
+    /// and streams its text. Returns the token and the position to feed it
+    /// back at, or None when the sequence is finished.
+    fn step(
+        &mut self,
+        logits: &[f32],
+        model: &LlamaModel,
+        opts: &GenerateOptions,
+        n_ctx: usize,
+        on_piece: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Option<(i32, usize)>> {
+        if opts.collect_logits {
+            self.step_logits.push(logits.to_vec());
+        }
+        let tok = self.sampler.sample_logits(logits)?;
+        self.tokens.push(tok);
+        if model.is_eog(tok) {
+            self.stop = StopReason::Eos;
+            return Ok(None);
+        }
+        let piece = self.stream.push(&model.token_to_piece(tok));
+        if !piece.is_empty() {
+            self.text.push_str(&piece);
+            if !on_piece(&piece) {
+                self.stop = StopReason::Callback;
+                return Ok(None);
+            }
+        }
+        if self.tokens.len() >= opts.max_new_tokens {
+            return Ok(None);
+        }
+        let pos = self.prompt_len + self.n_decoded;
+        if pos >= n_ctx {
+            self.stop = StopReason::ContextFull;
+            return Ok(None);
+        }
+        Ok(Some((tok, pos)))
+    }
+
+    /// Flushes the text stream and builds the result.
+    fn finish(mut self, decode_ms: f64, on_piece: &mut dyn FnMut(&str) -> bool) -> Generation {
+        if self.stop != StopReason::Callback {
+            // The caller has stopped listening after a `false`.
+            let rest = self.stream.finish();
+            if !rest.is_empty() {
+                self.text.push_str(&rest);
+                let _ = on_piece(&rest);
+            }
+        }
+        Generation {
+            first_logits: self.step_logits.first().cloned().unwrap_or_default(),
+            step_logits: self.step_logits,
+            stopped_by_eos: self.stop == StopReason::Eos,
+            stop_reason: self.stop,
+            tokens: self.tokens,
+            text: self.text,
+            prompt_len: self.prompt_len,
+            timings: Timings {
+                prefill_ms: self.prefill_ms,
+                decode_ms,
+                n_prompt_tokens: self.prompt_len,
+                n_decoded: self.n_decoded,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -583,6 +763,27 @@ mod tests {
         assert_eq!(t, "");
         let (_, t) = stream_all(&[b"\x1c", b"x", b"\x1f"]);
         assert_eq!(t, "x");
+    }
+
+    #[test]
+    fn waves_respect_sequences_and_cells() {
+        // Four prompts of 100 positions, 51 new tokens: 150 cells each.
+        assert_eq!(plan_waves(&[100; 4], 51, 1000, 4), vec![0..4]);
+        assert_eq!(plan_waves(&[100; 4], 51, 1000, 3), vec![0..3, 3..4]);
+        assert_eq!(plan_waves(&[100; 4], 51, 300, 4), vec![0..2, 2..4]);
+        assert_eq!(
+            plan_waves(&[100; 4], 51, 299, 4),
+            vec![0..1, 1..2, 2..3, 3..4]
+        );
+        // A prompt that cannot finish within the context runs alone.
+        assert_eq!(
+            plan_waves(&[10, 290, 10], 51, 300, 4),
+            vec![0..1, 1..2, 2..3]
+        );
+        assert_eq!(
+            plan_waves(&[], 51, 300, 4),
+            Vec::<std::ops::Range<usize>>::new()
+        );
     }
 
     #[test]

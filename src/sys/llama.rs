@@ -485,6 +485,10 @@ pub struct ContextParams {
     pub type_k: KvType,
     pub type_v: KvType,
     pub flash_attn: FlashAttn,
+    /// Sequences that can share the context at once (decoded together in
+    /// one batch). The KV cache is unified: all sequences draw their cells
+    /// from the same `n_ctx`.
+    pub n_seq_max: u32,
 }
 
 impl Default for ContextParams {
@@ -499,6 +503,7 @@ impl Default for ContextParams {
             type_k: KvType::F16,
             type_v: KvType::F16,
             flash_attn: FlashAttn::Auto,
+            n_seq_max: 1,
         }
     }
 }
@@ -523,8 +528,9 @@ pub struct LlamaContext {
     model: Arc<LlamaModel>,
     n_ctx: usize,
     n_batch: usize,
-    /// Whether the last successful decode produced a logits row.
-    has_logits: bool,
+    n_seq_max: usize,
+    /// Logits rows the last successful decode produced.
+    n_outputs: usize,
     /// Keeps the installed abort flag alive.
     abort: Option<Arc<AtomicBool>>,
 }
@@ -585,26 +591,29 @@ impl Batch {
         Ok(b)
     }
 
-    /// Fills rows 0..n with positions pos0.., sequence 0 and the output
+    /// Fills rows 0..n with positions pos0.., sequence `seq` and the output
     /// flag on the last row only if `logits_last`.
-    fn fill_common(&mut self, n: usize, pos0: i32, logits_last: bool) {
+    fn fill_common(&mut self, n: usize, pos0: i32, seq: i32, logits_last: bool) {
+        self.fill_rows(n, |i| (pos0 + i as i32, seq, logits_last && i + 1 == n));
+    }
+
+    /// Fills rows 0..n with (position, sequence, output flag) of `row(i)`.
+    fn fill_rows(&mut self, n: usize, row: impl Fn(usize) -> (i32, i32, bool)) {
         debug_assert!(n <= self.cap);
         // SAFETY: the arrays were allocated by llama_batch_init with `cap`
         // entries (checked non-null in `new`), `n <= cap`; each `seq_id[i]`
-        // points at room for one id (n_seq_max = 1).
+        // points at room for one id (allocated with n_seq_max = 1).
         unsafe {
             let pos = std::slice::from_raw_parts_mut(self.raw.pos, n);
             let nseq = std::slice::from_raw_parts_mut(self.raw.n_seq_id, n);
             let seq = std::slice::from_raw_parts_mut(self.raw.seq_id, n);
             let out = std::slice::from_raw_parts_mut(self.raw.logits, n);
             for i in 0..n {
-                pos[i] = pos0 + i as i32;
+                let (p, s, o) = row(i);
+                pos[i] = p;
                 nseq[i] = 1;
-                *seq[i] = 0;
-                out[i] = 0;
-            }
-            if logits_last && n > 0 {
-                out[n - 1] = 1;
+                *seq[i] = s;
+                out[i] = i8::from(o);
             }
         }
         self.raw.n_tokens = n as i32;
@@ -686,7 +695,16 @@ impl LlamaContext {
         p.n_ctx = n_ctx;
         p.n_batch = n_batch;
         p.n_ubatch = n_batch;
-        p.n_seq_max = 1;
+        if params.n_seq_max == 0 || params.n_seq_max > MAX_SEQUENCES {
+            return Err(Error::InvalidArgument(format!(
+                "{} sequences (1..={MAX_SEQUENCES} supported)",
+                params.n_seq_max
+            )));
+        }
+        p.n_seq_max = params.n_seq_max;
+        // One pool of cells for all sequences: a lone sequence gets the
+        // whole context, as with n_seq_max = 1.
+        p.kv_unified = true;
         p.n_threads = params.n_threads;
         p.n_threads_batch = params.n_threads;
         p.type_k = params.type_k.raw();
@@ -713,7 +731,8 @@ impl LlamaContext {
             model: Arc::clone(model),
             n_ctx: real_ctx as usize,
             n_batch: (real_batch as usize).clamp(1, n_batch as usize),
-            has_logits: false,
+            n_seq_max: params.n_seq_max as usize,
+            n_outputs: 0,
             abort: None,
         })
     }
@@ -731,6 +750,11 @@ impl LlamaContext {
     /// Most rows per llama_decode call; longer inputs are split.
     pub fn n_batch(&self) -> usize {
         self.n_batch
+    }
+
+    /// Sequences the context holds at once (ids 0..n_seq_max).
+    pub fn n_seq_max(&self) -> usize {
+        self.n_seq_max
     }
 
     /// Number of positions in the KV cache (next free position), from
@@ -758,7 +782,7 @@ impl LlamaContext {
                 ffi::llama_memory_clear(mem, true);
             }
         }
-        self.has_logits = false;
+        self.n_outputs = 0;
     }
 
     /// Sets the number of compute threads.
@@ -828,21 +852,38 @@ impl LlamaContext {
         }
     }
 
+    fn check_seq(&self, seq: usize) -> Result<i32> {
+        if seq >= self.n_seq_max {
+            return Err(Error::InvalidArgument(format!(
+                "sequence {seq} outside the context's {} sequences",
+                self.n_seq_max
+            )));
+        }
+        Ok(seq as i32)
+    }
+
     /// Decodes token ids at positions pos0.. (sequence 0), in chunks of at
     /// most [`Self::n_batch`]. With `logits_last` the logits of the last
     /// token are kept for [`Self::logits_last`].
     pub fn decode_tokens(&mut self, tokens: &[i32], pos0: usize, logits_last: bool) -> Result<()> {
+        self.decode_tokens_seq(tokens, pos0, 0, logits_last)
+    }
+
+    /// As [`Self::decode_tokens`], for sequence `seq`.
+    pub fn decode_tokens_seq(
+        &mut self,
+        tokens: &[i32],
+        pos0: usize,
+        seq: usize,
+        logits_last: bool,
+    ) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to decode".into()));
         }
-        let n_vocab = self.model.n_vocab();
-        if let Some(&t) = tokens.iter().find(|&&t| t < 0 || t as usize >= n_vocab) {
-            return Err(Error::InvalidArgument(format!(
-                "token id {t} outside the vocabulary (0..{n_vocab})"
-            )));
-        }
+        self.check_tokens(tokens)?;
+        let seq = self.check_seq(seq)?;
         let pos0 = self.check_range(pos0, tokens.len())?;
-        self.has_logits = false;
+        self.n_outputs = 0;
         let mut batch = Batch::new(self.n_batch.min(tokens.len()), 0)?;
         let n_chunks = tokens.len().div_ceil(self.n_batch);
         for (i, chunk) in tokens.chunks(self.n_batch).enumerate() {
@@ -851,18 +892,40 @@ impl LlamaContext {
             batch.fill_common(
                 chunk.len(),
                 pos0 + (i * self.n_batch) as i32,
+                seq,
                 last && logits_last,
             );
             self.decode(&batch)?;
         }
-        self.has_logits = logits_last;
+        self.n_outputs = usize::from(logits_last);
         Ok(())
+    }
+
+    fn check_tokens(&self, tokens: &[i32]) -> Result<()> {
+        let n_vocab = self.model.n_vocab();
+        match tokens.iter().find(|&&t| t < 0 || t as usize >= n_vocab) {
+            Some(t) => Err(Error::InvalidArgument(format!(
+                "token id {t} outside the vocabulary (0..{n_vocab})"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Decodes embedding rows (`rows.len() / n_embd` rows of
     /// [`LlamaModel::n_embd`] floats, row-major) at positions pos0..
     /// (sequence 0), in chunks of at most [`Self::n_batch`].
     pub fn decode_embd(&mut self, rows: &[f32], pos0: usize, logits_last: bool) -> Result<()> {
+        self.decode_embd_seq(rows, pos0, 0, logits_last)
+    }
+
+    /// As [`Self::decode_embd`], for sequence `seq`.
+    pub fn decode_embd_seq(
+        &mut self,
+        rows: &[f32],
+        pos0: usize,
+        seq: usize,
+        logits_last: bool,
+    ) -> Result<()> {
         let n_embd = self.model.n_embd();
         if rows.is_empty() || rows.len() % n_embd != 0 {
             return Err(Error::InvalidArgument(format!(
@@ -871,8 +934,9 @@ impl LlamaContext {
             )));
         }
         let n = rows.len() / n_embd;
+        let seq = self.check_seq(seq)?;
         let pos0 = self.check_range(pos0, n)?;
-        self.has_logits = false;
+        self.n_outputs = 0;
         let mut batch = Batch::new(self.n_batch.min(n), n_embd)?;
         let n_chunks = n.div_ceil(self.n_batch);
         for (i, chunk) in rows.chunks(self.n_batch * n_embd).enumerate() {
@@ -881,26 +945,73 @@ impl LlamaContext {
             batch.fill_common(
                 chunk.len() / n_embd,
                 pos0 + (i * self.n_batch) as i32,
+                seq,
                 last && logits_last,
             );
             self.decode(&batch)?;
         }
-        self.has_logits = logits_last;
+        self.n_outputs = usize::from(logits_last);
+        Ok(())
+    }
+
+    /// Decodes one token for each of several sequences in one batch:
+    /// `steps[i] = (token, position, sequence)`, sequences distinct. Every
+    /// row keeps its logits: row `i` is [`Self::logits_ith`]`(i)`.
+    pub fn decode_step(&mut self, steps: &[(i32, usize, usize)]) -> Result<()> {
+        if steps.is_empty() || steps.len() > self.n_batch {
+            return Err(Error::InvalidArgument(format!(
+                "{} rows in a step (1..={} allowed)",
+                steps.len(),
+                self.n_batch
+            )));
+        }
+        let mut seen = vec![false; self.n_seq_max];
+        let mut rows = Vec::with_capacity(steps.len());
+        for &(tok, pos, seq) in steps {
+            self.check_tokens(&[tok])?;
+            let s = self.check_seq(seq)?;
+            if std::mem::replace(&mut seen[seq], true) {
+                return Err(Error::InvalidArgument(format!(
+                    "sequence {seq} appears twice in one step"
+                )));
+            }
+            rows.push((tok, self.check_range(pos, 1)?, s));
+        }
+        self.n_outputs = 0;
+        let mut batch = Batch::new(rows.len(), 0)?;
+        let toks: Vec<i32> = rows.iter().map(|r| r.0).collect();
+        batch.set_tokens(&toks);
+        batch.fill_rows(rows.len(), |i| (rows[i].1, rows[i].2, true));
+        self.decode(&batch)?;
+        self.n_outputs = rows.len();
         Ok(())
     }
 
     /// The logits (n_vocab floats) of the last row of the last decode,
-    /// which must have been called with `logits_last`.
+    /// which must have produced logits.
     pub fn logits_last(&mut self) -> Result<&[f32]> {
-        if !self.has_logits {
-            return Err(Error::InvalidArgument(
+        match self.n_outputs {
+            0 => Err(Error::InvalidArgument(
                 "the last decode produced no logits".into(),
-            ));
+            )),
+            n => self.logits_ith(n - 1),
         }
-        // SAFETY: valid context with one output row (tracked by
-        // `has_logits`), so index -1 resolves; llama.cpp returns null on
-        // failure (checked).
-        let p = unsafe { ffi::llama_get_logits_ith(self.ptr.as_ptr(), -1) };
+    }
+
+    /// The logits of output row `i` of the last decode (rows are counted
+    /// among those that asked for logits, in batch order).
+    pub fn logits_ith(&mut self, i: usize) -> Result<&[f32]> {
+        if i >= self.n_outputs {
+            return Err(Error::InvalidArgument(format!(
+                "logits row {i} does not exist (the last decode produced {})",
+                self.n_outputs
+            )));
+        }
+        // SAFETY: valid context; row `i` exists (tracked by `n_outputs`,
+        // and every output row of our batches is flagged in order, so the
+        // batch index of output `i` is the one llama.cpp maps); llama.cpp
+        // returns null on failure (checked).
+        let p = unsafe { ffi::llama_get_logits_ith(self.ptr.as_ptr(), self.output_index(i)) };
         if p.is_null() {
             return Err(Error::Backend(with_detail(
                 "llama.cpp returned no logits".into(),
@@ -911,7 +1022,21 @@ impl LlamaContext {
         // it is alive.
         Ok(unsafe { std::slice::from_raw_parts(p, self.model.n_vocab()) })
     }
+
+    /// The batch index llama.cpp expects for output row `i`: single-output
+    /// decodes flag only their last row (-1 resolves it); steps flag every
+    /// row, so output `i` is batch row `i`.
+    fn output_index(&self, i: usize) -> i32 {
+        if self.n_outputs == 1 {
+            -1
+        } else {
+            i as i32
+        }
+    }
 }
+
+/// The most sequences a context may hold.
+pub const MAX_SEQUENCES: u32 = 64;
 
 // ---------------------------------------------------------------- sampler
 

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <stddef.h>
+
 #include "dam.h"
 
 static int n_pass = 0, n_fail = 0;
@@ -276,6 +278,18 @@ static void check_load_errors(void) {
     mp = dam_model_default_params();
     mp.n_threads = 513;
     CHECK_STATUS(dam_model_load(DAM_API_VERSION, llm_path, vision_path, &mp, &m), DAM_STATUS_INVALID_ARGUMENT);
+    mp = dam_model_default_params();
+    CHECK(mp.n_seq_max == 4);
+    mp.n_seq_max = 65;
+    CHECK_STATUS(dam_model_load(DAM_API_VERSION, llm_path, vision_path, &mp, &m), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(dam_last_error(), "n_seq_max") != NULL);
+    /* An API 1.0 caller: its struct ends before n_seq_max, which gets the default. */
+    mp = dam_model_default_params();
+    mp.struct_size = (uint32_t)offsetof(dam_model_params, n_seq_max);
+    mp.n_seq_max = 65; /* beyond the caller's struct: never read */
+    CHECK_STATUS(dam_model_load((1u << 16) | 0u, llm_path, vision_path, &mp, &m), DAM_STATUS_OK);
+    dam_model_free(m);
+    m = NULL;
     mp = dam_model_default_params();
     mp.log_level = 9;
     CHECK_STATUS(dam_model_load(DAM_API_VERSION, llm_path, vision_path, &mp, &m), DAM_STATUS_INVALID_ARGUMENT);
@@ -633,6 +647,105 @@ static void check_video(dam_session *s, uint32_t max_frames) {
     CHECK_STATUS(dam_describe_video(s, imgs, regs, max_frames, &o, NULL, NULL, buf, sizeof buf, &len), DAM_STATUS_OK);
 }
 
+/* ----------------------------------------------------------------- batches */
+
+typedef struct {
+    char text[4][1024];
+    size_t len[4];
+    int stop_region; /* region whose stream returns false, -1 = none */
+    int calls[4];
+} batch_state;
+
+static bool on_batch_token(size_t region, const char *piece, size_t len, void *ud) {
+    batch_state *b = (batch_state *)ud;
+    if (region >= 4 || strlen(piece) != len || b->len[region] + len >= sizeof b->text[0]) {
+        return false;
+    }
+    memcpy(b->text[region] + b->len[region], piece, len + 1);
+    b->len[region] += len;
+    b->calls[region]++;
+    return (int)region != b->stop_region;
+}
+
+static void check_batch(dam_session *s) {
+    dam_image_view img = view(rgb, W, H, W * 3, DAM_PIXEL_FORMAT_RGB8);
+    dam_region regs[4];
+    regs[0] = mask_region(mask);
+    regs[1] = region_of(DAM_REGION_KIND_BOX);
+    regs[1].x0 = 2;
+    regs[1].y0 = 3;
+    regs[1].x1 = W - 4;
+    regs[1].y1 = H / 2;
+    regs[2] = region_of(DAM_REGION_KIND_BOX);
+    regs[2].normalized = 1;
+    regs[2].x0 = 0.5f;
+    regs[2].y0 = 0.25f;
+    regs[2].x1 = 1.0f;
+    regs[2].y1 = 0.9f;
+    regs[3] = mask_region(mask);
+    dam_describe_options o = greedy(10);
+    char single[4][1024], buf[1024];
+    size_t len = 0;
+    for (int i = 0; i < 4; i++) {
+        CHECK_STATUS(dam_describe(s, &img, &regs[i], &o, NULL, NULL, single[i], sizeof single[i], &len), DAM_STATUS_OK);
+    }
+    CHECK(dam_session_caption_count(s) == 1);
+    CHECK_STATUS(dam_session_caption(s, 0, buf, sizeof buf, &len), DAM_STATUS_OK);
+    CHECK(strcmp(buf, single[3]) == 0);
+    CHECK_STATUS(dam_session_caption(s, 1, buf, sizeof buf, &len), DAM_STATUS_INVALID_ARGUMENT);
+
+    /* The batch gives each region's single-call caption, streamed per region. */
+    batch_state b;
+    memset(&b, 0, sizeof b);
+    b.stop_region = -1;
+    CHECK_STATUS(dam_describe_batch(s, &img, regs, 4, &o, on_batch_token, &b), DAM_STATUS_OK);
+    CHECK(dam_session_caption_count(s) == 4);
+    for (size_t i = 0; i < 4; i++) {
+        CHECK_STATUS(dam_session_caption(s, i, buf, sizeof buf, &len), DAM_STATUS_OK);
+        CHECK(strcmp(buf, single[i]) == 0 && len == strlen(buf) + 1);
+        CHECK(strcmp(b.text[i], single[i]) == 0);
+    }
+    CHECK_STATUS(dam_session_caption(s, 4, buf, sizeof buf, &len), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(dam_session_caption(s, 0, buf, 1, &len), DAM_STATUS_BUFFER_TOO_SMALL);
+    CHECK(len == strlen(single[0]) + 1);
+    CHECK_STATUS(dam_session_last_caption(s, buf, sizeof buf, &len), DAM_STATUS_OK);
+    CHECK(strcmp(buf, single[0]) == 0);
+    dam_timings t;
+    memset(&t, 0, sizeof t);
+    t.struct_size = sizeof t;
+    CHECK_STATUS(dam_session_timings(s, &t), DAM_STATUS_OK);
+    CHECK(t.vision_ms > 0 && t.n_generated_tokens >= 4);
+
+    /* No callback; stopping one region's stream leaves the others whole. */
+    CHECK_STATUS(dam_describe_batch(s, &img, regs, 4, NULL, NULL, NULL), DAM_STATUS_OK);
+    memset(&b, 0, sizeof b);
+    b.stop_region = 1;
+    CHECK_STATUS(dam_describe_batch(s, &img, regs, 4, &o, on_batch_token, &b), DAM_STATUS_OK);
+    CHECK(b.calls[1] == 1);
+    CHECK_STATUS(dam_session_caption(s, 2, buf, sizeof buf, &len), DAM_STATUS_OK);
+    CHECK(strcmp(buf, single[2]) == 0);
+
+    /* Bad arguments. */
+    CHECK_STATUS(dam_describe_batch(NULL, &img, regs, 4, &o, NULL, NULL), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(dam_describe_batch(s, NULL, regs, 4, &o, NULL, NULL), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(dam_describe_batch(s, &img, NULL, 4, &o, NULL, NULL), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(dam_describe_batch(s, &img, regs, 0, &o, NULL, NULL), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(dam_describe_batch(s, &img, regs, 65, &o, NULL, NULL), DAM_STATUS_INVALID_ARGUMENT);
+    regs[2].struct_size = 12;
+    CHECK_STATUS(dam_describe_batch(s, &img, regs, 4, &o, NULL, NULL), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(dam_last_error(), "regions[2]") != NULL);
+    regs[2] = mask_region(empty_mask);
+    CHECK_STATUS(dam_describe_batch(s, &img, regs, 4, &o, NULL, NULL), DAM_STATUS_INVALID_REGION);
+    CHECK(strstr(dam_last_error(), "region 2") != NULL);
+    CHECK(dam_session_caption_count(s) == 0); /* a failed describe clears the captions */
+    regs[2] = region_of(DAM_REGION_KIND_POINTS);
+    CHECK_STATUS(dam_describe_batch(s, &img, regs, 4, &o, NULL, NULL), DAM_STATUS_UNSUPPORTED_REGION);
+    img.stride_bytes = 1;
+    CHECK_STATUS(dam_describe_batch(s, &img, regs, 2, &o, NULL, NULL), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK(dam_session_caption_count(NULL) == 0);
+    CHECK_STATUS(dam_session_caption(NULL, 0, buf, sizeof buf, &len), DAM_STATUS_INVALID_ARGUMENT);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: errors LLM.gguf VISION.gguf\n");
@@ -663,6 +776,7 @@ int main(int argc, char **argv) {
         check_buffers(s);
         check_cancel_and_callbacks(s);
         check_video(s, dam_model_max_frames(m));
+        check_batch(s);
     }
     dam_session_free(s);
     dam_model_free(m);

@@ -400,14 +400,14 @@ class Session:
             return self._last_caption(h)
 
     @staticmethod
-    def _last_caption(h) -> str:
+    def _last_caption(h, index: int = 0) -> str:
         lib = _L()
         n = ctypes.c_size_t(0)
-        st = lib.dam_session_last_caption(h, None, 0, ctypes.byref(n))
+        st = lib.dam_session_caption(h, index, None, 0, ctypes.byref(n))
         if st != _ffi.BUFFER_TOO_SMALL:
             _check(st)
         buf = ctypes.create_string_buffer(n.value)
-        _check(lib.dam_session_last_caption(h, buf, n.value, ctypes.byref(n)))
+        _check(lib.dam_session_caption(h, index, buf, n.value, ctypes.byref(n)))
         return buf.raw[: n.value - 1].decode("utf-8")
 
     def timings(self) -> dict:
@@ -532,6 +532,65 @@ class Session:
             raise _error(st, msg)
         assert text is not None
         return text
+
+    def describe_batch(
+        self,
+        image: Any,
+        regions: Sequence[dict],
+        *,
+        query: Optional[str] = None,
+        length: Optional[str] = None,
+        greedy: bool = False,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        top_k: Optional[int] = None,
+        seed: Optional[int] = None,
+        max_tokens: Optional[int] = None,
+        on_token: Optional[Callable[[int, str], Any]] = None,
+    ) -> list[str]:
+        """Describes several regions of one image in one call (batched vision, captions
+        decoded in parallel); returns one caption per region, each the one ``describe``
+        gives for that region. Each region is a dict with one of ``mask``, ``box``,
+        ``scribble`` (+ ``brush``), ``alpha`` or ``points``, and optionally
+        ``normalized``. ``on_token(k, piece)`` streams region ``k``; returning False
+        stops that region only."""
+        frames = [
+            _Frame(
+                image,
+                r.get("mask"),
+                r.get("box"),
+                r.get("scribble"),
+                r.get("brush", 10.0),
+                r.get("alpha", False),
+                r.get("points"),
+                r.get("normalized", False),
+            )
+            for r in regions
+        ]
+        if not frames:
+            raise ValueError("give at least one region")
+        opts, _keep = _options(query, length, greedy, temperature, top_p, top_k, seed, max_tokens)
+        if on_token is None:
+            cb = _ffi.BATCH_TOKEN_CALLBACK()
+        else:
+
+            def trampoline(k, ptr, n, _ud):
+                try:
+                    piece = ctypes.string_at(ptr, n).decode("utf-8")
+                    return on_token(int(k), piece) is not False
+                except BaseException:  # never let an exception reach C
+                    return False
+
+            cb = _ffi.BATCH_TOKEN_CALLBACK(trampoline)
+        lib = _L()
+        regs = (_ffi.Region * len(frames))(*[f.region for f in frames])
+        with self._using() as h:
+            st = lib.dam_describe_batch(
+                h, ctypes.byref(frames[0].view), regs, len(frames), ctypes.byref(opts), cb, None
+            )
+            if st != _ffi.OK:
+                raise _error(st, (lib.dam_last_error() or b"").decode("utf-8", "replace"))
+            return [self._last_caption(h, k) for k in range(lib.dam_session_caption_count(h))]
 
     def stream(self, image: Any, mask: Any = None, **kw) -> Iterator[str]:
         """As ``describe``, yielding the caption's pieces as they are generated. Closing the
@@ -727,6 +786,11 @@ class Model:
         """Describes one region (see ``Session.describe``)."""
         with self._borrow() as s:
             return s.describe(image, mask, **kw)
+
+    def describe_batch(self, image: Any, regions: Sequence[dict], **kw) -> list[str]:
+        """Describes several regions of one image in one call (see ``Session.describe_batch``)."""
+        with self._borrow() as s:
+            return s.describe_batch(image, regions, **kw)
 
     def describe_video(self, images: Sequence[Any], masks: Sequence[Any], **kw) -> str:
         """Describes the object masked in up to ``max_frames`` frames."""

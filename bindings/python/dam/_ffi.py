@@ -39,6 +39,9 @@ LOG_LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 LOAD_STAGES = {0: "start", 1: "vision_loaded", 2: "llm_loaded", 3: "done"}
 
 TOKEN_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+BATCH_TOKEN_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_bool, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p
+)
 PROGRESS_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p)
 LOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_char_p, ctypes.c_void_p)
 
@@ -56,6 +59,7 @@ class ModelParams(ctypes.Structure):
         ("log_callback", LOG_CALLBACK),
         ("log_user_data", ctypes.c_void_p),
         ("log_level", ctypes.c_int32),
+        ("n_seq_max", ctypes.c_uint32),  # API 1.1
     ]
 
 
@@ -207,6 +211,23 @@ def load(path: str | None = None) -> ctypes.CDLL:
             status,
         ),
         "dam_session_timings": ([c.c_void_p, c.POINTER(Timings)], status),
+        "dam_describe_batch": (
+            [
+                c.c_void_p,
+                c.POINTER(ImageView),
+                c.POINTER(Region),
+                c.c_size_t,
+                c.POINTER(DescribeOptions),
+                BATCH_TOKEN_CALLBACK,
+                c.c_void_p,
+            ],
+            status,
+        ),
+        "dam_session_caption_count": ([c.c_void_p], c.c_size_t),
+        "dam_session_caption": (
+            [c.c_void_p, c.c_size_t, c.c_char_p, c.c_size_t, c.POINTER(c.c_size_t)],
+            status,
+        ),
     }
     for name, (args, res) in sigs.items():
         f = getattr(lib, name)

@@ -29,7 +29,7 @@ def test_library_and_version():
     assert dam.version()
     assert dam.library_path().endswith(("libdam.so", "libdam.dylib", "dam.dll"))
     info = dam.backend_info()
-    assert info["api_version"] == "1.0"
+    assert info["api_version"] == "1.1"
     assert any(b["name"] for b in info["backends"])
     assert isinstance(info["simd"], list) and info["threads"] >= 1
 
@@ -67,6 +67,25 @@ def test_box_and_scribble_match_cli(model, model_files, cli, case):
     got = model.describe(case["image"], scribble=[(100, 100), (600, 500), (900, 300)], brush=40, greedy=True,
                          max_tokens=N)
     assert got == want
+
+
+def test_describe_batch_equals_single_calls(model, case):
+    regions = [
+        {"mask": case["mask"]},
+        {"box": (100, 200, 900, 800)},
+        {"box": (0.1, 0.2, 0.5, 0.7), "normalized": True},
+        {"scribble": [(100, 100), (600, 500), (900, 300)], "brush": 40},
+    ]
+    single = [model.describe(case["image"], greedy=True, max_tokens=N, **r) for r in regions]
+    pieces = {}
+    got = model.describe_batch(case["image"], regions, greedy=True, max_tokens=N,
+                               on_token=lambda k, p: pieces.setdefault(k, []).append(p))
+    assert got == single
+    assert ["".join(pieces.get(k, [])) for k in range(len(regions))] == single
+    with pytest.raises(dam.InvalidRegionError):
+        model.describe_batch(case["image"], regions + [{"box": (2, 2, 3, 3), "normalized": True}])
+    with pytest.raises(ValueError):
+        model.describe_batch(case["image"], [])
 
 
 def test_alpha_region(model, case):
