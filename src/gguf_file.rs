@@ -386,3 +386,102 @@ impl GgufHeader {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Pure Rust (no ggml), so these also run under Miri.
+    use super::*;
+
+    fn s(out: &mut Vec<u8>, v: &str) {
+        out.extend((v.len() as u64).to_le_bytes());
+        out.extend(v.as_bytes());
+    }
+
+    /// A small valid file: three keys (string, u32, array of f32) and two
+    /// tensors (f32 [4, 2] and f16 [8]) with their data.
+    fn valid() -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(2u64.to_le_bytes()); // tensors
+        b.extend(3u64.to_le_bytes()); // keys
+        s(&mut b, "general.architecture");
+        b.extend(8u32.to_le_bytes());
+        s(&mut b, "llama");
+        s(&mut b, "x.count");
+        b.extend(4u32.to_le_bytes());
+        b.extend(7u32.to_le_bytes());
+        s(&mut b, "x.mean");
+        b.extend(9u32.to_le_bytes());
+        b.extend(6u32.to_le_bytes());
+        b.extend(3u64.to_le_bytes());
+        for f in [0.5f32, 0.25, 0.125] {
+            b.extend(f.to_le_bytes());
+        }
+        for (name, ne, ty, off) in [("a", vec![4u64, 2], 0u32, 0u64), ("b", vec![8], 1, 32)] {
+            s(&mut b, name);
+            b.extend((ne.len() as u32).to_le_bytes());
+            for d in ne {
+                b.extend(d.to_le_bytes());
+            }
+            b.extend(ty.to_le_bytes());
+            b.extend(off.to_le_bytes());
+        }
+        b.resize(b.len().div_ceil(32) * 32 + 64, 0);
+        b
+    }
+
+    #[test]
+    fn parses_a_valid_file() {
+        let b = valid();
+        let h = GgufHeader::parse(&b, "t").unwrap();
+        assert_eq!(h.version, 3);
+        assert_eq!(h.keys, ["general.architecture", "x.count", "x.mean"]);
+        assert_eq!(h.req_str("general.architecture").unwrap(), "llama");
+        assert_eq!(h.req_u32("x.count").unwrap(), 7);
+        assert_eq!(h.req_f32_array::<3>("x.mean").unwrap(), [0.5, 0.25, 0.125]);
+        let a = h.tensor("a").unwrap();
+        assert_eq!(
+            (a.ne.as_slice(), a.ty, a.nbytes),
+            (&[4u64, 2][..], GgmlType::F32, 32)
+        );
+        assert_eq!(a.offset, h.data_offset);
+        assert_eq!(h.tensor("b").unwrap().offset, h.data_offset + 32);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let b = valid();
+        let h = GgufHeader::parse(&b, "t").unwrap();
+        let end = (h.data_offset + 48) as usize; // end of tensor b's data
+        for n in 0..end {
+            let e = GgufHeader::parse(&b[..n], "t").unwrap_err();
+            assert!(matches!(e, Error::InvalidModel(_)), "{n}: {e}");
+        }
+    }
+
+    #[test]
+    fn corrupt_fields_are_errors() {
+        let b = valid();
+        let patch = |at: usize, bytes: &[u8]| {
+            let mut c = b.clone();
+            c[at..at + bytes.len()].copy_from_slice(bytes);
+            GgufHeader::parse(&c, "t").unwrap_err().to_string()
+        };
+        assert!(patch(0, b"GGUX").contains("bad magic"));
+        assert!(patch(4, &9u32.to_le_bytes()).contains("version"));
+        assert!(patch(8, &u64::MAX.to_le_bytes()).contains("absurd"));
+        assert!(patch(16, &(1u64 << 40).to_le_bytes()).contains("absurd"));
+        // The first key's length, then its value type.
+        assert!(patch(24, &(1u64 << 60).to_le_bytes()).contains("absurd"));
+        assert!(patch(52, &99u32.to_le_bytes()).contains("unknown value type"));
+        // Mutating every byte of the header one at a time never panics.
+        let h = GgufHeader::parse(&b, "t").unwrap();
+        for i in 0..h.data_offset as usize {
+            for v in [0u8, 1, 0x7f, 0xff] {
+                let mut c = b.clone();
+                c[i] = v;
+                let _ = GgufHeader::parse(&c, "t");
+            }
+        }
+    }
+}

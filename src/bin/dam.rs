@@ -835,6 +835,10 @@ struct BenchArgs {
     /// Only preprocessing and the vision stage (the LLM file is not loaded).
     #[arg(long)]
     vision_only: bool,
+    /// With K > 1, each run also describes K regions (the mask and K - 1
+    /// boxes) as K sequential calls and as one describe_many batch.
+    #[arg(long, default_value_t = 1)]
+    regions: usize,
 }
 
 /// Peak resident memory of this process (VmHWM), bytes.
@@ -966,6 +970,50 @@ fn bench(a: BenchArgs) -> Result<()> {
                 }));
             }
         }
+        let mut batches = Vec::new();
+        if a.regions > 1 {
+            let mut regions = vec![region.clone()];
+            for k in 1..a.regions {
+                let f = (k % 4) as f32 * 0.15;
+                regions.push(Region::Box {
+                    x0: 0.05 + f,
+                    y0: 0.1 + f * 0.5,
+                    x1: 0.5 + f,
+                    y1: 0.6 + f * 0.5,
+                    normalized: true,
+                });
+            }
+            for k in 0..a.warmup + a.runs {
+                let t0 = Instant::now();
+                let mut single = Vec::new();
+                for r in &regions {
+                    single.push(session.describe(&image, r, &opts)?);
+                }
+                let sequential_ms = ms(t0);
+                let t1 = Instant::now();
+                let many = session.describe_many(&image, &regions, &opts, &mut |_, _| true)?;
+                let batched_ms = ms(t1);
+                let equal = many
+                    .captions
+                    .iter()
+                    .zip(&single)
+                    .all(|(b, s)| b.tokens == s.tokens);
+                let tokens: usize = single.iter().map(|c| c.tokens.len()).sum();
+                let t = &many.timings;
+                if k >= a.warmup {
+                    batches.push(serde_json::json!({
+                        "regions": regions.len(), "tokens": tokens,
+                        "sequential_ms": sequential_ms, "batched_ms": batched_ms,
+                        "throughput_ratio": sequential_ms / batched_ms.max(1e-9),
+                        "equal_to_single_calls": equal,
+                        "sequential_vision_ms": single.iter().map(|c| c.timings.vision_ms).sum::<f64>(),
+                        "sequential_decode_ms": single.iter().map(|c| c.timings.decode_ms).sum::<f64>(),
+                        "batched_vision_ms": t.vision_ms, "batched_prefill_ms": t.prefill_ms,
+                        "batched_decode_ms": t.decode_ms,
+                    }));
+                }
+            }
+        }
         serde_json::json!({
             "llm": model.llm_path, "vision": model.vision_path,
             "llm_file_bytes": file_size(&model.llm_path),
@@ -973,7 +1021,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             "llm_weight_bytes_per_token": llm_bytes_per_token(&model.llm_path)?,
             "vision_weight_type": model.vision.weight_type.name(),
             "threads": threads, "load_ms": load_ms, "session_ms": session_ms,
-            "ready_ms": load_ms + session_ms, "runs": runs,
+            "ready_ms": load_ms + session_ms, "runs": runs, "batches": batches,
             "peak_rss_bytes": peak_rss(),
         })
     };
