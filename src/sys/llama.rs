@@ -701,7 +701,11 @@ impl LlamaContext {
                 params.n_seq_max
             )));
         }
-        p.n_seq_max = params.n_seq_max;
+        // llama.cpp reserves one output row per sequence inside a batch
+        // (and asserts it fits): a context never holds more sequences than
+        // rows per batch. Fewer sequences only mean more waves.
+        let n_seq_max = params.n_seq_max.min(n_batch);
+        p.n_seq_max = n_seq_max;
         // One pool of cells for all sequences: a lone sequence gets the
         // whole context, as with n_seq_max = 1.
         p.kv_unified = true;
@@ -731,7 +735,7 @@ impl LlamaContext {
             model: Arc::clone(model),
             n_ctx: real_ctx as usize,
             n_batch: (real_batch as usize).clamp(1, n_batch as usize),
-            n_seq_max: params.n_seq_max as usize,
+            n_seq_max: n_seq_max as usize,
             n_outputs: 0,
             abort: None,
         })
