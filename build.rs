@@ -22,6 +22,11 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=DAM_BLESS");
+    // With `dynamic-backends`, llama-cpp-sys-2 installs the ggml backend
+    // modules in its own folder: the default place to load them from.
+    if let Ok(dir) = std::env::var("DEP_LLAMA_BACKENDS_DIR") {
+        println!("cargo:rustc-env=DAM_BUILD_BACKENDS_DIR={dir}");
+    }
 
     let text = match generate(&src, &config_path) {
         Ok(t) => t,

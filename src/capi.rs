@@ -1087,29 +1087,15 @@ pub extern "C" fn dam_backend_info() -> *const c_char {
 
 fn backend_info() -> CString {
     llama::init_backend();
-    let mut devices = Vec::new();
-    // SAFETY: ggml's device registry is initialised statically; each index
-    // below the count is valid, and names/descriptions are static strings
-    // owned by the registry (copied here).
-    unsafe {
-        use crate::sys::ffi;
-        for i in 0..ffi::ggml_backend_dev_count() {
-            let dev = ffi::ggml_backend_dev_get(i);
-            if dev.is_null() {
-                continue;
-            }
-            let name = ffi::ggml_backend_dev_name(dev);
-            let desc = ffi::ggml_backend_dev_description(dev);
-            let s = |p: *const c_char| {
-                if p.is_null() {
-                    String::new()
-                } else {
-                    CStr::from_ptr(p).to_string_lossy().into_owned()
-                }
-            };
-            devices.push(serde_json::json!({"name": s(name), "description": s(desc)}));
-        }
-    }
+    let devices: Vec<serde_json::Value> = crate::sys::ggml::devices()
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "name": d.name, "description": d.description, "type": d.kind,
+                "memory_free": d.memory_free, "memory_total": d.memory_total,
+            })
+        })
+        .collect();
     // SAFETY: both calls take no arguments; the string is static in llama.cpp.
     let (gpu, system) = unsafe {
         use crate::sys::ffi;

@@ -607,6 +607,16 @@ fn info(a: ModelArgs) -> Result<()> {
         hp.tokens_per_image()
     );
     println!("cpu:    {}", dam::sys::ggml::cpu_features().join(" "));
+    for d in dam::sys::ggml::devices() {
+        println!(
+            "device: {} ({}, {}; {:.1} of {:.1} GiB free)",
+            d.name,
+            d.kind,
+            d.description,
+            d.memory_free as f64 / (1u64 << 30) as f64,
+            d.memory_total as f64 / (1u64 << 30) as f64
+        );
+    }
     println!("load:   {:.1} ms", m.load_ms);
     Ok(())
 }

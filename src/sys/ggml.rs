@@ -3,7 +3,7 @@
 //! shape preconditions first (a failed ggml assert aborts the host process),
 //! and a CPU backend that allocates, computes and can be cancelled.
 
-use std::ffi::CString;
+use std::ffi::{c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,12 +129,17 @@ impl MappedWeights {
         }
         let ctx = ggml_ctx(infos.len() + 1, 0)?;
         let base = bytes.as_ptr() as *mut std::ffi::c_void;
-        // SAFETY: `base..base+len` is the live mapping kept alive by `_map`;
-        // the CPU buffer only wraps it (it does not free or write it: ggml
+        // SAFETY: `base..base+len` is the live mapping kept alive by `_map`,
+        // `dev` is the registry's CPU device (static); the host-pointer
+        // buffer only wraps the mapping (it does not free or write it: ggml
         // never writes to weight tensors, and the buffer is never cleared).
         // The mapping is page-aligned, as ggml requires.
-        let buffer = NonNull::new(unsafe { ffi::ggml_backend_cpu_buffer_from_ptr(base, len) })
-            .ok_or_else(|| Error::Backend("cannot wrap the mapping in a ggml buffer".into()))?;
+        let dev = cpu_device()?;
+        let max_tensor = infos.iter().map(|t| t.nbytes).max().unwrap_or(0) as usize;
+        let buffer = NonNull::new(unsafe {
+            ffi::ggml_backend_dev_buffer_from_host_ptr(dev.as_ptr(), base, len, max_tensor)
+        })
+        .ok_or_else(|| Error::Backend("cannot wrap the mapping in a ggml buffer".into()))?;
         let mut weights = MappedWeights {
             ctx,
             buffer,
@@ -669,12 +674,14 @@ unsafe extern "C" fn abort_cb(data: *mut std::ffi::c_void) -> bool {
 
 impl CpuBackend {
     pub fn new(threads: usize, cancel: Arc<AtomicBool>) -> Result<CpuBackend> {
-        // SAFETY: plain constructors; null is handled.
-        let backend = NonNull::new(unsafe { ffi::ggml_backend_cpu_init() })
-            .ok_or_else(|| Error::Backend("ggml CPU backend init failed".into()))?;
-        // SAFETY: the CPU buffer type is a static singleton.
+        let dev = cpu_device()?;
+        // SAFETY: a registry device; null is handled.
+        let backend =
+            NonNull::new(unsafe { ffi::ggml_backend_dev_init(dev.as_ptr(), std::ptr::null()) })
+                .ok_or_else(|| Error::Backend("ggml CPU backend init failed".into()))?;
+        // SAFETY: a live backend; its default buffer type is static.
         let galloc = match NonNull::new(unsafe {
-            ffi::ggml_gallocr_new(ffi::ggml_backend_cpu_buffer_type())
+            ffi::ggml_gallocr_new(ffi::ggml_backend_get_default_buffer_type(backend.as_ptr()))
         }) {
             Some(g) => g,
             None => {
@@ -689,22 +696,33 @@ impl CpuBackend {
             cancel,
         };
         b.set_threads(threads);
-        // SAFETY: the flag lives in an Arc held by `b` for its whole life.
-        unsafe {
-            ffi::ggml_backend_cpu_set_abort_callback(
-                b.backend.as_ptr(),
-                Some(abort_cb),
-                Arc::as_ptr(&b.cancel) as *mut std::ffi::c_void,
-            )
-        };
+        type SetAbort =
+            unsafe extern "C" fn(ffi::ggml_backend_t, ffi::ggml_abort_callback, *mut c_void);
+        // SAFETY: the CPU registry exports this name with exactly this
+        // signature (ggml-cpu.cpp, `ggml_backend_cpu_get_proc_address`).
+        if let Some(set_abort) = unsafe { cpu_proc::<SetAbort>(c"ggml_backend_set_abort_callback") }
+        {
+            // SAFETY: a CPU backend; the flag lives in an Arc held by `b`
+            // for its whole life.
+            unsafe {
+                set_abort(
+                    b.backend.as_ptr(),
+                    Some(abort_cb),
+                    Arc::as_ptr(&b.cancel) as *mut c_void,
+                )
+            };
+        }
         Ok(b)
     }
 
     pub fn set_threads(&self, threads: usize) {
-        // SAFETY: a CPU backend.
-        unsafe {
-            ffi::ggml_backend_cpu_set_n_threads(self.backend.as_ptr(), threads.clamp(1, 512) as i32)
-        };
+        type SetThreads = unsafe extern "C" fn(ffi::ggml_backend_t, c_int);
+        // SAFETY: the CPU registry exports this name with exactly this
+        // signature (ggml-cpu.cpp, `ggml_backend_cpu_get_proc_address`).
+        if let Some(set) = unsafe { cpu_proc::<SetThreads>(c"ggml_backend_set_n_threads") } {
+            // SAFETY: a CPU backend and a thread count in ggml's range.
+            unsafe { set(self.backend.as_ptr(), threads.clamp(1, 512) as c_int) };
+        }
     }
 
     /// Allocates the graph's tensors; call before setting inputs.
@@ -791,26 +809,124 @@ impl CpuBackend {
     }
 }
 
-/// SIMD features of the CPU backend, as ggml sees them.
-pub fn cpu_features() -> Vec<&'static str> {
+/// The CPU device of ggml's backend registry. Going through the registry
+/// (not ggml-cpu.h) keeps dam working when the CPU backend is a module
+/// loaded at run time (`dynamic-backends`).
+fn cpu_device() -> Result<NonNull<ffi::ggml_backend_device>> {
+    super::llama::init_backend();
+    // SAFETY: a registry lookup without preconditions; null is handled.
+    NonNull::new(unsafe { ffi::ggml_backend_dev_by_type(ffi::GGML_BACKEND_DEVICE_TYPE_CPU) })
+        .ok_or_else(|| {
+            Error::Backend(
+                "ggml has no CPU backend (with dynamic backends, is libggml-cpu*.so beside dam?)"
+                    .into(),
+            )
+        })
+}
+
+/// A function the CPU backend registry exports by name.
+///
+/// # Safety
+/// `F` must be the exact function-pointer type of the symbol `name`.
+unsafe fn cpu_proc<F: Copy>(name: &CStr) -> Option<F> {
+    debug_assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
+    let dev = cpu_device().ok()?;
+    // SAFETY: a registry device and a NUL-terminated name; null is handled.
+    let p = unsafe {
+        let reg = ffi::ggml_backend_dev_backend_reg(dev.as_ptr());
+        if reg.is_null() {
+            return None;
+        }
+        ffi::ggml_backend_reg_get_proc_address(reg, name.as_ptr())
+    };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null function address of type `F` (caller's contract);
+    // function pointers and data pointers have the same size here.
+    Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+/// Features of the CPU backend as ggml reports them (instruction sets it
+/// was built for and found, e.g. `avx2`, `avx512_bf16`; `openmp`), lower
+/// case.
+pub fn cpu_features() -> Vec<String> {
+    type GetFeatures =
+        unsafe extern "C" fn(ffi::ggml_backend_reg_t) -> *const ffi::ggml_backend_feature;
     let mut v = Vec::new();
-    // SAFETY: feature probes without preconditions.
+    let Ok(dev) = cpu_device() else {
+        return v;
+    };
+    // SAFETY: the CPU registry exports this name with exactly this signature.
+    let Some(get) = (unsafe { cpu_proc::<GetFeatures>(c"ggml_backend_get_features") }) else {
+        return v;
+    };
+    // SAFETY: a registry device; `get` returns a static array terminated by
+    // an entry with a NULL name, of NUL-terminated strings.
     unsafe {
-        if ffi::ggml_cpu_has_avx2() != 0 {
-            v.push("avx2");
-        }
-        if ffi::ggml_cpu_has_avx512() != 0 {
-            v.push("avx512");
-        }
-        if ffi::ggml_cpu_has_avx512_bf16() != 0 {
-            v.push("avx512_bf16");
-        }
-        if ffi::ggml_cpu_has_fma() != 0 {
-            v.push("fma");
-        }
-        if ffi::ggml_cpu_has_neon() != 0 {
-            v.push("neon");
+        let reg = ffi::ggml_backend_dev_backend_reg(dev.as_ptr());
+        let mut f = get(reg);
+        while !f.is_null() && !(*f).name.is_null() {
+            let name = CStr::from_ptr((*f).name).to_string_lossy().to_lowercase();
+            let value = if (*f).value.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr((*f).value).to_string_lossy().into_owned()
+            };
+            if value == "1" {
+                v.push(name);
+            }
+            f = f.add(1);
         }
     }
     v
+}
+
+/// One compute device ggml knows (registered or loaded backends).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub description: String,
+    /// "cpu", "gpu", "igpu" or "accel".
+    pub kind: &'static str,
+    pub memory_free: usize,
+    pub memory_total: usize,
+}
+
+/// Every device of ggml's backend registry.
+pub fn devices() -> Vec<DeviceInfo> {
+    super::llama::init_backend();
+    let text = |p: *const std::ffi::c_char| {
+        if p.is_null() {
+            String::new()
+        } else {
+            // SAFETY: ggml returns static NUL-terminated strings.
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        }
+    };
+    // SAFETY: registry getters without preconditions; indices below the count.
+    unsafe {
+        (0..ffi::ggml_backend_dev_count())
+            .filter_map(|i| {
+                let d = ffi::ggml_backend_dev_get(i);
+                if d.is_null() {
+                    return None;
+                }
+                let (mut free, mut total) = (0usize, 0usize);
+                ffi::ggml_backend_dev_memory(d, &mut free, &mut total);
+                Some(DeviceInfo {
+                    name: text(ffi::ggml_backend_dev_name(d)),
+                    description: text(ffi::ggml_backend_dev_description(d)),
+                    kind: match ffi::ggml_backend_dev_type(d) {
+                        ffi::GGML_BACKEND_DEVICE_TYPE_CPU => "cpu",
+                        ffi::GGML_BACKEND_DEVICE_TYPE_GPU => "gpu",
+                        ffi::GGML_BACKEND_DEVICE_TYPE_IGPU => "igpu",
+                        _ => "accel",
+                    },
+                    memory_free: free,
+                    memory_total: total,
+                })
+            })
+            .collect()
+    }
 }

@@ -95,7 +95,56 @@ pub fn init_backend() {
             ffi::llama_log_set(Some(log_callback), std::ptr::null_mut());
             ffi::llama_backend_init();
         }
+        #[cfg(feature = "dynamic-backends")]
+        load_backends();
     });
+}
+
+/// Loads the ggml backend modules (CPU variants, CUDA, ...) from the first
+/// folder that has a CPU backend: `DAM_BACKENDS_DIR`, the executable's
+/// folder, then the folder the build installed them in.
+#[cfg(feature = "dynamic-backends")]
+fn load_backends() {
+    let has_cpu = |d: &std::path::Path| {
+        std::fs::read_dir(d).is_ok_and(|rd| {
+            rd.filter_map(|e| e.ok()).any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.contains("ggml-cpu")
+                    && (n.ends_with(".so") || n.ends_with(".dll") || n.ends_with(".dylib"))
+            })
+        })
+    };
+    let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(d) = std::env::var_os("DAM_BACKENDS_DIR") {
+        dirs.push(d.into());
+    }
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|p| p.to_path_buf()))
+    {
+        dirs.push(d);
+    }
+    if let Some(d) = option_env!("DAM_BUILD_BACKENDS_DIR") {
+        dirs.push(d.into());
+    }
+    let Some(dir) = dirs.into_iter().find(|d| has_cpu(d)) else {
+        if let Ok(hook) = LOG_HOOK.read() {
+            if let Some(hook) = hook.as_ref() {
+                hook(
+                    LogLevel::Warn,
+                    "dam: no ggml backend modules found (set DAM_BACKENDS_DIR)\n",
+                );
+            }
+        }
+        return;
+    };
+    let Some(c) = dir.to_str().and_then(|s| std::ffi::CString::new(s).ok()) else {
+        return;
+    };
+    // SAFETY: a NUL-terminated path; ggml loads the modules it finds there
+    // and registers them (once: we are inside `INIT`).
+    unsafe { ffi::ggml_backend_load_all_from_path(c.as_ptr()) };
 }
 
 /// Takes the last error line llama.cpp logged (empty if none).
