@@ -128,6 +128,23 @@ have "$J/vision-bf16.json" || step vision-bf16 sh -c "'$DAM' bench --vision-only
 warm "$M/dam3b-llm-q4_k.gguf" "$M/dam3b-vision-q4_k.gguf"
 have "$J/dam-q4_k-t1.json" || step dam-q4_k-1thread sh -c "'$DAM' bench --llm '$M/dam3b-llm-q4_k.gguf' --vision '$M/dam3b-vision-q4_k.gguf' \
     -i '$IMG' --mask '$MASK' -n ${T1_TOKENS:-8} -t 1 > '$J/dam-q4_k-t1.json'"
+# Many regions: 4 regions of one image as 4 sequential calls and as one
+# describe_many batch (q4_k LLM, bf16 vision).
+warm "$M/dam3b-llm-q4_k.gguf" "$M/dam3b-vision-bf16.gguf"
+have "$J/dam-batch4.json" || step dam-batch4 sh -c "'$DAM' bench --llm '$M/dam3b-llm-q4_k.gguf' --vision '$M/dam3b-vision-bf16.gguf' \
+    -i '$IMG' --mask '$MASK' -n ${BATCH_TOKENS:-32} -t $THREADS --regions 4 > '$J/dam-batch4.json'"
+# The same vision stage in PyTorch (benches/torch_vision.py) on the f16 file's
+# weights, in bf16 and f32: needs a Python with torch, numpy and gguf
+# (TORCH_PYTHON, default python3); skipped otherwise.
+TORCH_PYTHON=${TORCH_PYTHON:-python3}
+if "$TORCH_PYTHON" -c "import torch, gguf, numpy" 2>/dev/null; then
+    for dt in bf16 f32; do
+        have "$J/torch-$dt.json" || step "torch-vision-$dt" sh -c "'$TORCH_PYTHON' '$ROOT/benches/torch_vision.py' bench \
+            --vision '$V16' --dtype $dt --threads $THREADS --runs 2 --warmup 1 > '$J/torch-$dt.json'"
+    done
+else
+    echo "no torch in $TORCH_PYTHON: the PyTorch vision comparison is skipped" | tee -a "$LOG"
+fi
 T_END=$(date +%s)
 
 # ---------------------------------------------------------------- report
@@ -212,6 +229,27 @@ p(f"| prefill tok/s | {a['prefill_tokens_per_s']:.1f} | {b['prefill_tokens_per_s
 p(f"| decode tok/s | {a['decode_tokens_per_s']:.2f} | {b['decode_tokens_per_s']:.2f} | {b['decode_tokens_per_s'] / a['decode_tokens_per_s']:.2f} |")
 p(f"| membw GB/s | {bw['read_gbs']['1']:.1f} | {read_bw:.1f} | {read_bw / bw['read_gbs']['1']:.2f} |")
 p()
+bt = ld("dam-batch4.json")["batches"][0]
+p(f"### Many regions: {bt['regions']} regions of one image, q4_k LLM + bf16 vision, {bt['tokens']} tokens in all")
+p()
+p("| | 4 sequential `describe` calls | one `describe_many` | ratio |")
+p("|---|---|---|---|")
+p(f"| total ms | {bt['sequential_ms']:.0f} | {bt['batched_ms']:.0f} | {bt['throughput_ratio']:.2f} |")
+p(f"| vision ms | {bt['sequential_vision_ms']:.0f} | {bt['batched_vision_ms']:.0f} | {bt['sequential_vision_ms'] / bt['batched_vision_ms']:.2f} |")
+p(f"| decode ms | {bt['sequential_decode_ms']:.0f} | {bt['batched_decode_ms']:.0f} | {bt['sequential_decode_ms'] / max(bt['batched_decode_ms'], 1e-9):.2f} |")
+p()
+p(f"Captions equal to the single calls: {bt['equal_to_single_calls']}.")
+p()
+if os.path.exists(os.path.join(J, "torch-bf16.json")):
+    tv = {dt: ld(f"torch-{dt}.json") for dt in ("bf16", "f32")}
+    best = min(r["vision_ms"] for r in (dam["f16"]["runs"][0], vb["runs"][0], dam["q8_0"]["runs"][0]))
+    p("### Vision stage vs PyTorch (benches/torch_vision.py, same weights, CPU)")
+    p()
+    p(f"| PyTorch {tv['bf16']['torch_version']} | min ms | dam's best (f16 / bf16 / q8_0) ms | dam speed-up |")
+    p("|---|---|---|---|")
+    for dt in ("bf16", "f32"):
+        p(f"| {dt} | {tv[dt]['min_ms']:.0f} | {best:.0f} | {tv[dt]['min_ms'] / best:.2f} |")
+    p()
 p("### Step times")
 p()
 p("```")
