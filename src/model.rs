@@ -916,23 +916,9 @@ impl Session {
             n_generated: gens.iter().map(|g| g.tokens.len()).sum(),
         };
         let captions = gens
-            .into_iter()
+            .iter()
             .zip(infos)
-            .map(|(g, info)| Caption {
-                timings: Timings {
-                    preprocess_ms,
-                    vision_ms,
-                    prefill_ms: g.timings.prefill_ms,
-                    decode_ms: g.timings.decode_ms,
-                    n_prompt_tokens: g.timings.n_prompt_tokens,
-                    n_generated: g.tokens.len(),
-                },
-                text: g.text,
-                tokens: g.tokens,
-                stopped_by_eos: g.stopped_by_eos,
-                frames: vec![info],
-                dropped_frames: Vec::new(),
-            })
+            .map(|(g, info)| caption_of(g, vec![info], Vec::new(), preprocess_ms, vision_ms))
             .collect();
         Ok(Captions { captions, timings })
     }
@@ -1058,21 +1044,7 @@ impl Session {
             on_text,
             &self.cancel,
         )?;
-        let caption = Caption {
-            text: g.text.clone(),
-            tokens: g.tokens.clone(),
-            stopped_by_eos: g.stopped_by_eos,
-            frames: infos,
-            dropped_frames: dropped,
-            timings: Timings {
-                preprocess_ms,
-                vision_ms,
-                prefill_ms: g.timings.prefill_ms,
-                decode_ms: g.timings.decode_ms,
-                n_prompt_tokens: g.timings.n_prompt_tokens,
-                n_generated: g.tokens.len(),
-            },
-        };
+        let caption = caption_of(&g, infos, dropped, preprocess_ms, vision_ms);
         let trace = keep.then(|| Trace {
             prompt_ids: prompt_ids(&pieces),
             views,
@@ -1106,6 +1078,31 @@ fn region_views(
         context_applied: !v.focal_is_full,
     };
     Ok((v, info))
+}
+
+/// The caption of one generation, with the shared stages' times.
+fn caption_of(
+    g: &Generation,
+    frames: Vec<FrameInfo>,
+    dropped_frames: Vec<usize>,
+    preprocess_ms: f64,
+    vision_ms: f64,
+) -> Caption {
+    Caption {
+        text: g.text.clone(),
+        tokens: g.tokens.clone(),
+        stopped_by_eos: g.stopped_by_eos,
+        frames,
+        dropped_frames,
+        timings: Timings {
+            preprocess_ms,
+            vision_ms,
+            prefill_ms: g.timings.prefill_ms,
+            decode_ms: g.timings.decode_ms,
+            n_prompt_tokens: g.timings.n_prompt_tokens,
+            n_generated: g.tokens.len(),
+        },
+    }
 }
 
 fn check_options(opts: &DescribeOptions) -> Result<()> {
