@@ -95,17 +95,33 @@ impl GgmlType {
         })
     }
 
-    /// Elements per block (1 for float types).
+    /// Elements per block (1 for float types). A Rust table (equal to
+    /// ggml's, see the tests) so that validating a file never calls C.
     pub fn block_size(self) -> usize {
-        // SAFETY: ggml_blck_size only reads ggml's static type table, and
-        // `raw()` is always a valid index into it.
-        unsafe { ffi::ggml_blck_size(self.raw()) as usize }
+        self.layout().0
     }
 
     /// Bytes per block.
     pub fn type_size(self) -> usize {
-        // SAFETY: as in `block_size`.
-        unsafe { ffi::ggml_type_size(self.raw()) }
+        self.layout().1
+    }
+
+    /// (elements, bytes) per block, as in ggml's type traits.
+    fn layout(self) -> (usize, usize) {
+        match self {
+            GgmlType::F32 => (1, 4),
+            GgmlType::F16 | GgmlType::BF16 => (1, 2),
+            GgmlType::Q4_0 | GgmlType::IQ4_NL => (32, 18),
+            GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q5_0 => (32, 22),
+            GgmlType::Q5_1 => (32, 24),
+            GgmlType::Q8_0 => (32, 34),
+            GgmlType::Q2_K => (256, 84),
+            GgmlType::Q3_K => (256, 110),
+            GgmlType::Q4_K => (256, 144),
+            GgmlType::Q5_K => (256, 176),
+            GgmlType::Q6_K => (256, 210),
+        }
     }
 
     pub fn is_quantized(self) -> bool {
@@ -238,6 +254,21 @@ pub fn dequantize(ty: GgmlType, src: &[u8], n: usize) -> Result<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_layout_matches_ggml() {
+        for t in ALL {
+            // SAFETY: ggml_blck_size / ggml_type_size only read ggml's static
+            // type table; `raw()` is a valid index into it.
+            let (bs, ts) = unsafe { (ffi::ggml_blck_size(t.raw()), ffi::ggml_type_size(t.raw())) };
+            assert_eq!(
+                (t.block_size(), t.type_size()),
+                (bs as usize, ts),
+                "{}",
+                t.name()
+            );
+        }
+    }
 
     #[test]
     fn sizes_and_fallbacks() {
