@@ -822,9 +822,12 @@ impl Session {
     /// runs as one batched graph (up to [`VISION_BATCH`] regions per graph)
     /// and the captions decode as parallel sequences of one LLM context
     /// (up to `ModelParams::n_seq_max` at once, within `n_ctx` cells; more
-    /// run in waves). Each caption equals what [`Session::describe`] gives
-    /// for its region alone (each region has its own sampler, seeded with
-    /// `opts.seed`). `on_text(k, piece)` streams region `k`'s caption;
+    /// run in waves). Each caption is what [`Session::describe`] gives for
+    /// its region alone (each region has its own sampler, seeded with
+    /// `opts.seed`): exactly with f32 weights; with reduced-precision
+    /// weights some ggml CPU kernels (e.g. repacked q4_k, AVX-512 f16) round
+    /// a batch of rows differently from one row, which can change a token
+    /// where two are nearly tied, as in llama.cpp's own parallel decoding. `on_text(k, piece)` streams region `k`'s caption;
     /// returning false stops that region only. At most [`MAX_REGIONS`]
     /// regions; any invalid region fails the call (the message names it).
     /// Each caption's `preprocess_ms` and `vision_ms` are the whole batch's.

@@ -156,7 +156,12 @@ fn batch_equals_separate_calls_defaults_and_sampling() {
     let (image, rs) = regions(&input);
     let mut s = session(GgmlType::F16, ModelParams::default());
     check_equal("f16/default", &mut s, &image, &rs, &greedy(32));
-    // Sampling: each region has its own sampler with the same seed.
+    // Sampling: each region has its own sampler with the same seed. Sampling
+    // follows any rounding difference, so this is checked with f32 weights,
+    // whose batched and single-row kernels round alike on every CPU variant
+    // (with reduced precision some ggml builds use different kernels for a
+    // batch of rows; see `Session::describe_many`).
+    let mut s = session(GgmlType::F32, ModelParams::reference());
     let o = DescribeOptions {
         max_new_tokens: 32,
         temperature: 0.8,
@@ -164,7 +169,7 @@ fn batch_equals_separate_calls_defaults_and_sampling() {
         seed: 11,
         ..DescribeOptions::default()
     };
-    check_equal("f16/sampled", &mut s, &image, &rs, &o);
+    check_equal("f32/sampled", &mut s, &image, &rs, &o);
 }
 
 #[test]

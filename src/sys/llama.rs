@@ -91,18 +91,20 @@ pub fn init_backend() {
         // SAFETY: `log_callback` is a valid `extern "C"` function for the
         // whole program and never unwinds; no user data is used. Both calls
         // happen once, before any model exists (guarded by `INIT`).
-        unsafe {
-            ffi::llama_log_set(Some(log_callback), std::ptr::null_mut());
-            ffi::llama_backend_init();
-        }
+        unsafe { ffi::llama_log_set(Some(log_callback), std::ptr::null_mut()) };
+        // Before llama_backend_init, which loads every backend from ggml's
+        // default places when none is registered yet.
         #[cfg(feature = "dynamic-backends")]
         load_backends();
+        // SAFETY: see above.
+        unsafe { ffi::llama_backend_init() };
     });
 }
 
 /// Loads the ggml backend modules (CPU variants, CUDA, ...) from the first
 /// folder that has a CPU backend: `DAM_BACKENDS_DIR`, the executable's
-/// folder, then the folder the build installed them in.
+/// folder, then the folder the build installed them in. ggml picks the best
+/// CPU variant the machine supports among the files there.
 #[cfg(feature = "dynamic-backends")]
 fn load_backends() {
     let has_cpu = |d: &std::path::Path| {
@@ -128,15 +130,8 @@ fn load_backends() {
     if let Some(d) = option_env!("DAM_BUILD_BACKENDS_DIR") {
         dirs.push(d.into());
     }
+    // None found: llama_backend_init searches ggml's default places.
     let Some(dir) = dirs.into_iter().find(|d| has_cpu(d)) else {
-        if let Ok(hook) = LOG_HOOK.read() {
-            if let Some(hook) = hook.as_ref() {
-                hook(
-                    LogLevel::Warn,
-                    "dam: no ggml backend modules found (set DAM_BACKENDS_DIR)\n",
-                );
-            }
-        }
         return;
     };
     let Some(c) = dir.to_str().and_then(|s| std::ffi::CString::new(s).ok()) else {
