@@ -827,8 +827,9 @@ impl Session {
     /// `opts.seed`): exactly with f32 weights; with reduced-precision
     /// weights some ggml CPU kernels (e.g. repacked q4_k, AVX-512 f16) round
     /// a batch of rows differently from one row, which can change a token
-    /// where two are nearly tied, as in llama.cpp's own parallel decoding. `on_text(k, piece)` streams region `k`'s caption;
-    /// returning false stops that region only. At most [`MAX_REGIONS`]
+    /// where two are nearly tied, as in llama.cpp's own parallel decoding.
+    /// `on_text(k, piece)` streams region `k`'s caption; returning false
+    /// stops that region only. At most [`MAX_REGIONS`]
     /// regions; any invalid region fails the call (the message names it).
     /// Each caption's `preprocess_ms` and `vision_ms` are the whole batch's.
     pub fn describe_many(
