@@ -295,6 +295,20 @@ impl Mask {
         Ok(m)
     }
 
+    /// A borrowed view (format `Gray8`, stride `width`), usable as a
+    /// [`crate::Region::Mask`]. Fails only when the public fields are
+    /// inconsistent (see [`Mask::validate`]).
+    pub fn view(&self) -> Result<ImageView<'_>> {
+        self.validate()?;
+        ImageView::new(
+            &self.data,
+            self.width,
+            self.height,
+            self.width as usize,
+            PixelFormat::Gray8,
+        )
+    }
+
     /// Checks sides (`1..=MAX_IMAGE_SIDE`) and `data.len() == width * height`.
     pub fn validate(&self) -> Result<()> {
         check_side("mask width", self.width)?;

@@ -1217,27 +1217,11 @@ impl Inputs {
     }
     fn image(&self) -> ImageView<'_> {
         let i = &self.img;
-        ImageView::new(
-            &i.data,
-            i.width,
-            i.height,
-            i.width as usize * 3,
-            PixelFormat::Rgb8,
-        )
-        .unwrap()
+        i.view().unwrap()
     }
     fn region(&self) -> Region<'_> {
         let m = &self.mask;
-        Region::Mask(
-            ImageView::new(
-                &m.data,
-                m.width,
-                m.height,
-                m.width as usize,
-                PixelFormat::Gray8,
-            )
-            .unwrap(),
-        )
+        Region::Mask(m.view().unwrap())
     }
 }
 

@@ -9,7 +9,7 @@ use dam::gguf_file::{GgufHeader, Value};
 use dam::sys::llama::{LlamaModel, ModelParams as LlamaParams};
 use dam::sys::{GgmlType, MappedFile};
 use dam::weights::VisionHparams;
-use dam::{DescribeOptions, ImageView, Model, ModelParams, PixelFormat, Region};
+use dam::{DescribeOptions, Model, ModelParams, Region};
 
 struct TempDir(PathBuf);
 
@@ -60,22 +60,8 @@ fn tiny_synth_describes_a_region() {
         let mut s = model.session().unwrap();
         let rgb = dam::image::load_rgb(fixture("c1_image.png")).unwrap();
         let mask = dam::image::load_mask(fixture("c1_mask.png")).unwrap();
-        let image = ImageView::new(
-            &rgb.data,
-            rgb.width,
-            rgb.height,
-            rgb.width as usize * 3,
-            PixelFormat::Rgb8,
-        )
-        .unwrap();
-        let m = ImageView::new(
-            &mask.data,
-            mask.width,
-            mask.height,
-            mask.width as usize,
-            PixelFormat::Gray8,
-        )
-        .unwrap();
+        let image = rgb.view().unwrap();
+        let m = mask.view().unwrap();
         let o = DescribeOptions {
             max_new_tokens: 12,
             ..DescribeOptions::greedy()

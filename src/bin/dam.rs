@@ -388,13 +388,7 @@ impl Inputs {
                 let image =
                     dam::ImageView::new(data, *w, *h, *w as usize * fmt.bytes_per_pixel(), *fmt)?;
                 let region = match (mask, &self.region) {
-                    (Some(m), _) => Region::Mask(dam::ImageView::new(
-                        &m.data,
-                        m.width,
-                        m.height,
-                        m.width as usize,
-                        PixelFormat::Gray8,
-                    )?),
+                    (Some(m), _) => Region::Mask(m.view()?),
                     (None, Some(RegionSpec::Box([x0, y0, x1, y1], n))) => Region::Box {
                         x0: *x0,
                         y0: *y0,
@@ -938,20 +932,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         let t1 = Instant::now();
         let mut session = model.session()?;
         let session_ms = ms(t1);
-        let image = dam::ImageView::new(
-            &rgb.data,
-            rgb.width,
-            rgb.height,
-            rgb.width as usize * 3,
-            PixelFormat::Rgb8,
-        )?;
-        let region = Region::Mask(dam::ImageView::new(
-            &mask.data,
-            mask.width,
-            mask.height,
-            mask.width as usize,
-            PixelFormat::Gray8,
-        )?);
+        let image = rgb.view()?;
+        let region = Region::Mask(mask.view()?);
         let opts = DescribeOptions {
             max_new_tokens: a.max_tokens,
             ..DescribeOptions::greedy()

@@ -205,29 +205,13 @@ impl Input {
     }
 
     pub fn frames(&self) -> Vec<dam::Frame<'_>> {
-        use dam::{ImageView, PixelFormat, Region};
+        use dam::Region;
         self.images
             .iter()
             .zip(&self.masks)
             .map(|(img, m)| dam::Frame {
-                image: ImageView::new(
-                    &img.data,
-                    img.width,
-                    img.height,
-                    img.width as usize * 3,
-                    PixelFormat::Rgb8,
-                )
-                .unwrap(),
-                region: Region::Mask(
-                    ImageView::new(
-                        &m.data,
-                        m.width,
-                        m.height,
-                        m.width as usize,
-                        PixelFormat::Gray8,
-                    )
-                    .unwrap(),
-                ),
+                image: img.view().unwrap(),
+                region: Region::Mask(m.view().unwrap()),
             })
             .collect()
     }
