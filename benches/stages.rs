@@ -22,7 +22,6 @@ use dam::image::{load_mask, load_rgb};
 use dam::llm::generate::prefill;
 use dam::llm::prompt::{conversation, tokenize_prompt, user_text};
 use dam::preprocess::make_views;
-use dam::sys::ggml::CpuBackend;
 use dam::sys::llama::{ContextParams, FlashAttn, KvType, LlamaContext, Sampler, SamplerParams};
 use dam::sys::GgmlType;
 use dam::vision::Detail;
@@ -78,7 +77,10 @@ fn stages(c: &mut Criterion) {
     });
 
     let v = views();
-    let mut backend = CpuBackend::new(threads(), Arc::new(AtomicBool::new(false))).unwrap();
+    let mut backend = model
+        .vision
+        .backend(threads(), Arc::new(AtomicBool::new(false)))
+        .unwrap();
     g.bench_function("vision (2 towers + cross-attn + projector)", |b| {
         b.iter(|| {
             model

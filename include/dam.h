@@ -96,7 +96,7 @@
  * Minor version of the C API. Grows when functions, struct fields (at the
  * end of a struct) or enum values are appended.
  */
-#define DAM_API_VERSION_MINOR 1
+#define DAM_API_VERSION_MINOR 2
 
 /**
  * The API version this header describes: `(MAJOR << 16) | MINOR`. Pass it
@@ -390,6 +390,33 @@ typedef int32_t dam_flash_attn;
 #endif // __cplusplus
 
 /**
+ * Where the vision stage runs (`vision_device` of `dam_device_params`).
+ * Since API 1.2.
+ */
+enum dam_vision_device
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * On the main GPU when ggml has one (weights uploaded once at load),
+     * else on the CPU (default).
+     */
+    DAM_VISION_DEVICE_GPU = 0,
+    /**
+     * On the CPU, weights read in place from the mapping.
+     */
+    DAM_VISION_DEVICE_CPU = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum dam_vision_device dam_vision_device;
+#else
+typedef int32_t dam_vision_device;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A loaded model: both GGUF files, memory-mapped and immutable. Shareable:
  * any number of threads may use one model at once.
  */
@@ -420,6 +447,9 @@ typedef void (*dam_log_callback)(dam_log_level level, const char *text, void *us
 /**
  * How to load a model. Get one from `dam_model_default_params()` and
  * change fields; `struct_size` must stay `sizeof(dam_model_params)`.
+ * Frozen at its 1.1 size (64 bytes on 64-bit targets): it is returned by
+ * value, and a larger struct would be written past an older program's.
+ * Later model settings go into `dam_device_params`.
  */
 typedef struct dam_model_params {
     /**
@@ -443,7 +473,8 @@ typedef struct dam_model_params {
      */
     int32_t flash_attn;
     /**
-     * LLM layers to offload to a GPU (ignored by CPU-only builds).
+     * LLM layers to offload to the GPU: negative = all (default since API
+     * 1.2; it was 0), 0 = none. Ignored without a GPU.
      */
     int32_t n_gpu_layers;
     /**
@@ -525,6 +556,27 @@ typedef struct dam_describe_options {
      */
     uint32_t seed;
 } dam_describe_options;
+
+/**
+ * Where a model runs, for `dam_model_load_on`. Fill it with
+ * `dam_device_params_init` (it grows by appended fields; unlike
+ * `dam_model_params` it is never returned by value). Since API 1.2.
+ */
+typedef struct dam_device_params {
+    /**
+     * `sizeof(dam_device_params)` (set by `dam_device_params_init`).
+     */
+    uint32_t struct_size;
+    /**
+     * The GPU to use: its index among the GPUs `dam_backend_info` lists
+     * (default 0). Ignored when there is no GPU.
+     */
+    int32_t main_gpu;
+    /**
+     * A `dam_vision_device` (default `DAM_VISION_DEVICE_GPU`).
+     */
+    int32_t vision_device;
+} dam_device_params;
 
 /**
  * A borrowed image: `height` rows of `width` pixels; row `y` starts at byte
@@ -714,6 +766,15 @@ struct dam_session_params dam_session_default_params(void);
 struct dam_describe_options dam_describe_options_default(void);
 
 /**
+ * Writes the default device parameters (main GPU 0, vision on the GPU)
+ * into `*params`, `size` bytes of it: pass `sizeof(dam_device_params)`.
+ * `DAM_STATUS_INVALID_ARGUMENT` for NULL or a `size` below the 1.2 struct,
+ * `DAM_STATUS_VERSION_MISMATCH` for one above this library's. Any thread.
+ * Since API 1.2.
+ */
+dam_status dam_device_params_init(struct dam_device_params *params, size_t size);
+
+/**
  * Loads a model from its two GGUF files (`*-llm-*.gguf`, `*-vision-*.gguf`),
  * memory-mapped. Pass `DAM_API_VERSION` as `api_version`: a library that
  * cannot serve that header returns `DAM_STATUS_VERSION_MISMATCH`. `params`
@@ -726,6 +787,19 @@ dam_status dam_model_load(uint32_t api_version,
                           const char *vision_path,
                           const struct dam_model_params *params,
                           struct dam_model **out_model);
+
+/**
+ * `dam_model_load` with device choices: `device` may be NULL (the
+ * defaults of `dam_device_params_init`). Without a GPU the model runs on
+ * the CPU (an info log line says so); a `main_gpu` beyond the GPUs found
+ * is `DAM_STATUS_INVALID_ARGUMENT`. Since API 1.2.
+ */
+dam_status dam_model_load_on(uint32_t api_version,
+                             const char *llm_path,
+                             const char *vision_path,
+                             const struct dam_model_params *params,
+                             const struct dam_device_params *device,
+                             struct dam_model **out_model);
 
 /**
  * Frees a model; NULL is a no-op. Sessions created from it stay usable

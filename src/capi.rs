@@ -32,6 +32,7 @@ use crate::image::{ImageView, PixelFormat, MAX_IMAGE_SIDE};
 use crate::llm::prompt::LengthControl;
 use crate::model::{
     CancelHandle, DescribeOptions, Frame, LoadStage, Model, ModelParams, Session, Timings,
+    VisionDevice,
 };
 use crate::region::Region;
 use crate::sys::llama::{self, FlashAttn, KvType, LogLevel, MAX_SEQUENCES};
@@ -43,7 +44,7 @@ use crate::sys::llama::{self, FlashAttn, KvType, LogLevel, MAX_SEQUENCES};
 pub const DAM_API_VERSION_MAJOR: u32 = 1;
 /// Minor version of the C API. Grows when functions, struct fields (at the
 /// end of a struct) or enum values are appended.
-pub const DAM_API_VERSION_MINOR: u32 = 1;
+pub const DAM_API_VERSION_MINOR: u32 = 2;
 /// The API version this header describes: `(MAJOR << 16) | MINOR`. Pass it
 /// to `dam_model_load`.
 pub const DAM_API_VERSION: u32 = (DAM_API_VERSION_MAJOR << 16) | DAM_API_VERSION_MINOR;
@@ -157,6 +158,18 @@ pub enum DamFlashAttn {
     Off = 2,
 }
 
+/// Where the vision stage runs (`vision_device` of `dam_device_params`).
+/// Since API 1.2.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DamVisionDevice {
+    /// On the main GPU when ggml has one (weights uploaded once at load),
+    /// else on the CPU (default).
+    Gpu = 0,
+    /// On the CPU, weights read in place from the mapping.
+    Cpu = 1,
+}
+
 /// Severity of a log line.
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -223,6 +236,9 @@ pub type DamLogCallback =
 
 /// How to load a model. Get one from `dam_model_default_params()` and
 /// change fields; `struct_size` must stay `sizeof(dam_model_params)`.
+/// Frozen at its 1.1 size (64 bytes on 64-bit targets): it is returned by
+/// value, and a larger struct would be written past an older program's.
+/// Later model settings go into `dam_device_params`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct DamModelParams {
@@ -236,7 +252,8 @@ pub struct DamModelParams {
     pub kv_type: i32,
     /// A `dam_flash_attn` (default `DAM_FLASH_ATTN_AUTO`).
     pub flash_attn: i32,
-    /// LLM layers to offload to a GPU (ignored by CPU-only builds).
+    /// LLM layers to offload to the GPU: negative = all (default since API
+    /// 1.2; it was 0), 0 = none. Ignored without a GPU.
     pub n_gpu_layers: i32,
     /// Load progress (NULL = none).
     pub progress_callback: DamProgressCallback,
@@ -250,6 +267,21 @@ pub struct DamModelParams {
     /// sharing the `n_ctx` cells), 1 ..= 64; 0 = the default, 4.
     /// Since API 1.1.
     pub n_seq_max: u32,
+}
+
+/// Where a model runs, for `dam_model_load_on`. Fill it with
+/// `dam_device_params_init` (it grows by appended fields; unlike
+/// `dam_model_params` it is never returned by value). Since API 1.2.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DamDeviceParams {
+    /// `sizeof(dam_device_params)` (set by `dam_device_params_init`).
+    pub struct_size: u32,
+    /// The GPU to use: its index among the GPUs `dam_backend_info` lists
+    /// (default 0). Ignored when there is no GPU.
+    pub main_gpu: i32,
+    /// A `dam_vision_device` (default `DAM_VISION_DEVICE_GPU`).
+    pub vision_device: i32,
 }
 
 /// How to create a session. Get one from `dam_session_default_params()`.
@@ -370,6 +402,7 @@ pub struct DamTimings {
 // size while these minimums stay.
 /// API 1.0's dam_model_params ended before `n_seq_max`.
 const MODEL_PARAMS_MIN: usize = std::mem::offset_of!(DamModelParams, n_seq_max);
+const DEVICE_PARAMS_MIN: usize = size_of::<DamDeviceParams>();
 const SESSION_PARAMS_MIN: usize = size_of::<DamSessionParams>();
 const OPTIONS_MIN: usize = size_of::<DamDescribeOptions>();
 const REGION_MIN: usize = size_of::<DamRegion>();
@@ -1131,7 +1164,7 @@ fn model_params_default() -> DamModelParams {
         n_ctx: 0,
         kv_type: DamKvType::F16 as i32,
         flash_attn: DamFlashAttn::Auto as i32,
-        n_gpu_layers: 0,
+        n_gpu_layers: ModelParams::default().n_gpu_layers,
         progress_callback: None,
         progress_user_data: ptr::null_mut(),
         log_callback: None,
@@ -1178,7 +1211,7 @@ fn model_params_default_fallback() -> DamModelParams {
         n_ctx: 0,
         kv_type: 0,
         flash_attn: 0,
-        n_gpu_layers: 0,
+        n_gpu_layers: -1,
         progress_callback: None,
         progress_user_data: ptr::null_mut(),
         log_callback: None,
@@ -1250,6 +1283,69 @@ fn threads_of(n: i32) -> Result<usize, Fail> {
         })
 }
 
+fn device_params_default() -> DamDeviceParams {
+    let d = ModelParams::default();
+    DamDeviceParams {
+        struct_size: size_of::<DamDeviceParams>() as u32,
+        main_gpu: d.main_gpu,
+        vision_device: match d.vision_device {
+            VisionDevice::Gpu => DamVisionDevice::Gpu as i32,
+            VisionDevice::Cpu => DamVisionDevice::Cpu as i32,
+        },
+    }
+}
+
+/// Writes the default device parameters (main GPU 0, vision on the GPU)
+/// into `*params`, `size` bytes of it: pass `sizeof(dam_device_params)`.
+/// `DAM_STATUS_INVALID_ARGUMENT` for NULL or a `size` below the 1.2 struct,
+/// `DAM_STATUS_VERSION_MISMATCH` for one above this library's. Any thread.
+/// Since API 1.2.
+#[no_mangle]
+pub unsafe extern "C" fn dam_device_params_init(
+    params: *mut DamDeviceParams,
+    size: usize,
+) -> DamStatus {
+    guard(|| {
+        if params.is_null() {
+            return Err(invalid("params is NULL"));
+        }
+        check_struct_size(
+            size,
+            DEVICE_PARAMS_MIN,
+            size_of::<DamDeviceParams>(),
+            "params",
+        )?;
+        let mut d = device_params_default();
+        d.struct_size = size as u32;
+        // SAFETY: `params` is non-NULL and has `size` writable bytes by
+        // contract; `d` has size_of::<DamDeviceParams>() >= size bytes.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr::addr_of!(d).cast::<u8>(), params.cast::<u8>(), size)
+        };
+        Ok(())
+    })
+}
+
+fn apply_device_params(p: &DamDeviceParams, mp: &mut ModelParams) -> Result<(), Fail> {
+    mp.main_gpu = p.main_gpu;
+    mp.vision_device = match p.vision_device {
+        0 => VisionDevice::Gpu,
+        1 => VisionDevice::Cpu,
+        k => {
+            return Err(invalid(format!(
+                "device.vision_device {k} is not a dam_vision_device (0..=1)"
+            )))
+        }
+    };
+    if p.main_gpu < 0 {
+        return Err(invalid(format!(
+            "device.main_gpu {} is negative",
+            p.main_gpu
+        )));
+    }
+    Ok(())
+}
+
 fn model_params_of(p: &DamModelParams) -> Result<ModelParams, Fail> {
     let threads = threads_of(p.n_threads)?;
     let kv_type = match p.kv_type {
@@ -1293,6 +1389,7 @@ fn model_params_of(p: &DamModelParams) -> Result<ModelParams, Fail> {
         flash_attn,
         n_gpu_layers: p.n_gpu_layers,
         n_seq_max,
+        ..ModelParams::default()
     })
 }
 
@@ -1310,6 +1407,32 @@ pub unsafe extern "C" fn dam_model_load(
     params: *const DamModelParams,
     out_model: *mut *mut DamModel,
 ) -> DamStatus {
+    // SAFETY: forwarded contract; no device parameters.
+    unsafe {
+        dam_model_load_on(
+            api_version,
+            llm_path,
+            vision_path,
+            params,
+            ptr::null(),
+            out_model,
+        )
+    }
+}
+
+/// `dam_model_load` with device choices: `device` may be NULL (the
+/// defaults of `dam_device_params_init`). Without a GPU the model runs on
+/// the CPU (an info log line says so); a `main_gpu` beyond the GPUs found
+/// is `DAM_STATUS_INVALID_ARGUMENT`. Since API 1.2.
+#[no_mangle]
+pub unsafe extern "C" fn dam_model_load_on(
+    api_version: u32,
+    llm_path: *const c_char,
+    vision_path: *const c_char,
+    params: *const DamModelParams,
+    device: *const DamDeviceParams,
+    out_model: *mut *mut DamModel,
+) -> DamStatus {
     guard(|| {
         if out_model.is_null() {
             return Err(invalid("out_model is NULL"));
@@ -1324,7 +1447,11 @@ pub unsafe extern "C" fn dam_model_load(
         // SAFETY: `params` is NULL or a dam_model_params of struct_size bytes.
         let p =
             unsafe { read_optional(params, model_params_default(), MODEL_PARAMS_MIN, "params") }?;
-        let mp = model_params_of(&p)?;
+        let mut mp = model_params_of(&p)?;
+        // SAFETY: `device` is NULL or a dam_device_params of struct_size bytes.
+        let d =
+            unsafe { read_optional(device, device_params_default(), DEVICE_PARAMS_MIN, "device") }?;
+        apply_device_params(&d, &mut mp)?;
         let sink = p.log_callback.map(|cb| {
             Arc::new(LogSink {
                 cb,

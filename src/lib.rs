@@ -24,6 +24,6 @@ pub use image::{ImageView, Mask, PixelFormat, RgbImage};
 pub use llm::prompt::LengthControl;
 pub use model::{
     find_model_files, CancelHandle, Caption, Captions, DescribeOptions, Frame, FrameInfo, Model,
-    ModelParams, Session, Timings, MAX_REGIONS,
+    ModelParams, Session, Timings, VisionDevice, MAX_REGIONS,
 };
 pub use region::Region;

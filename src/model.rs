@@ -16,8 +16,10 @@ use crate::llm::prompt::{
 };
 use crate::preprocess::{focal_window, make_views, Views, Window};
 use crate::region::{rasterize, Region};
-use crate::sys::ggml::CpuBackend;
-use crate::sys::llama::{self, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel};
+use crate::sys::ggml::{self, Backend, Device};
+use crate::sys::llama::{
+    self, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, LogLevel,
+};
 use crate::sys::MappedFile;
 use crate::vision::{Detail, VisionModel, VisionOutput};
 
@@ -31,11 +33,28 @@ pub struct ModelParams {
     /// KV cache precision (f16 like llama.cpp; f32 for reference parity).
     pub kv_type: KvType,
     pub flash_attn: FlashAttn,
-    /// LLM layers to offload to a GPU (ignored by CPU-only builds).
+    /// LLM layers to offload to the GPU: negative = all (the default), 0 =
+    /// none. Ignored when ggml has no GPU (CPU-only builds, no device).
     pub n_gpu_layers: i32,
+    /// The GPU (index among ggml's GPU devices, as `dam info` lists them)
+    /// that holds the LLM layers and, with [`VisionDevice::Gpu`], the vision
+    /// stage.
+    pub main_gpu: i32,
+    /// Where the vision stage runs.
+    pub vision_device: VisionDevice,
     /// Regions [`Session::describe_many`] decodes in parallel (sequences
     /// sharing the context's `n_ctx` cells), 1..=64.
     pub n_seq_max: u32,
+}
+
+/// Where the vision stage runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VisionDevice {
+    /// On `main_gpu` when ggml has a GPU (weights uploaded once at load),
+    /// else on the CPU (one info log line says so).
+    Gpu,
+    /// On the CPU, weights read in place from the mapping.
+    Cpu,
 }
 
 impl Default for ModelParams {
@@ -45,7 +64,9 @@ impl Default for ModelParams {
             n_ctx: 0,
             kv_type: KvType::F16,
             flash_attn: FlashAttn::Auto,
-            n_gpu_layers: 0,
+            n_gpu_layers: -1,
+            main_gpu: 0,
+            vision_device: VisionDevice::Gpu,
             n_seq_max: 4,
         }
     }
@@ -61,6 +82,31 @@ impl ModelParams {
             ..Default::default()
         }
     }
+    /// The GPU to use: `main_gpu` among ggml's GPUs, or `None` (with one
+    /// info log line) when there is none. A `main_gpu` beyond the GPUs
+    /// present is an error.
+    pub fn gpu(&self) -> Result<Option<Device>> {
+        let gpus = ggml::gpu_devices();
+        if gpus.is_empty() {
+            if self.n_gpu_layers != 0 || self.vision_device == VisionDevice::Gpu {
+                llama::log(LogLevel::Info, "dam: no GPU found; running on the CPU\n");
+            }
+            return Ok(None);
+        }
+        let i = usize::try_from(self.main_gpu)
+            .ok()
+            .filter(|&i| i < gpus.len())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "main_gpu {} is not one of the {} GPUs found (0..={})",
+                    self.main_gpu,
+                    gpus.len(),
+                    gpus.len() - 1
+                ))
+            })?;
+        Ok(Some(gpus[i]))
+    }
+
     fn threads(&self) -> usize {
         if self.threads > 0 {
             // ggml's thread pools hold at most 512 threads.
@@ -165,14 +211,21 @@ impl Model {
         let mut step = |s| progress(s).then_some(()).ok_or(Error::Cancelled);
         step(LoadStage::Start)?;
         let t0 = Instant::now();
-        let vision = VisionModel::load(vision_path)?;
+        let gpu = params.gpu()?;
+        let vision_gpu = gpu.filter(|_| params.vision_device == VisionDevice::Gpu);
+        let vision = VisionModel::load_on(vision_path, vision_gpu, params.flash_attn)?;
         step(LoadStage::VisionLoaded)?;
         check_llm_file(llm_path, vision.hp.llm_hidden)?;
         llama::init_backend();
         let llm = Arc::new(LlamaModel::load(
             llm_path,
             &llama::ModelParams {
-                n_gpu_layers: params.n_gpu_layers,
+                n_gpu_layers: if gpu.is_some() {
+                    params.n_gpu_layers
+                } else {
+                    0
+                },
+                main_gpu: params.main_gpu.max(0),
                 use_mmap: true,
             },
         )?);
@@ -219,7 +272,7 @@ impl Model {
         )?;
         Ok(Session {
             model: self.clone(),
-            backend: CpuBackend::new(threads, cancel.clone())?,
+            backend: self.vision.backend(threads, cancel.clone())?,
             ctx,
             cancel,
         })
@@ -739,7 +792,7 @@ impl CancelHandle {
 /// buffers. One call at a time; create one per thread.
 pub struct Session {
     model: Arc<Model>,
-    backend: CpuBackend,
+    backend: Backend,
     ctx: LlamaContext,
     cancel: Arc<AtomicBool>,
 }

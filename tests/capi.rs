@@ -289,6 +289,11 @@ fn check_describe_example(compiler: &str, flags: &[&str], source: &str, name: &s
             let mut extra = vec!["--threads", "1", "--greedy", "--max-tokens", &max];
             if stream {
                 extra.push("--stream");
+                // The C++ example loads through dam_model_load_on; pin the
+                // vision stage to the CPU once (same caption on any machine).
+                if name == "describe_cpp" {
+                    extra.extend(["--vision-device", "cpu"]);
+                }
             }
             let out = run_program(
                 &exe,

@@ -32,17 +32,21 @@ fn case_options(case: &Case) -> DescribeOptions {
 
 #[test]
 fn pipeline_parity_f32() {
-    for model_name in MODELS {
+    let base = ModelParams {
+        threads: 2,
+        ..ModelParams::reference()
+    };
+    for (device, params) in on_devices(base) {
+        for model_name in MODELS {
+            parity_f32(model_name, device, params.clone());
+        }
+    }
+}
+
+fn parity_f32(model_name: &str, device: &str, params: ModelParams) {
+    {
         let (llm, vision) = converted(model_name, GgmlType::F32);
-        let model = Model::load(
-            &llm,
-            &vision,
-            ModelParams {
-                threads: 2,
-                ..ModelParams::reference()
-            },
-        )
-        .unwrap();
+        let model = Model::load(&llm, &vision, params).unwrap();
         let mut session = model.session().unwrap();
         for name in cases(model_name) {
             let case = Case::load(model_name, &name);
@@ -50,7 +54,7 @@ fn pipeline_parity_f32() {
             let fr = inputs.frames();
             let opts = case_options(&case);
             let (cap, trace) = session.trace(&fr, &opts, Detail::Features).unwrap();
-            let tag = format!("{model_name}/{name}");
+            let tag = format!("{device} {model_name}/{name}");
             assert_eq!(
                 trace.prompt,
                 case.json["prompt"].as_str().unwrap(),
@@ -215,18 +219,20 @@ fn video_drops_empty_frames() {
 /// clear (> 0.05).
 #[test]
 fn pipeline_agreement_f16_q8_0() {
+    let base = ModelParams {
+        threads: 2,
+        ..ModelParams::default()
+    };
+    for (device, params) in on_devices(base) {
+        agreement(device, params);
+    }
+}
+
+fn agreement(device: &str, params: ModelParams) {
     for ty in [GgmlType::F16, GgmlType::Q8_0] {
         for model_name in MODELS {
             let (llm, vision) = converted(model_name, ty);
-            let model = Model::load(
-                &llm,
-                &vision,
-                ModelParams {
-                    threads: 2,
-                    ..ModelParams::default()
-                },
-            )
-            .unwrap();
+            let model = Model::load(&llm, &vision, params.clone()).unwrap();
             let mut session = model.session().unwrap();
             for name in cases(model_name) {
                 let case = Case::load(model_name, &name);
@@ -247,7 +253,7 @@ fn pipeline_agreement_f16_q8_0() {
                 sorted.sort_by(|a, b| b.total_cmp(a));
                 let margin = sorted[0] - sorted[1];
                 println!(
-                    "{} {model_name}/{name}: {agree}/{} tokens agree, first_logits max abs err {el:.2e}, ref margin {margin:.3}",
+                    "{device} {} {model_name}/{name}: {agree}/{} tokens agree, first_logits max abs err {el:.2e}, ref margin {margin:.3}",
                     ty.name(),
                     want.len()
                 );

@@ -133,6 +133,7 @@ fn llama_cpp_tokenizes_and_detokenizes_with_the_synthetic_vocabulary() {
         &LlamaParams {
             n_gpu_layers: 0,
             use_mmap: true,
+            ..Default::default()
         },
     )
     .unwrap();

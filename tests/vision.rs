@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use common::*;
 use dam::preprocess::{Views, Window};
-use dam::sys::ggml::CpuBackend;
 use dam::sys::GgmlType;
 use dam::vision::VisionModel;
 
@@ -45,7 +44,7 @@ fn fixture_views(case: &Case) -> Vec<Views> {
 fn run_model(model: &str, ty: GgmlType) -> Vec<(String, f64, f64, f64)> {
     let (_, vpath) = converted(model, ty);
     let vm = VisionModel::load(&vpath).unwrap();
-    let mut be = CpuBackend::new(2, Arc::new(AtomicBool::new(false))).unwrap();
+    let mut be = vm.backend(2, Arc::new(AtomicBool::new(false))).unwrap();
     let mut rows = Vec::new();
     for name in cases(model) {
         let case = Case::load(model, &name);

@@ -175,6 +175,19 @@ class Model {
         check(dam_model_load(DAM_API_VERSION, llm_path.c_str(), vision_path.c_str(), &params, &m));
         model_.reset(m, dam_model_free);
     }
+    /// With device choices (API 1.2); see `device_defaults()`.
+    Model(const std::string &llm_path, const std::string &vision_path, const dam_model_params &params,
+          const dam_device_params &device) {
+        dam_model *m = nullptr;
+        check(dam_model_load_on(DAM_API_VERSION, llm_path.c_str(), vision_path.c_str(), &params, &device, &m));
+        model_.reset(m, dam_model_free);
+    }
+    /// The default device choices: the main GPU (0) when there is one, vision there too.
+    static dam_device_params device_defaults() {
+        dam_device_params d;
+        check(dam_device_params_init(&d, sizeof d));
+        return d;
+    }
     dam_model *get() const noexcept { return model_.get(); }
     uint32_t max_frames() const noexcept { return dam_model_max_frames(model_.get()); }
 

@@ -67,7 +67,7 @@ dam_image_view view_of(const Pnm &p) {
 
 int usage() {
     std::cerr << "usage: describe_cpp [--greedy] [--max-tokens N] [--query TEXT] [--threads N] [--stream] [--timings]\n"
-                 "                    LLM.gguf VISION.gguf IMAGE.ppm (--mask MASK.pgm | --box X0,Y0,X1,Y1)\n";
+                 "                    [--vision-device gpu|cpu] LLM.gguf VISION.gguf IMAGE.ppm (--mask MASK.pgm | --box X0,Y0,X1,Y1)\n";
     return 2;
 }
 
@@ -78,6 +78,7 @@ int main(int argc, char **argv) {
     std::string mask_path;
     bool stream = false, timings = false, have_box = false;
     float box[4] = {0, 0, 0, 0};
+    dam_device_params device = dam::Model::device_defaults();
     dam::Options opts;
     dam_model_params params = dam_model_default_params();
     for (int i = 1; i < argc; i++) {
@@ -94,6 +95,10 @@ int main(int argc, char **argv) {
             opts.query(argv[++i]);
         } else if (a == "--threads" && i + 1 < argc) {
             params.n_threads = std::stoi(argv[++i]);
+        } else if (a == "--vision-device" && i + 1 < argc) {
+            std::string d = argv[++i];
+            if (d != "gpu" && d != "cpu") return usage();
+            device.vision_device = d == "cpu" ? DAM_VISION_DEVICE_CPU : DAM_VISION_DEVICE_GPU;
         } else if (a == "--mask" && i + 1 < argc) {
             mask_path = argv[++i];
         } else if (a == "--box" && i + 1 < argc) {
@@ -115,7 +120,7 @@ int main(int argc, char **argv) {
             mask = load_pnm(mask_path);
             region = dam::Region::mask(view_of(mask));
         }
-        dam::Model model(paths[0], paths[1], params);
+        dam::Model model(paths[0], paths[1], params, device);
         dam::Session session(model);
         dam::TokenCallback print;
         if (stream) {

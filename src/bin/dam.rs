@@ -13,7 +13,7 @@ use dam::sys::GgmlType;
 use dam::vision::Detail;
 use dam::{
     find_model_files, Caption, DescribeOptions, Error, Frame, LengthControl, Model, ModelParams,
-    PixelFormat, Region, Result,
+    PixelFormat, Region, Result, VisionDevice,
 };
 
 #[derive(Parser)]
@@ -68,6 +68,15 @@ struct ModelArgs {
     /// Context length (0 = the model's, at most 4096).
     #[arg(long, default_value_t = 0)]
     ctx: u32,
+    /// LLM layers on the GPU (negative = all; 0 = none). Without a GPU, 0.
+    #[arg(long = "n-gpu-layers", visible_alias = "ngl", default_value_t = -1, allow_hyphen_values = true)]
+    n_gpu_layers: i32,
+    /// The GPU to use (index in `dam info`'s list of GPUs).
+    #[arg(long, default_value_t = 0)]
+    main_gpu: i32,
+    /// Where the vision stage runs: gpu (the main GPU when there is one) or cpu.
+    #[arg(long, default_value = "gpu")]
+    vision_device: String,
 }
 
 #[derive(Args)]
@@ -236,12 +245,37 @@ fn load_model(a: &ModelArgs, reference: bool) -> Result<std::sync::Arc<Model>> {
             ))
         }
     };
+    let p = model_params(a, reference)?;
+    let tty = std::io::stderr().is_terminal();
+    if tty {
+        eprint!("loading {} ...", vision.display());
+    }
+    let m = Model::load(&llm, &vision, p);
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    m
+}
+
+/// The model parameters the flags ask for.
+fn model_params(a: &ModelArgs, reference: bool) -> Result<ModelParams> {
     let mut p = if reference {
         ModelParams::reference()
     } else {
         ModelParams::default()
     };
     p.threads = a.threads;
+    p.n_gpu_layers = a.n_gpu_layers;
+    p.main_gpu = a.main_gpu;
+    p.vision_device = match a.vision_device.as_str() {
+        "gpu" => VisionDevice::Gpu,
+        "cpu" => VisionDevice::Cpu,
+        s => {
+            return Err(Error::InvalidArgument(format!(
+                "--vision-device {s}: gpu or cpu"
+            )))
+        }
+    };
     p.n_ctx = a.ctx;
     if !reference {
         p.kv_type = parse_kv(&a.kv_type)?;
@@ -256,15 +290,7 @@ fn load_model(a: &ModelArgs, reference: bool) -> Result<std::sync::Arc<Model>> {
             }
         };
     }
-    let tty = std::io::stderr().is_terminal();
-    if tty {
-        eprint!("loading {} ...", vision.display());
-    }
-    let m = Model::load(&llm, &vision, p);
-    if tty {
-        eprint!("\r\x1b[2K");
-    }
-    m
+    Ok(p)
 }
 
 fn floats(s: &str, what: &str) -> Result<Vec<f32>> {
@@ -580,6 +606,24 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
 }
 
 fn info(a: ModelArgs) -> Result<()> {
+    let print_devices = || {
+        println!("cpu:    {}", dam::sys::ggml::cpu_features().join(" "));
+        for d in dam::sys::ggml::devices() {
+            println!(
+                "device: {} ({}, {}; {:.1} of {:.1} GiB free)",
+                d.name,
+                d.kind,
+                d.description,
+                d.memory_free as f64 / (1u64 << 30) as f64,
+                d.memory_total as f64 / (1u64 << 30) as f64
+            );
+        }
+    };
+    // Without a model: the compute devices only.
+    if a.llm.is_none() && a.vision.is_none() && a.model.is_none() {
+        print_devices();
+        return Ok(());
+    }
     let m = load_model(&a, false)?;
     let hp = &m.vision.hp;
     println!(
@@ -600,17 +644,11 @@ fn info(a: ModelArgs) -> Result<()> {
         hp.layers,
         hp.tokens_per_image()
     );
-    println!("cpu:    {}", dam::sys::ggml::cpu_features().join(" "));
-    for d in dam::sys::ggml::devices() {
-        println!(
-            "device: {} ({}, {}; {:.1} of {:.1} GiB free)",
-            d.name,
-            d.kind,
-            d.description,
-            d.memory_free as f64 / (1u64 << 30) as f64,
-            d.memory_total as f64 / (1u64 << 30) as f64
-        );
-    }
+    print_devices();
+    println!(
+        "vision on: {}",
+        m.vision.device.map_or("CPU".to_string(), |d| d.name())
+    );
     println!("load:   {:.1} ms", m.load_ms);
     Ok(())
 }
@@ -893,10 +931,12 @@ fn bench(a: BenchArgs) -> Result<()> {
             (None, None) => return Err(Error::InvalidArgument("give --vision or --model".into())),
         };
         let t0 = Instant::now();
-        let vm = dam::vision::VisionModel::load(&vision)?;
+        let p = model_params(&a.model, false)?;
+        let gpu = p.gpu()?.filter(|_| p.vision_device == VisionDevice::Gpu);
+        let vm = dam::vision::VisionModel::load_on(&vision, gpu, p.flash_attn)?;
         let load_ms = ms(t0);
         let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut backend = dam::sys::ggml::CpuBackend::new(threads, cancel)?;
+        let mut backend = vm.backend(threads, cancel)?;
         let hp = &vm.hp;
         for k in 0..a.warmup + a.runs {
             let t0 = Instant::now();

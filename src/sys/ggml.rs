@@ -112,10 +112,16 @@ impl Drop for MappedWeights {
 }
 
 impl MappedWeights {
-    /// Creates one ggml tensor per entry, pointing into `map`. Every entry
-    /// must come from `GgufHeader::parse` on this mapping (offsets, sizes and
-    /// types already checked against the file).
-    pub fn new(map: Arc<MappedFile>, infos: &[&TensorInfo]) -> Result<Self> {
+    /// Creates one ggml tensor per entry. Every entry must come from
+    /// `GgufHeader::parse` on this mapping (offsets, sizes and types already
+    /// checked against the file). With `device` `None` the tensors point
+    /// into `map` (no copy); with a device (a GPU) they are uploaded once
+    /// into one buffer of that device's memory.
+    pub fn new(
+        map: Arc<MappedFile>,
+        infos: &[&TensorInfo],
+        device: Option<Device>,
+    ) -> Result<Self> {
         let bytes = map.bytes();
         let len = bytes.len();
         for t in infos {
@@ -128,6 +134,9 @@ impl MappedWeights {
             }
         }
         let ctx = ggml_ctx(infos.len() + 1, 0)?;
+        if let Some(dev) = device {
+            return Self::upload(map, infos, ctx, dev);
+        }
         let base = bytes.as_ptr() as *mut std::ffi::c_void;
         // SAFETY: `base..base+len` is the live mapping kept alive by `_map`,
         // `dev` is the registry's CPU device (static); the host-pointer
@@ -174,6 +183,75 @@ impl MappedWeights {
         Ok(weights)
     }
 
+    /// One buffer on `dev` holding a copy of every tensor.
+    fn upload(
+        map: Arc<MappedFile>,
+        infos: &[&TensorInfo],
+        ctx: NonNull<ffi::ggml_context>,
+        dev: Device,
+    ) -> Result<Self> {
+        let free_ctx = |e: Error| {
+            // SAFETY: created by the caller for this call only, freed once.
+            unsafe { ffi::ggml_free(ctx.as_ptr()) };
+            e
+        };
+        let mut tensors = std::collections::HashMap::new();
+        for t in infos {
+            let ne: Vec<i64> = t.ne.iter().map(|&d| d as i64).collect();
+            let name = CString::new(t.name.as_str())
+                .map_err(|_| free_ctx(Error::InvalidModel("bad tensor name".into())))?;
+            // SAFETY: the context has room for every tensor; type and shape
+            // were validated by the GGUF reader.
+            let p = unsafe {
+                let p =
+                    ffi::ggml_new_tensor(ctx.as_ptr(), t.ty.raw(), ne.len() as i32, ne.as_ptr());
+                if !p.is_null() {
+                    ffi::ggml_set_name(p, name.as_ptr());
+                }
+                p
+            };
+            let p = NonNull::new(p)
+                .ok_or_else(|| free_ctx(Error::Backend("ggml_new_tensor failed".into())))?;
+            tensors.insert(t.name.clone(), p);
+        }
+        // SAFETY: a live registry device and a metadata context whose tensors
+        // have no data yet; null (out of device memory) is handled.
+        let buffer = NonNull::new(unsafe {
+            let buft = ffi::ggml_backend_dev_buffer_type(dev.ptr.as_ptr());
+            ffi::ggml_backend_alloc_ctx_tensors_from_buft(ctx.as_ptr(), buft)
+        })
+        .ok_or_else(|| {
+            free_ctx(Error::Backend(format!(
+                "cannot allocate the vision weights on {} (out of device memory?)",
+                dev.name()
+            )))
+        })?;
+        let bytes = map.bytes();
+        for t in infos {
+            let p = tensors[&t.name];
+            let src = &bytes[t.offset as usize..(t.offset + t.nbytes) as usize];
+            // SAFETY: `p` is allocated in `buffer` with exactly nbytes bytes
+            // (same type and shape as in the file, whose size the reader
+            // checked); `src` lies inside the live mapping (checked in `new`).
+            unsafe {
+                if ffi::ggml_nbytes(p.as_ptr()) != src.len() {
+                    ffi::ggml_backend_buffer_free(buffer.as_ptr());
+                    return Err(free_ctx(Error::InvalidModel(format!(
+                        "tensor {} has an unexpected size",
+                        t.name
+                    ))));
+                }
+                ffi::ggml_backend_tensor_set(p.as_ptr(), src.as_ptr().cast(), 0, src.len());
+            }
+        }
+        Ok(MappedWeights {
+            ctx,
+            buffer,
+            tensors,
+            _map: map,
+        })
+    }
+
     pub fn get(&self, name: &str) -> Result<Tensor<'_>> {
         self.tensors
             .get(name)
@@ -191,8 +269,8 @@ impl MappedWeights {
             return Err(Error::InvalidModel(format!("{name} is not f32")));
         }
         let mut out = vec![0f32; t.nelements() as usize];
-        // SAFETY: the tensor is allocated in a CPU buffer and holds exactly
-        // nelements f32 values.
+        // SAFETY: the tensor is allocated (in the mapping or on a device)
+        // and holds exactly nelements f32 values.
         unsafe { ffi::ggml_backend_tensor_get(t.raw(), out.as_mut_ptr().cast(), 0, t.nbytes()) };
         Ok(out)
     }
@@ -231,6 +309,8 @@ impl Drop for Graph {
 
 /// Node budget of one graph (the tower has ~40 nodes per layer and branch).
 const MAX_NODES: usize = 1 << 16;
+/// The scheduler's table size: room for MAX_NODES nodes and their leaves.
+const SCHED_SIZE: usize = 2 * MAX_NODES;
 
 impl Graph {
     pub fn new() -> Result<Graph> {
@@ -643,56 +723,136 @@ impl Graph {
     }
 }
 
-/// ggml's CPU backend with a graph allocator and a cancel flag polled inside
-/// compute.
-pub struct CpuBackend {
-    backend: NonNull<ffi::ggml_backend>,
-    galloc: NonNull<ffi::ggml_gallocr>,
+/// A compute device of ggml's registry (a static registry entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Device {
+    ptr: NonNull<ffi::ggml_backend_device>,
+}
+
+// SAFETY: registry devices are process-lifetime objects whose getters are
+// thread-safe; the handle itself is a plain pointer.
+unsafe impl Send for Device {}
+// SAFETY: as above.
+unsafe impl Sync for Device {}
+
+impl Device {
+    pub fn name(&self) -> String {
+        // SAFETY: a registry device; ggml returns a static string or null.
+        text(unsafe { ffi::ggml_backend_dev_name(self.ptr.as_ptr()) })
+    }
+}
+
+/// The GPUs of ggml's registry, in registry order (the order llama.cpp's
+/// `main_gpu` indexes). Empty on CPU-only builds.
+pub fn gpu_devices() -> Vec<Device> {
+    super::llama::init_backend();
+    // SAFETY: registry getters without preconditions; indices below the count.
+    unsafe {
+        (0..ffi::ggml_backend_dev_count())
+            .filter_map(|i| NonNull::new(ffi::ggml_backend_dev_get(i)))
+            .filter(|d| {
+                matches!(
+                    ffi::ggml_backend_dev_type(d.as_ptr()),
+                    ffi::GGML_BACKEND_DEVICE_TYPE_GPU | ffi::GGML_BACKEND_DEVICE_TYPE_IGPU
+                )
+            })
+            .map(|ptr| Device { ptr })
+            .collect()
+    }
+}
+
+/// The backends a graph runs on, scheduled by `ggml_backend_sched`: an
+/// optional GPU first, then the CPU, which takes every op the GPU lacks.
+/// Holds the compute buffers between calls and a cancel flag polled inside
+/// CPU compute.
+pub struct Backend {
+    sched: NonNull<ffi::ggml_backend_sched>,
+    /// The GPU backend, when the graph runs on one.
+    gpu: Option<NonNull<ffi::ggml_backend>>,
+    cpu: NonNull<ffi::ggml_backend>,
     cancel: Arc<AtomicBool>,
 }
 
 // SAFETY: a backend is used by one thread at a time (&mut self for compute);
 // moving it between threads is fine.
-unsafe impl Send for CpuBackend {}
+unsafe impl Send for Backend {}
 
-impl Drop for CpuBackend {
+impl Drop for Backend {
     fn drop(&mut self) {
-        // SAFETY: created in `new`, freed once.
+        // SAFETY: created in `new`, freed once, the scheduler before the
+        // backends it refers to.
         unsafe {
-            ffi::ggml_gallocr_free(self.galloc.as_ptr());
-            ffi::ggml_backend_free(self.backend.as_ptr());
+            ffi::ggml_backend_sched_free(self.sched.as_ptr());
+            if let Some(g) = self.gpu {
+                ffi::ggml_backend_free(g.as_ptr());
+            }
+            ffi::ggml_backend_free(self.cpu.as_ptr());
         }
     }
 }
 
 unsafe extern "C" fn abort_cb(data: *mut std::ffi::c_void) -> bool {
     // SAFETY: `data` points to the AtomicBool inside the Arc owned by the
-    // CpuBackend, which outlives every compute call that can invoke this.
+    // Backend, which outlives every compute call that can invoke this.
     let flag = unsafe { &*(data as *const AtomicBool) };
     flag.load(Ordering::Relaxed)
 }
 
-impl CpuBackend {
-    pub fn new(threads: usize, cancel: Arc<AtomicBool>) -> Result<CpuBackend> {
-        let dev = cpu_device()?;
-        // SAFETY: a registry device; null is handled.
-        let backend =
-            NonNull::new(unsafe { ffi::ggml_backend_dev_init(dev.as_ptr(), std::ptr::null()) })
-                .ok_or_else(|| Error::Backend("ggml CPU backend init failed".into()))?;
-        // SAFETY: a live backend; its default buffer type is static.
-        let galloc = match NonNull::new(unsafe {
-            ffi::ggml_gallocr_new(ffi::ggml_backend_get_default_buffer_type(backend.as_ptr()))
-        }) {
-            Some(g) => g,
-            None => {
+fn init_device(dev: NonNull<ffi::ggml_backend_device>) -> Result<NonNull<ffi::ggml_backend>> {
+    // SAFETY: a registry device; null is handled.
+    NonNull::new(unsafe { ffi::ggml_backend_dev_init(dev.as_ptr(), std::ptr::null()) }).ok_or_else(
+        || {
+            Error::Backend(format!(
+                "cannot start the ggml backend of {}",
+                Device { ptr: dev }.name()
+            ))
+        },
+    )
+}
+
+impl Backend {
+    /// The CPU with `threads` threads, and `gpu` when given (its weights
+    /// must live in that GPU's memory or in host memory).
+    pub fn new(threads: usize, cancel: Arc<AtomicBool>, gpu: Option<Device>) -> Result<Backend> {
+        let cpu = init_device(cpu_device()?)?;
+        let gpu_backend = match gpu.map(|d| init_device(d.ptr)).transpose() {
+            Ok(g) => g,
+            Err(e) => {
                 // SAFETY: created just above, freed once.
-                unsafe { ffi::ggml_backend_free(backend.as_ptr()) };
-                return Err(Error::Backend("ggml graph allocator init failed".into()));
+                unsafe { ffi::ggml_backend_free(cpu.as_ptr()) };
+                return Err(e);
             }
         };
-        let b = CpuBackend {
-            backend,
-            galloc,
+        let mut list: Vec<ffi::ggml_backend_t> = gpu_backend.iter().map(|g| g.as_ptr()).collect();
+        list.push(cpu.as_ptr());
+        // SAFETY: 1 or 2 live backends, the CPU last as ggml requires; null
+        // buffer types mean each backend's default; the graph size bounds
+        // every graph built by `Graph`. op_offload stays off: weights are
+        // already where they run.
+        let sched = NonNull::new(unsafe {
+            ffi::ggml_backend_sched_new(
+                list.as_mut_ptr(),
+                std::ptr::null_mut(),
+                list.len() as c_int,
+                SCHED_SIZE,
+                false,
+                false,
+            )
+        });
+        let Some(sched) = sched else {
+            // SAFETY: created above, freed once.
+            unsafe {
+                if let Some(g) = gpu_backend {
+                    ffi::ggml_backend_free(g.as_ptr());
+                }
+                ffi::ggml_backend_free(cpu.as_ptr());
+            }
+            return Err(Error::Backend("ggml scheduler init failed".into()));
+        };
+        let b = Backend {
+            sched,
+            gpu: gpu_backend,
+            cpu,
             cancel,
         };
         b.set_threads(threads);
@@ -706,7 +866,7 @@ impl CpuBackend {
             // for its whole life.
             unsafe {
                 set_abort(
-                    b.backend.as_ptr(),
+                    b.cpu.as_ptr(),
                     Some(abort_cb),
                     Arc::as_ptr(&b.cancel) as *mut c_void,
                 )
@@ -715,20 +875,32 @@ impl CpuBackend {
         Ok(b)
     }
 
+    /// Whether the graph runs on a GPU.
+    pub fn on_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
     pub fn set_threads(&self, threads: usize) {
         type SetThreads = unsafe extern "C" fn(ffi::ggml_backend_t, c_int);
         // SAFETY: the CPU registry exports this name with exactly this
         // signature (ggml-cpu.cpp, `ggml_backend_cpu_get_proc_address`).
         if let Some(set) = unsafe { cpu_proc::<SetThreads>(c"ggml_backend_set_n_threads") } {
             // SAFETY: a CPU backend and a thread count in ggml's range.
-            unsafe { set(self.backend.as_ptr(), threads.clamp(1, 512) as c_int) };
+            unsafe { set(self.cpu.as_ptr(), threads.clamp(1, 512) as c_int) };
         }
     }
 
     /// Allocates the graph's tensors; call before setting inputs.
     pub fn alloc(&mut self, g: &Graph) -> Result<()> {
-        // SAFETY: valid allocator and graph; the graph's inputs/outputs are flagged.
-        if !unsafe { ffi::ggml_gallocr_alloc_graph(self.galloc.as_ptr(), g.gf.as_ptr()) } {
+        // SAFETY: a live scheduler (reset first: it allocates one graph at a
+        // time) and a graph whose node and leaf count fit its hash table
+        // (SCHED_SIZE > MAX_NODES plus every leaf of a graph); the graph's
+        // inputs and outputs are flagged; every weight lives in a buffer one
+        // of the scheduler's backends can use (host memory or its GPU).
+        if !unsafe {
+            ffi::ggml_backend_sched_reset(self.sched.as_ptr());
+            ffi::ggml_backend_sched_alloc_graph(self.sched.as_ptr(), g.gf.as_ptr())
+        } {
             return Err(Error::Backend(
                 "cannot allocate the compute graph (out of memory?)".into(),
             ));
@@ -777,8 +949,9 @@ impl CpuBackend {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
-        // SAFETY: the graph was allocated by `alloc`; weights live in CPU buffers.
-        let st = unsafe { ffi::ggml_backend_graph_compute(self.backend.as_ptr(), g.gf.as_ptr()) };
+        // SAFETY: the graph was allocated by `alloc` on this scheduler.
+        let st =
+            unsafe { ffi::ggml_backend_sched_graph_compute(self.sched.as_ptr(), g.gf.as_ptr()) };
         match st {
             ffi::GGML_STATUS_SUCCESS => Ok(()),
             ffi::GGML_STATUS_ABORTED => Err(Error::Cancelled),
@@ -802,10 +975,16 @@ impl CpuBackend {
         Ok(out)
     }
 
-    /// Bytes of the compute buffer.
+    /// Bytes of the compute buffers (CPU and GPU together).
     pub fn buffer_size(&self) -> usize {
-        // SAFETY: valid allocator.
-        unsafe { ffi::ggml_gallocr_get_buffer_size(self.galloc.as_ptr(), 0) }
+        // SAFETY: a live scheduler and its own backends.
+        unsafe {
+            self.gpu
+                .iter()
+                .chain([&self.cpu])
+                .map(|b| ffi::ggml_backend_sched_get_buffer_size(self.sched.as_ptr(), b.as_ptr()))
+        }
+        .sum()
     }
 }
 
@@ -893,17 +1072,19 @@ pub struct DeviceInfo {
     pub memory_total: usize,
 }
 
+/// A static NUL-terminated string from ggml, or "" for null.
+fn text(p: *const std::ffi::c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        // SAFETY: ggml returns static NUL-terminated strings.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
 /// Every device of ggml's backend registry.
 pub fn devices() -> Vec<DeviceInfo> {
     super::llama::init_backend();
-    let text = |p: *const std::ffi::c_char| {
-        if p.is_null() {
-            String::new()
-        } else {
-            // SAFETY: ggml returns static NUL-terminated strings.
-            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-        }
-    };
     // SAFETY: registry getters without preconditions; indices below the count.
     unsafe {
         (0..ffi::ggml_backend_dev_count())

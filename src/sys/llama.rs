@@ -83,6 +83,16 @@ unsafe extern "C" fn log_callback(
     }));
 }
 
+/// Sends one of dam's own lines (with its newline) to the receiver of
+/// llama.cpp's lines, so callers see both in one stream.
+pub fn log(level: LogLevel, text: &str) {
+    if let Ok(hook) = LOG_HOOK.read() {
+        if let Some(hook) = hook.as_ref() {
+            hook(level, text);
+        }
+    }
+}
+
 /// Initialises llama.cpp's backends once per process and routes its logging
 /// through [`set_log_hook`]. Every constructor here calls it; calling it
 /// again is a no-op.
@@ -172,6 +182,9 @@ pub struct ModelParams {
     /// Layers to offload to a GPU (0 = none, negative = all). Ignored by
     /// CPU-only builds.
     pub n_gpu_layers: i32,
+    /// The GPU (index among ggml's GPUs) that holds the offloaded layers;
+    /// the model is not split across GPUs.
+    pub main_gpu: i32,
     /// Memory-map the file instead of reading it.
     pub use_mmap: bool,
 }
@@ -180,6 +193,7 @@ impl Default for ModelParams {
     fn default() -> Self {
         ModelParams {
             n_gpu_layers: 0,
+            main_gpu: 0,
             use_mmap: true,
         }
     }
@@ -234,6 +248,8 @@ impl LlamaModel {
         // SAFETY: returns a plain struct of defaults.
         let mut p = unsafe { ffi::llama_model_default_params() };
         p.n_gpu_layers = params.n_gpu_layers;
+        p.main_gpu = params.main_gpu;
+        p.split_mode = ffi::LLAMA_SPLIT_MODE_NONE;
         p.load_mode = if params.use_mmap {
             ffi::LLAMA_LOAD_MODE_MMAP
         } else {

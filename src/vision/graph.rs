@@ -1,6 +1,7 @@
 //! Loading the vision file and running the vision stage as one ggml graph.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::context::{key_mask_bias, CrossAttnBlock};
@@ -9,7 +10,8 @@ use super::siglip::{Act, VisionTower};
 use crate::error::{Error, Result};
 use crate::gguf_file::{GgufHeader, TensorInfo};
 use crate::preprocess::Views;
-use crate::sys::ggml::{CpuBackend, Graph, MappedWeights, Tensor};
+use crate::sys::ggml::{Backend, Device, Graph, MappedWeights, Tensor};
+use crate::sys::llama::FlashAttn;
 use crate::sys::{GgmlType, MappedFile};
 use crate::weights::VisionHparams;
 
@@ -23,6 +25,8 @@ pub struct VisionModel {
     flash: bool,
     /// The weight type of the matrices (the most common one), for reports.
     pub weight_type: GgmlType,
+    /// The GPU holding the weights and running the graph (`None`: the CPU).
+    pub device: Option<Device>,
     pub file_size: u64,
 }
 
@@ -56,9 +60,18 @@ pub struct VisionOutput {
 }
 
 impl VisionModel {
-    /// Maps and validates a `dam-vision` GGUF file. Every key, shape and type
-    /// is checked before ggml sees any tensor.
+    /// Maps and validates a `dam-vision` GGUF file on the CPU, with the
+    /// default attention policy.
     pub fn load(path: &Path) -> Result<VisionModel> {
+        Self::load_on(path, None, FlashAttn::Auto)
+    }
+
+    /// Maps and validates a `dam-vision` GGUF file. Every key, shape and type
+    /// is checked before ggml sees any tensor. With a `device` the weights
+    /// are uploaded to it once, here. `flash`: fused attention always (`On`),
+    /// never (`Off`, the exact path), or for reduced-precision weights only
+    /// (`Auto`).
+    pub fn load_on(path: &Path, device: Option<Device>, flash: FlashAttn) -> Result<VisionModel> {
         let map = Arc::new(MappedFile::open(path)?);
         let h = GgufHeader::parse(map.bytes(), &path.display().to_string())?;
         // Name the file in errors about its contents.
@@ -79,7 +92,7 @@ impl VisionModel {
             )));
         }
         let infos: Vec<&TensorInfo> = h.tensors.iter().collect();
-        let weights = MappedWeights::new(map.clone(), &infos)?;
+        let weights = MappedWeights::new(map.clone(), &infos, device)?;
         let matrices: Vec<GgmlType> = h
             .tensors
             .iter()
@@ -103,13 +116,23 @@ impl VisionModel {
             hp,
             weights,
             act,
-            flash: weight_type != GgmlType::F32,
+            flash: match flash {
+                FlashAttn::On => true,
+                FlashAttn::Off => false,
+                FlashAttn::Auto => weight_type != GgmlType::F32,
+            },
             weight_type,
+            device,
             file_size: map.bytes().len() as u64,
         };
         // Resolve every module once so a bad gate or missing tensor fails now.
         model.modules().map_err(named)?;
         Ok(model)
+    }
+
+    /// A backend for [`VisionModel::encode`] on this model's device.
+    pub fn backend(&self, threads: usize, cancel: Arc<AtomicBool>) -> Result<Backend> {
+        Backend::new(threads, cancel, self.device)
     }
 
     fn modules(&self) -> Result<(VisionTower<'_>, Vec<CrossAttnBlock<'_>>, Projector<'_>)> {
@@ -131,10 +154,15 @@ impl VisionModel {
     /// every layer's output too.
     pub fn encode(
         &self,
-        backend: &mut CpuBackend,
+        backend: &mut Backend,
         views: &[&Views],
         detail: Detail,
     ) -> Result<VisionOutput> {
+        if backend.on_gpu() != self.device.is_some() {
+            return Err(Error::InvalidArgument(
+                "the backend runs on another device than the vision weights".into(),
+            ));
+        }
         let want_features = detail != Detail::Embeddings;
         let debug = detail == Detail::Debug;
         let mut keep: Vec<(String, Tensor)> = Vec::new();

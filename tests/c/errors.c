@@ -746,6 +746,60 @@ static void check_batch(dam_session *s) {
     CHECK_STATUS(dam_session_caption(NULL, 0, buf, sizeof buf, &len), DAM_STATUS_INVALID_ARGUMENT);
 }
 
+/* Device parameters (1.2): filled through a pointer and a size; without a
+ * GPU every choice runs on the CPU and gives the same caption. */
+static void check_devices(const char *reference_caption) {
+    dam_device_params d;
+    memset(&d, 0xab, sizeof d);
+    CHECK_STATUS(dam_device_params_init(&d, sizeof d), DAM_STATUS_OK);
+    CHECK(d.struct_size == sizeof d && d.main_gpu == 0 && d.vision_device == DAM_VISION_DEVICE_GPU);
+    CHECK_STATUS(dam_device_params_init(NULL, sizeof d), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(dam_device_params_init(&d, 4), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(dam_device_params_init(&d, sizeof d + 8), DAM_STATUS_VERSION_MISMATCH);
+    CHECK(dam_model_default_params().n_gpu_layers == -1);
+
+    dam_model_params mp = dam_model_default_params();
+    mp.n_threads = 2;
+    dam_model *m = (dam_model *)1;
+    dam_device_params bad = d;
+    bad.vision_device = 7;
+    CHECK_STATUS(dam_model_load_on(DAM_API_VERSION, llm_path, vision_path, &mp, &bad, &m),
+                 DAM_STATUS_INVALID_ARGUMENT);
+    CHECK(m == NULL && strstr(dam_last_error(), "vision_device"));
+    bad = d;
+    bad.main_gpu = -1;
+    CHECK_STATUS(dam_model_load_on(DAM_API_VERSION, llm_path, vision_path, &mp, &bad, &m),
+                 DAM_STATUS_INVALID_ARGUMENT);
+    bad = d;
+    bad.struct_size = 2;
+    CHECK_STATUS(dam_model_load_on(DAM_API_VERSION, llm_path, vision_path, &mp, &bad, &m),
+                 DAM_STATUS_INVALID_ARGUMENT);
+    bad.struct_size = sizeof d + 4;
+    CHECK_STATUS(dam_model_load_on(DAM_API_VERSION, llm_path, vision_path, &mp, &bad, &m),
+                 DAM_STATUS_VERSION_MISMATCH);
+
+    /* The CPU explicitly, and NULL (defaults), describe as dam_model_load does. */
+    dam_device_params cpu = d;
+    cpu.vision_device = DAM_VISION_DEVICE_CPU;
+    mp.n_gpu_layers = 0;
+    const dam_device_params *choices[2] = {&cpu, NULL};
+    for (int i = 0; i < 2; i++) {
+        CHECK_STATUS(dam_model_load_on(DAM_API_VERSION, llm_path, vision_path, &mp, choices[i], &m),
+                     DAM_STATUS_OK);
+        dam_session *s = NULL;
+        CHECK_STATUS(dam_session_new(m, NULL, &s), DAM_STATUS_OK);
+        dam_image_view img = view(rgb, W, H, W * 3, DAM_PIXEL_FORMAT_RGB8);
+        dam_region r = mask_region(mask);
+        dam_describe_options o = greedy(10);
+        char buf[1024];
+        size_t len = 0;
+        CHECK_STATUS(dam_describe(s, &img, &r, &o, NULL, NULL, buf, sizeof buf, &len), DAM_STATUS_OK);
+        CHECK(strcmp(buf, reference_caption) == 0);
+        dam_session_free(s);
+        dam_model_free(m);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: errors LLM.gguf VISION.gguf\n");
@@ -777,6 +831,13 @@ int main(int argc, char **argv) {
         check_cancel_and_callbacks(s);
         check_video(s, dam_model_max_frames(m));
         check_batch(s);
+        dam_image_view img = view(rgb, W, H, W * 3, DAM_PIXEL_FORMAT_RGB8);
+        dam_region r = mask_region(mask);
+        dam_describe_options o = greedy(10);
+        char ref[1024];
+        size_t len = 0;
+        CHECK_STATUS(dam_describe(s, &img, &r, &o, NULL, NULL, ref, sizeof ref, &len), DAM_STATUS_OK);
+        check_devices(ref);
     }
     dam_session_free(s);
     dam_model_free(m);

@@ -3,15 +3,51 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use dam::sys::GgmlType;
 
 pub const MODELS: [&str; 2] = ["tiny", "geom"];
 
+/// The fixtures: `DAM_TEST_ROOT/tests/fixtures` when that variable is set
+/// (a test binary carried to another machine, e.g. by
+/// scripts/device-check.sh), else this checkout's.
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::env::var_os("DAM_TEST_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("tests/fixtures")
+}
+
+/// The devices the parity tests run on, applied to `p`: the CPU, then the
+/// main GPU (all LLM layers and the vision stage) when ggml has one.
+/// `DAM_TEST_DEVICES=cpu` or `=gpu` keeps one (`gpu` fails without a GPU,
+/// so a GPU run cannot silently test the CPU twice).
+pub fn on_devices(p: dam::ModelParams) -> Vec<(&'static str, dam::ModelParams)> {
+    let has_gpu = !dam::sys::ggml::gpu_devices().is_empty();
+    let want = std::env::var("DAM_TEST_DEVICES").unwrap_or_default();
+    let mut v = Vec::new();
+    if want.is_empty() || want.contains("cpu") {
+        let cpu = dam::ModelParams {
+            n_gpu_layers: 0,
+            vision_device: dam::VisionDevice::Cpu,
+            ..p.clone()
+        };
+        v.push(("cpu", cpu));
+    }
+    if want.contains("gpu") {
+        assert!(has_gpu, "DAM_TEST_DEVICES asks for a GPU but ggml has none");
+    }
+    if has_gpu && (want.is_empty() || want.contains("gpu")) {
+        let gpu = dam::ModelParams {
+            n_gpu_layers: -1,
+            vision_device: dam::VisionDevice::Gpu,
+            ..p
+        };
+        v.push(("gpu", gpu));
+    }
+    v
 }
 
 /// Case names of a fixture model (from its cases/*.json).

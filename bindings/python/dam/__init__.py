@@ -669,6 +669,8 @@ class Model:
 
     ``Model(llm, vision)`` or ``Model(folder)``. Options: ``threads`` (0 = all cores),
     ``n_ctx``, ``kv_type`` ("f16"/"f32"), ``flash_attn`` ("auto"/"on"/"off"),
+    ``n_gpu_layers`` (-1 = all on the GPU when there is one), ``main_gpu`` (index of
+    the GPU), ``vision_device`` ("gpu": on the main GPU when there is one; "cpu"),
     ``log=fn(level, text)`` with ``log_level`` ("debug".."error"), ``progress=fn(stage,
     fraction) -> bool`` (False cancels the load)."""
 
@@ -681,7 +683,9 @@ class Model:
         n_ctx: int = 0,
         kv_type: str = "f16",
         flash_attn: str = "auto",
-        n_gpu_layers: int = 0,
+        n_gpu_layers: int = -1,
+        main_gpu: int = 0,
+        vision_device: str = "gpu",
         log: Optional[Callable[[str, str], None]] = None,
         log_level: str = "warn",
         progress: Optional[Callable[[str, float], Any]] = None,
@@ -697,8 +701,13 @@ class Model:
             p.kv_type = _ffi.KV_TYPES[kv_type]
             p.flash_attn = _ffi.FLASH_ATTN[flash_attn]
             p.log_level = _ffi.LOG_LEVELS[log_level]
+            vision_code = _ffi.VISION_DEVICES[vision_device]
         except KeyError as e:
             raise ValueError(f"unknown setting {e}") from None
+        d = _ffi.DeviceParams()
+        _check(lib.dam_device_params_init(ctypes.byref(d), ctypes.sizeof(d)))
+        d.main_gpu = main_gpu
+        d.vision_device = vision_code
         names = {v: k for k, v in _ffi.LOG_LEVELS.items()}
         self._callbacks: list = []
         if log is not None:
@@ -722,8 +731,13 @@ class Model:
             p.progress_callback = _ffi.PROGRESS_CALLBACK(on_progress)
             self._callbacks.append(p.progress_callback)
         out = ctypes.c_void_p()
-        st = lib.dam_model_load(
-            _ffi.API_VERSION, os.fsencode(llm), os.fsencode(vision), ctypes.byref(p), ctypes.byref(out)
+        st = lib.dam_model_load_on(
+            _ffi.API_VERSION,
+            os.fsencode(llm),
+            os.fsencode(vision),
+            ctypes.byref(p),
+            ctypes.byref(d),
+            ctypes.byref(out),
         )
         _check(st)
         self._handle = out

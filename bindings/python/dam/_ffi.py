@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 API_VERSION_MAJOR = 1
-API_VERSION_MINOR = 0
+API_VERSION_MINOR = 2
 API_VERSION = (API_VERSION_MAJOR << 16) | API_VERSION_MINOR
 
 # dam_status
@@ -61,6 +61,17 @@ class ModelParams(ctypes.Structure):
         ("log_level", ctypes.c_int32),
         ("n_seq_max", ctypes.c_uint32),  # API 1.1
     ]
+
+
+class DeviceParams(ctypes.Structure):  # API 1.2
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("main_gpu", ctypes.c_int32),
+        ("vision_device", ctypes.c_int32),
+    ]
+
+
+VISION_DEVICES = {"gpu": 0, "cpu": 1}
 
 
 class SessionParams(ctypes.Structure):
@@ -170,6 +181,18 @@ def load(path: str | None = None) -> ctypes.CDLL:
         "dam_describe_options_default": ([], DescribeOptions),
         "dam_model_load": (
             [c.c_uint32, c.c_char_p, c.c_char_p, c.POINTER(ModelParams), c.POINTER(c.c_void_p)],
+            status,
+        ),
+        "dam_device_params_init": ([c.POINTER(DeviceParams), c.c_size_t], status),
+        "dam_model_load_on": (
+            [
+                c.c_uint32,
+                c.c_char_p,
+                c.c_char_p,
+                c.POINTER(ModelParams),
+                c.POINTER(DeviceParams),
+                c.POINTER(c.c_void_p),
+            ],
             status,
         ),
         "dam_model_free": ([c.c_void_p], None),

@@ -29,7 +29,7 @@ def test_library_and_version():
     assert dam.version()
     assert dam.library_path().endswith(("libdam.so", "libdam.dylib", "dam.dll"))
     info = dam.backend_info()
-    assert info["api_version"] == "1.1"
+    assert info["api_version"] == "1.2"
     assert any(b["name"] for b in info["backends"])
     assert isinstance(info["simd"], list) and info["threads"] >= 1
 
@@ -225,6 +225,24 @@ def test_log_and_progress(model_files):
     assert lines and all(lvl in ("debug", "info", "warn", "error") for lvl, _ in lines)
     with pytest.raises(dam.CancelledError):
         dam.Model(*model_files, progress=lambda stage, f: stage != "llm_loaded")
+
+
+def test_device_choices(model_files, case):
+    # Without a GPU both vision devices run on the CPU (an info line says so) and
+    # give the same caption; bad choices are typed errors.
+    lines = []
+    caps = []
+    for dev in ("gpu", "cpu"):
+        with dam.Model(*model_files, threads=1, vision_device=dev, log=lambda l, t: lines.append(t),
+                       log_level="info") as m:
+            caps.append(m.describe(case["image"], mask=case["mask"], greedy=True, max_tokens=N))
+    assert caps[0] == caps[1] and caps[0]
+    if not any(b.get("type") == "gpu" for b in dam.backend_info()["backends"]):
+        assert any("no GPU found" in t for t in lines)
+    with pytest.raises(ValueError):
+        dam.Model(*model_files, vision_device="tpu")
+    with pytest.raises(dam.InvalidArgumentError):
+        dam.Model(*model_files, main_gpu=-1)
 
 
 def test_model_from_folder(model_files):

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The GPU check, one script (target: under 9 minutes on an H200 machine with
+# nvcc, CMake, ninja and Python + torch; no Rust toolchain, no network):
+#
+#   1. builds ggml's CUDA module for $ARCHS (default 90) from the carried ggml
+#      source (scripts/build-cuda-backend.sh), checking it is the source dam
+#      was built from;
+#   2. `dam info`: the CUDA device must be listed;
+#   3. the fixture parity tests on the CPU and on the GPU (carried test
+#      binary): f32 greedy tokens identical to the reference, f16/q8_0 within
+#      the documented agreement;
+#   4. `dam synth` of the full-size model (DAM-3B shapes) at f16, quantized to
+#      q8_0 and q4_k, and `dam bench` of each on the GPU (vision ms, prefill and
+#      decode tok/s, time to first token, 64-token caption);
+#   5. PyTorch's vision stage on the same weights in bf16 on the same GPU;
+#   6. a table of it all.
+#
+# Everything lands in $OUT (default ./device-out): logs, JSON, table.md.
+# Needs dist/device/ from scripts/device-bundle.sh (carry it). For a dry run
+# of the CPU-side steps on a machine without a GPU: DEVICE_CHECK_CPU_ONLY=1
+# (skips 1 and the GPU runs) and PRESET=tiny (a small model for step 4).
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+OUT=${OUT:-$root/device-out}
+mkdir -p "$OUT"
+dist=${DIST:-dist/device}
+work=${WORK:-/tmp/dam-device-check}
+preset=${PRESET:-dam-3b}
+cpu_only=${DEVICE_CHECK_CPU_ONLY:-0}
+archs=${ARCHS:-90}
+tokens=${TOKENS:-64}
+log="$OUT/device-check.log"
+t_start=$(date +%s)
+: >"$log"
+
+say() { echo "[$(($(date +%s) - t_start))s] $*" | tee -a "$log" >&2; }
+fail() { say "FAILED: $*"; summary; exit 1; }
+summary() {
+    if [[ -f $OUT/table.md ]]; then cat "$OUT/table.md" >&2; fi
+    say "results in $OUT"
+}
+
+[[ -x $dist/bin/dam && -x $dist/bin/pipeline && -d $dist/ggml ]] \
+    || fail "$dist is missing or incomplete: run scripts/device-bundle.sh on a CPU machine and carry $dist"
+cat "$dist/MANIFEST" >>"$log" 2>/dev/null
+export LD_LIBRARY_PATH="$root/$dist/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export DAM_BACKENDS_DIR="$root/$dist/backends"
+dam="$root/$dist/bin/dam"
+{ nvidia-smi || true; } >"$OUT/nvidia-smi.txt" 2>&1
+
+# 1. The CUDA module.
+if [[ $cpu_only == 1 ]]; then
+    say "DEVICE_CHECK_CPU_ONLY=1: no CUDA module, CPU only"
+else
+    say "building the CUDA module (archs $archs)"
+    scripts/build-cuda-backend.sh --src "$dist/ggml" --archs "$archs" --out "$dist/backends" \
+        --build-dir "$work/cuda-build" >>"$log" 2>&1
+    rc=$?
+    [[ $rc == 3 ]] && fail "no CUDA toolchain here (nvcc/cmake missing; see $log)"
+    [[ $rc != 0 ]] && fail "the CUDA module did not build (see $log)"
+    want=$(sed -n 's/^ggml-source-id //p' "$dist/MANIFEST")
+    got=$(cat "$dist/backends/libggml-cuda.source-id")
+    [[ -z $want || $want == "$got" ]] || fail "ggml source $got is not the one dam was built from ($want)"
+    say "CUDA module built"
+fi
+
+# 2. Devices.
+"$dam" info >"$OUT/info.txt" 2>&1 || true
+say "devices: $(grep -c '^device' "$OUT/info.txt" 2>/dev/null || echo 0) ($(grep '^device' "$OUT/info.txt" | tr '\n' ' '))"
+if [[ $cpu_only != 1 ]]; then
+    grep -q '^device:.*(gpu' "$OUT/info.txt" || fail "dam lists no GPU (see $OUT/info.txt)"
+fi
+
+# 3. Fixture parity, CPU then GPU.
+devices=cpu
+[[ $cpu_only == 1 ]] || devices=cpu,gpu
+say "fixture parity on $devices"
+if DAM_TEST_ROOT="$root" DAM_TEST_DEVICES=$devices "$dist/bin/pipeline" --test-threads=1 --nocapture \
+    pipeline_parity_f32 pipeline_agreement_f16_q8_0 >"$OUT/parity.txt" 2>&1; then
+    parity="pass on $devices"
+else
+    parity="FAIL on $devices"
+fi
+say "parity: $parity ($(grep -c 'tokens true' "$OUT/parity.txt") f32 cases with identical tokens)"
+
+# 4. Full-size synthetic model, three weight types.
+mkdir -p "$work"
+img=tests/fixtures/geom/cases/c1_image.png
+mask=tests/fixtures/geom/cases/c1_mask.png
+if [[ ! -f $work/f16/synth-$preset-vision-f16.gguf ]]; then
+    say "dam synth --preset $preset (f16)"
+    "$dam" synth --preset "$preset" --type f16 --outdir "$work/f16" >>"$log" 2>&1 || fail "dam synth"
+fi
+for ty in q8_0 q4_k; do
+    if [[ ! -f $work/$ty/synth-$preset-llm-$ty.gguf ]]; then
+        mkdir -p "$work/$ty"
+        for half in llm vision; do
+            "$dam" quantize "$work/f16/synth-$preset-$half-f16.gguf" "$work/$ty/synth-$preset-$half-$ty.gguf" "$ty" \
+                >>"$log" 2>&1 || fail "dam quantize $half $ty"
+        done
+    fi
+done
+for ty in f16 q8_0 q4_k; do
+    say "dam bench $ty ($tokens tokens)"
+    "$dam" bench -m "$work/$ty" -i "$img" --mask "$mask" -n "$tokens" --warmup 1 --runs 3 \
+        >"$OUT/bench-$ty.json" 2>>"$log" || say "bench $ty failed (see $log)"
+done
+
+# 5. PyTorch, same weights, same device.
+torch_dev=cuda
+[[ $cpu_only == 1 ]] && torch_dev=cpu
+py=${TORCH_PYTHON:-python3}
+if "$py" -c 'import torch' 2>/dev/null; then
+    say "PyTorch vision stage, bf16 on $torch_dev"
+    "$py" benches/torch_vision.py bench --vision "$work/f16/synth-$preset-vision-f16.gguf" --dtype bf16 \
+        --device "$torch_dev" --runs 5 --warmup 2 >"$OUT/torch-bf16.json" 2>>"$log" \
+        || say "PyTorch bench failed (see $log)"
+else
+    say "no torch in $py: PyTorch comparison skipped"
+fi
+
+# 6. The table.
+"$py" - "$OUT" "$parity" "$tokens" <<'EOF' >"$OUT/table.md" 2>>"$log" || echo "(table script failed, see $log)" >"$OUT/table.md"
+import json, os, statistics, sys
+out, parity, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def load(p):
+    try:
+        with open(os.path.join(out, p)) as f:
+            return json.load(f)
+    except Exception:
+        return None
+rows = ["| weights | vision ms | prefill tok/s | decode tok/s | time to first token ms | %d-token caption ms | load ms |" % tokens,
+        "|---|---|---|---|---|---|---|"]
+for ty in ("f16", "q8_0", "q4_k"):
+    b = load(f"bench-{ty}.json")
+    if not b or not b.get("runs"):
+        rows.append(f"| {ty} | failed | | | | | |")
+        continue
+    med = lambda k: statistics.median(r[k] for r in b["runs"])
+    rows.append(f"| {ty} | {med('vision_ms'):.1f} | {med('prefill_tokens_per_s'):.0f} | "
+                f"{med('decode_tokens_per_s'):.0f} | {med('ttft_ms'):.1f} | {med('total_ms'):.1f} | "
+                f"{b.get('load_ms', 0):.0f} |")
+t = load("torch-bf16.json")
+print("Fixture parity: " + parity + "\n")
+print("\n".join(rows))
+if t:
+    print(f"\nPyTorch {t['torch_version']} vision stage, bf16 on {t.get('device', '?')}: "
+          f"min {t['min_ms']} ms, median {t['median_ms']} ms")
+EOF
+say "done in $(($(date +%s) - t_start)) s"
+summary
+[[ $parity == pass* ]]
