@@ -5,8 +5,8 @@
 #
 # Builds dam with RUSTFLAGS="-C target-cpu=native" in its own target dir
 # (target/native, so the normal build is untouched; llama-cpp-sys-2 then
-# builds llama.cpp/ggml with GGML_NATIVE=ON, i.e. -march=native, and here
-# CFLAGS/CXXFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16": see below),
+# builds llama.cpp/ggml with GGML_NATIVE=ON, i.e. -march=native; with clang
+# when there is one, so that ggml's AMX kernels work: see below),
 # builds benches/baseline.c (a
 # plain llama.h program) against the same static llama.cpp libraries and
 # benches/membw.c, synthesizes DAM-3B at f16 (`dam synth`: DAM-3B's exact
@@ -17,7 +17,7 @@
 #   - decode vs the memory-bandwidth bound (weight + KV bytes per token /
 #     the measured read bandwidth);
 #   - the vision stage (both views + cross-attention + projector) at f16,
-#     bf16, q8_0;
+#     bf16, q8_0, and q8_0 without repacking (the file's layout, no AMX);
 #   - time to first token and the TOKENS-token caption latency at f16,
 #     q8_0, q4_k (`dam bench`: one greedy request on a 2048x1365 photo);
 #   - load-to-ready time (files in the page cache) and peak RSS vs the
@@ -67,22 +67,37 @@ step() { # step NAME CMD... : runs CMD, logs its wall time
 # ---------------------------------------------------------------- build
 export RUSTFLAGS="-C target-cpu=native"
 # -march=native enables ggml's AMX kernels on CPUs with AMX (Sapphire Rapids
-# and later); in VMs that do not keep the AMX tile state they die with
-# SIGILL (`tilezero`) at the first q8_0/q4_0 matmul. They are off unless
-# NO_AMX=0.
-if [[ ${NO_AMX:-1} == 1 ]]; then
+# and later). GCC 12.2 (Debian 12) miscompiles them: it drops the stores that
+# fill the tile configuration, so the first AMX instruction dies with SIGILL.
+# clang builds them correctly, so the build uses clang when one is installed
+# (CC/CXX override; apt-get install clang-16) and otherwise turns AMX off.
+# NO_AMX=1 forces it off, NO_AMX=0 on.
+if [[ -z ${CC:-} ]]; then
+    for c in clang clang-19 clang-18 clang-17 clang-16; do
+        if command -v "$c" >/dev/null && command -v "${c/clang/clang++}" >/dev/null; then
+            export CC=$c CXX=${c/clang/clang++}
+            break
+        fi
+    done
+fi
+if [[ -z ${NO_AMX:-} ]]; then
+    if [[ ${CC:-cc} == *clang* ]]; then NO_AMX=0; else NO_AMX=1; fi
+fi
+if [[ $NO_AMX == 1 ]]; then
     export CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     export CXXFLAGS="$CFLAGS"
 fi
-# llama-cpp-sys-2 does not rebuild llama.cpp when CFLAGS change: rebuild it
-# when the existing build was configured otherwise.
-CACHE=$(ls -t "$ROOT"/target/native/release/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt 2>/dev/null | head -1 || true)
-if [[ -n $CACHE ]]; then
-    if grep -q '^CMAKE_C_FLAGS:STRING=.*-mno-amx-tile' "$CACHE"; then had=1; else had=0; fi
-    if [[ $had != "${NO_AMX:-1}" ]]; then
-        cargo clean -p llama-cpp-sys-2 --release --manifest-path "$ROOT/Cargo.toml" --target-dir "$ROOT/target/native"
-    fi
+# llama-cpp-sys-2 does not rebuild llama.cpp when the compiler or CFLAGS
+# change: rebuild it when the existing build was configured otherwise.
+STAMP=$ROOT/target/native/compare-build-config
+WANT="CC=${CC:-cc} NO_AMX=$NO_AMX"
+if [[ -f $STAMP && $(cat "$STAMP") != "$WANT" ]] \
+   || [[ ! -f $STAMP && -d $ROOT/target/native/release ]]; then
+    cargo clean -p llama-cpp-sys-2 --release --manifest-path "$ROOT/Cargo.toml" --target-dir "$ROOT/target/native"
 fi
+mkdir -p "$ROOT/target/native"
+echo "$WANT" > "$STAMP"
+echo "build: $WANT, RUSTFLAGS=$RUSTFLAGS" | tee -a "$LOG" >&2
 step build-dam cargo build --release --manifest-path "$ROOT/Cargo.toml" --target-dir "$ROOT/target/native" --bin dam
 DAM=$ROOT/target/native/release/dam
 LIBDIR=$(dirname "$(ls -t "$ROOT"/target/native/release/build/llama-cpp-sys-2-*/out/lib/libllama.a | head -1)")
@@ -125,6 +140,10 @@ done
 warm "$M/dam3b-vision-bf16.gguf"
 have "$J/vision-bf16.json" || step vision-bf16 sh -c "'$DAM' bench --vision-only --vision '$M/dam3b-vision-bf16.gguf' -i '$IMG' --mask '$MASK' \
     -t $THREADS > '$J/vision-bf16.json'"
+# Before/after of the repacking (AMX tiles, padded MLPs) at q8_0.
+warm "$M/dam3b-vision-q8_0.gguf"
+have "$J/vision-q8_0-norepack.json" || step vision-q8_0-no-repack sh -c "'$DAM' bench --vision-only --no-repack \
+    --vision '$M/dam3b-vision-q8_0.gguf' -i '$IMG' --mask '$MASK' -t $THREADS > '$J/vision-q8_0-norepack.json'"
 warm "$M/dam3b-llm-q4_k.gguf" "$M/dam3b-vision-q4_k.gguf"
 have "$J/dam-q4_k-t1.json" || step dam-q4_k-1thread sh -c "'$DAM' bench --llm '$M/dam3b-llm-q4_k.gguf' --vision '$M/dam3b-vision-q4_k.gguf' \
     -i '$IMG' --mask '$MASK' -n ${T1_TOKENS:-8} -t 1 > '$J/dam-q4_k-t1.json'"
@@ -196,12 +215,15 @@ p(f"Bound = {read_bw:.1f} GB/s / (bytes of every LLM weight but the token embedd
 p()
 p("### Vision stage (preprocess excluded: both 384 px views -> SigLIP x2 + 26 cross-attention blocks + projector)")
 p()
-p("| vision type | file | vision ms | preprocess ms |")
-p("|---|---|---|---|")
+p("| vision type | file | repacked matrices | vision ms | preprocess ms |")
+p("|---|---|---|---|---|")
+vn = ld("vision-q8_0-norepack.json")
 rows = [("f16", dam["f16"], dam["f16"]["runs"][0]), ("bf16", vb, vb["runs"][0]),
-        ("q8_0", dam["q8_0"], dam["q8_0"]["runs"][0]), ("q4_k", dam["q4_k"], dam["q4_k"]["runs"][0])]
+        ("q8_0", dam["q8_0"], dam["q8_0"]["runs"][0]), ("q8_0, --no-repack", vn, vn["runs"][0]),
+        ("q4_k", dam["q4_k"], dam["q4_k"]["runs"][0])]
 for t, d, r in rows:
-    p(f"| {t} | {d['vision_file_bytes'] / GB:.2f} GB | {r['vision_ms']:.0f} | {r['preprocess_ms']:.0f} |")
+    p(f"| {t} | {d['vision_file_bytes'] / GB:.2f} GB | {d.get('vision_repacked_matrices', 0)} | "
+      f"{r['vision_ms']:.0f} | {r['preprocess_ms']:.0f} |")
 p()
 p(f"### End to end (`dam bench`, one request after load; both files in the page cache)")
 p()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch (CPU) reference of dam's vision stage, reading dam's own vision GGUF.
+"""PyTorch (CPU or CUDA) reference of dam's vision stage, reading dam's own vision GGUF.
 
 The vision stage of one image: its full and focal views (4 x S x S each: RGB + mask)
 -> SigLIP tower with the mask patch embedding (full view -> Z) -> the same tower with
@@ -24,21 +24,28 @@ Modes:
 
   bench  Times the stage from pixel tensors to embeddings (what dam reports as
          `vision_ms`) on random views whose focal view differs from the full one,
-         so the context provider always runs. Prints one JSON line on stdout
-         (progress on stderr):
-           {"torch_version", "dtype", "threads", "load_s", "runs_ms", "min_ms",
-            "median_ms", "images", "vision_file"}
+         so the context provider always runs. With --device cuda the weights and
+         views live on the GPU and each run is bracketed by torch.cuda.synchronize().
+         Prints one JSON line on stdout (progress on stderr):
+           {"torch_version", "dtype", "device", ["gpu",] "threads", "load_s",
+            "runs_ms", "min_ms", "median_ms", "images", "vision_file"}
 
            benches/torch_vision.py bench --vision V.gguf --dtype bf16 --threads 16 \\
-               --runs 5 --warmup 1 [--images 1]
+               --runs 5 --warmup 1 [--images 1] [--device cuda]
 
 Weights are converted once at load to the requested dtype, all of them (norms,
 biases and position embeddings included), as `model.to(dtype)` would do in a
-PyTorch deployment; the two scalar gates are Python floats. Needs torch, numpy and
-gguf (pip install torch numpy gguf); dump files are read without `safetensors`.
+PyTorch deployment; the two scalar gates are Python floats.
+
+Requirements: torch. `check` also needs numpy, and files with quantized weights
+need the gguf package (pip install torch numpy gguf). Without gguf, F32, F16 and
+BF16 files are read by a small built-in GGUF reader that gives the same weights;
+DAM_TORCH_VISION_NO_GGUF=1 forces that reader (for testing it). Dump files are
+read without `safetensors`.
 """
 import argparse
 import json
+import mmap
 import os
 import re
 import statistics
@@ -46,12 +53,22 @@ import struct
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-import gguf
-from gguf import GGMLQuantizationType as QT
+# Optional: a GPU box may have torch only. numpy is needed by `check`, gguf by
+# quantized files; F32/F16/BF16 files fall back to read_gguf_builtin().
+try:
+    import numpy as np
+except ImportError:
+    np = None
+try:
+    if os.environ.get("DAM_TORCH_VISION_NO_GGUF") == "1":
+        raise ImportError("DAM_TORCH_VISION_NO_GGUF=1")
+    import gguf
+    from gguf import GGMLQuantizationType as QT
+except ImportError:
+    gguf = QT = None
 
 TOL = 1e-5
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
@@ -63,11 +80,15 @@ def log(*a):
 
 
 # ------------------------------------------------------------------ loading
-def field(reader, key):
-    f = reader.fields.get(key)
-    if f is None:
-        raise SystemExit(f"error: key {key} missing from the vision file")
-    return f.contents()
+def read_gguf(path):
+    """(metadata {key: value}, iterator of (name, f32 tensor in PyTorch order)) of a
+    GGUF file: through the gguf package when it is there, else read_gguf_builtin().
+    Values as gguf's `contents()`: str, int, float, bool, lists for arrays."""
+    if gguf is None:
+        return read_gguf_builtin(path)
+    r = gguf.GGUFReader(path)
+    meta = {key: f.contents() for key, f in r.fields.items()}
+    return meta, ((t.name, torch.from_numpy(tensor_to_numpy(t))) for t in r.tensors)
 
 
 def tensor_to_numpy(t):
@@ -86,18 +107,102 @@ def tensor_to_numpy(t):
     return a.reshape(shape)
 
 
+# GGUF metadata value types with a fixed size -> struct format; 8 string, 9 array.
+GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?",
+                10: "Q", 11: "q", 12: "d"}
+# The ggml types the built-in reader converts (the exact conversions gguf + numpy do).
+BUILTIN_TYPES = {0: torch.float32, 1: torch.float16, 30: torch.bfloat16}
+GGML_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
+              10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16"}
+
+
+def read_gguf_builtin(path):
+    """read_gguf() without the gguf package (nor numpy): little-endian GGUF v2/v3
+    whose tensors are F32, F16 or BF16, i.e. dam's unquantized files."""
+    with open(path, "rb") as f:
+        # ACCESS_COPY: writable (copy-on-write) pages, so torch.frombuffer does not warn.
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from("<" + fmt, buf, pos)
+        pos += struct.calcsize("<" + fmt)
+        return v
+
+    def string():
+        nonlocal pos
+        n = take("Q")[0]
+        pos += n
+        return buf[pos - n:pos].decode("utf-8")
+
+    def value(vt):
+        if vt in GGUF_SCALARS:
+            return take(GGUF_SCALARS[vt])[0]
+        if vt == 8:
+            return string()
+        if vt == 9:
+            et, n = take("IQ")
+            if et in GGUF_SCALARS:  # one unpack for the whole array
+                return list(take(f"{n}{GGUF_SCALARS[et]}"))
+            # Strings, nested arrays (kept nested; gguf's contents() flattens them,
+            # dam's files have none).
+            return [value(et) for _ in range(n)]
+        raise SystemExit(f"error: {path}: unknown GGUF value type {vt}")
+
+    if buf[:4] != b"GGUF":
+        raise SystemExit(f"error: {path} is not a GGUF file")
+    pos = 4
+    version = take("I")[0]
+    if version not in (2, 3):  # a big-endian file reads as a huge version too
+        raise SystemExit(f"error: {path}: GGUF version {version} is not supported (2 or 3)")
+    n_tensors, n_kv = take("QQ")
+    # The header fields gguf's GGUFReader lists too, so both give the same dict.
+    meta = {"GGUF.version": version, "GGUF.tensor_count": n_tensors, "GGUF.kv_count": n_kv}
+    for _ in range(n_kv):
+        key = string()
+        meta[key] = value(take("I")[0])
+    infos = []
+    for _ in range(n_tensors):
+        name = string()
+        ne = take(f"{take('I')[0]}Q")
+        ty, off = take("IQ")
+        if ty not in BUILTIN_TYPES:  # fail before any tensor is converted
+            raise SystemExit(f"error: {name}: type {GGML_NAMES.get(ty, ty)} needs the gguf "
+                             f"package to be read (pip install gguf numpy)")
+        infos.append((name, ne, ty, off))
+    align = int(meta.get("general.alignment", 32))
+    start = (pos + align - 1) // align * align
+
+    def tensors():
+        for name, ne, ty, off in infos:
+            count = 1
+            for n in ne:
+                count *= n
+            t = torch.frombuffer(buf, dtype=BUILTIN_TYPES[ty], count=count, offset=start + off)
+            # copy=True: one fresh f32 tensor (also for F32), not a view of the file.
+            yield name, t.to(torch.float32, copy=True).reshape(tuple(reversed(ne)))
+
+    return meta, tensors()
+
+
 class Vision:
     """Hyper-parameters and weights of a `dam-vision` GGUF file, as torch tensors."""
 
-    def __init__(self, path, dtype):
-        r = gguf.GGUFReader(path)
-        k = lambda name: field(r, name)  # noqa: E731
+    def __init__(self, path, dtype, device=torch.device("cpu")):
+        meta, tensors = read_gguf(path)
+
+        def k(key):
+            if key not in meta:
+                raise SystemExit(f"error: key {key} missing from the vision file")
+            return meta[key]
+
         for key, want in [("general.architecture", "dam-vision"),
                           ("dam.context.type", "cross_attn_end_to_all"),
                           ("dam.projector.type", "mlp_downsample")]:
             if k(key) != want:
                 raise SystemExit(f"error: {key} is {k(key)!r}, only {want!r} is supported")
-        self.dtype = dtype
+        self.dtype, self.device = dtype, device
         self.S, self.P = int(k("dam.vision.image_size")), int(k("dam.vision.patch_size"))
         self.C, self.heads = int(k("dam.vision.embedding_length")), int(k("dam.vision.attention.head_count"))
         self.eps = float(k("dam.vision.attention.layer_norm_epsilon"))
@@ -124,12 +229,12 @@ class Vision:
 
         self.w = {}
         self.gates = {}
-        for t in r.tensors:
-            a = tensor_to_numpy(t)
-            if t.name.endswith(("attn_factor", "mlp_factor")):
-                self.gates[t.name] = float(a.reshape(-1)[0])
+        for name, t in tensors:
+            if name.endswith(("attn_factor", "mlp_factor")):
+                self.gates[name] = float(t.reshape(-1)[0])
             else:
-                self.w[t.name] = torch.from_numpy(a).to(dtype)
+                # Cast on the CPU, then move: the same rounding on every device.
+                self.w[name] = t.to(dtype).to(device)
         blk = {int(m.group(1)) for n in self.w if (m := re.match(r"v\.blk\.(\d+)\.", n))}
         ctx = {int(m.group(1)) for n in self.w if (m := re.match(r"v\.ctx\.blk\.(\d+)\.", n))}
         if blk != set(range(self.L)) or ctx != set(range(self.L)):
@@ -183,8 +288,8 @@ class Vision:
         m01 = full_mask.float() * self.std[0] + self.mean[0]
         n = self.g * self.P
         s = m01[:, :n, :n].reshape(-1, self.g, self.P, self.g, self.P).sum((2, 4)).reshape(-1, 1, 1, self.N)
-        zero = torch.zeros((), dtype=self.dtype)
-        return torch.where(s >= 1e-5, zero, torch.tensor(float("-inf"), dtype=self.dtype))
+        zero = torch.zeros((), dtype=self.dtype, device=s.device)
+        return torch.where(s >= 1e-5, zero, torch.full((), float("-inf"), dtype=self.dtype, device=s.device))
 
     def merge2x2(self, f):
         """[B, g*g, C] -> [B, G*G, 4C], zero-padded to an even grid; token t = p*G + q
@@ -208,7 +313,7 @@ class Vision:
             x = self.layer(x, i)
         z = x
         feats = z
-        idx = torch.nonzero(applied).flatten()
+        idx = torch.nonzero(applied.cpu()).flatten().to(z.device)  # index_copy wants one device
         if len(idx):
             za = z[idx]
             bias = self.key_bias(full[idx, 3]) if self.masked else None
@@ -240,6 +345,8 @@ def rel_err(ours, ref):
 
 
 def check(args):
+    if np is None:
+        raise SystemExit("error: check needs numpy (pip install numpy)")
     dumps = []
     for path in args.dump:
         d = read_safetensors(path)
@@ -292,30 +399,45 @@ def random_views(S, n, seed=0):
 
 def bench(args):
     torch.set_num_threads(args.threads)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device cuda but torch {torch.__version__} sees no CUDA GPU "
+                         f"(torch.cuda.is_available() is false)")
+    device = torch.device(args.device)
+    # Kernels run asynchronously on a GPU: wait for them before reading the clock.
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     t0 = time.perf_counter()
-    vm = Vision(args.vision, DTYPES[args.dtype])
+    vm = Vision(args.vision, DTYPES[args.dtype], device)
+    sync()
     load_s = time.perf_counter() - t0
-    log(f"loaded {args.vision} ({vm.weight_type} -> {args.dtype}) in {load_s:.2f} s: "
+    log(f"loaded {args.vision} ({vm.weight_type} -> {args.dtype} on {args.device}, "
+        f"{'gguf package' if gguf else 'built-in reader'}) in {load_s:.2f} s: "
         f"S {vm.S}, C {vm.C}, {vm.L} layers, masked {vm.masked}")
-    full, focal = random_views(vm.S, args.images)
+    full, focal = (v.to(device) for v in random_views(vm.S, args.images))
     applied = torch.ones(args.images, dtype=torch.bool)
     runs = []
     with torch.inference_mode():
         for r in range(args.warmup + args.runs):
+            sync()
             t = time.perf_counter()
             _, _, emb = vm.encode(full, focal, applied)
+            sync()
             ms = (time.perf_counter() - t) * 1e3
             warm = r < args.warmup
             log(f"{'warmup' if warm else 'run'} {r if warm else r - args.warmup}: {ms:.1f} ms "
                 f"-> {list(emb.shape)}")
             if not warm:
                 runs.append(ms)
-    print(json.dumps({
-        "torch_version": torch.__version__, "dtype": args.dtype, "threads": args.threads,
+    out = {"torch_version": torch.__version__, "dtype": args.dtype, "device": args.device}
+    if cuda:
+        out["gpu"] = torch.cuda.get_device_name(device)
+    out.update({
+        "threads": args.threads,
         "load_s": round(load_s, 3), "runs_ms": [round(x, 2) for x in runs],
         "min_ms": round(min(runs), 2), "median_ms": round(statistics.median(runs), 2),
         "images": args.images, "vision_file": os.path.abspath(args.vision),
-    }), flush=True)
+    })
+    print(json.dumps(out), flush=True)
     return 0
 
 
@@ -329,7 +451,8 @@ def main():
     b = sub.add_parser("bench", help="time the vision stage")
     b.add_argument("--vision", required=True)
     b.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    b.add_argument("--threads", type=int, default=torch.get_num_threads())
+    b.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
+    b.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     b.add_argument("--runs", type=int, default=5)
     b.add_argument("--warmup", type=int, default=1)
     b.add_argument("--images", type=int, default=1)

@@ -576,6 +576,12 @@ typedef struct dam_device_params {
      * A `dam_vision_device` (default `DAM_VISION_DEVICE_GPU`).
      */
     int32_t vision_device;
+    /**
+     * 1 (default): copy the CPU's weight matrices that ggml multiplies
+     * faster in another layout (AMX tiles, repacked GEMM blocks) into it at
+     * load; 0: keep every weight in the mapped file (less memory).
+     */
+    int32_t repack;
 } dam_device_params;
 
 /**

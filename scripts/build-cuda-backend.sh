@@ -71,8 +71,16 @@ if command -v ninja >/dev/null; then gen=(-G Ninja); fi
 build=${build:-$root/target/cuda-backend-build}
 mkdir -p "$build" "$out"
 
+# ggml as a subproject, as llama.cpp (and so llama-cpp-sys-2) builds it: the
+# crate does not ship the files only a top-level ggml build needs.
+mkdir -p "$build/wrapper"
+cat >"$build/wrapper/CMakeLists.txt" <<EOF
+cmake_minimum_required(VERSION 3.18)
+project(dam_ggml_backends C CXX)
+add_subdirectory("$src" ggml)
+EOF
 # Only ggml-base and the CUDA module: the CPU modules come from dam's build.
-if ! cmake -S "$src" -B "$build" "${gen[@]}" \
+if ! cmake -S "$build/wrapper" -B "$build" "${gen[@]}" \
     -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_COMPILER="$nvcc" \
     -DCMAKE_CUDA_ARCHITECTURES="$archs" \

@@ -32,7 +32,7 @@ ver=$(awk '/^name = "llama-cpp-sys-2"/ { getline; gsub(/[" ]/, "", $0); sub(/ver
 src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"llama-cpp-sys-2-$ver"/llama.cpp/ggml | head -1)
 
 rm -rf "$dist"
-mkdir -p "$dist/bin" "$dist/lib" "$dist/backends" "$dist/ggml/src"
+mkdir -p "$dist/bin" "$dist/lib" "$dist/backends" "$dist/ggml"
 cp "$td/release/dam" "$dist/bin/"
 cp "$pipeline" "$dist/bin/pipeline"
 cp -P "$out"/lib/lib*.so* "$dist/lib/"
@@ -42,12 +42,10 @@ cp -P "$out"/lib/lib*.so* "$dist/lib/"
 for f in "$out"/backends/libggml-cpu-*.so; do
     [[ $f == *sapphirerapids* ]] || cp "$f" "$dist/backends/"
 done
-# The source, without the other GPU backends' folders (not built, large).
-cp -r "$src/CMakeLists.txt" "$src/cmake" "$src/include" "$dist/ggml/"
-for f in "$src"/src/*; do
-    case $(basename "$f") in
-        ggml-cuda|ggml-cpu|CMakeLists.txt|*.c|*.cpp|*.h|*.cmake) cp -r "$f" "$dist/ggml/src/" ;;
-    esac
+# The source, without the folders of backends that are not built (large).
+cp -r "$src/." "$dist/ggml/"
+for b in sycl vulkan opencl metal hexagon et cann webgpu zdnn openvino virtgpu zendnn blas; do
+    rm -rf "$dist/ggml/src/ggml-$b"
 done
 id=$( (cd "$src" && cat include/*.h src/ggml-backend-impl.h) | sha256sum | cut -c1-16)
 {

@@ -282,6 +282,10 @@ pub struct DamDeviceParams {
     pub main_gpu: i32,
     /// A `dam_vision_device` (default `DAM_VISION_DEVICE_GPU`).
     pub vision_device: i32,
+    /// 1 (default): copy the CPU's weight matrices that ggml multiplies
+    /// faster in another layout (AMX tiles, repacked GEMM blocks) into it at
+    /// load; 0: keep every weight in the mapped file (less memory).
+    pub repack: i32,
 }
 
 /// How to create a session. Get one from `dam_session_default_params()`.
@@ -1292,6 +1296,7 @@ fn device_params_default() -> DamDeviceParams {
             VisionDevice::Gpu => DamVisionDevice::Gpu as i32,
             VisionDevice::Cpu => DamVisionDevice::Cpu as i32,
         },
+        repack: i32::from(d.repack),
     }
 }
 
@@ -1336,6 +1341,11 @@ fn apply_device_params(p: &DamDeviceParams, mp: &mut ModelParams) -> Result<(), 
                 "device.vision_device {k} is not a dam_vision_device (0..=1)"
             )))
         }
+    };
+    mp.repack = match p.repack {
+        0 => false,
+        1 => true,
+        k => return Err(invalid(format!("device.repack {k} is not 0 or 1"))),
     };
     if p.main_gpu < 0 {
         return Err(invalid(format!(

@@ -21,7 +21,7 @@ use crate::sys::llama::{
     self, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, LogLevel,
 };
 use crate::sys::MappedFile;
-use crate::vision::{Detail, VisionModel, VisionOutput};
+use crate::vision::{Detail, VisionModel, VisionOptions, VisionOutput};
 
 /// How to load a model and create its sessions.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +42,10 @@ pub struct ModelParams {
     pub main_gpu: i32,
     /// Where the vision stage runs.
     pub vision_device: VisionDevice,
+    /// Copy the CPU's weight matrices that ggml multiplies faster in another
+    /// layout (AMX tiles, repacked GEMM blocks) into it at load, for both
+    /// files (llama.cpp's default; costs memory and load time).
+    pub repack: bool,
     /// Regions [`Session::describe_many`] decodes in parallel (sequences
     /// sharing the context's `n_ctx` cells), 1..=64.
     pub n_seq_max: u32,
@@ -67,6 +71,7 @@ impl Default for ModelParams {
             n_gpu_layers: -1,
             main_gpu: 0,
             vision_device: VisionDevice::Gpu,
+            repack: true,
             n_seq_max: 4,
         }
     }
@@ -213,7 +218,15 @@ impl Model {
         let t0 = Instant::now();
         let gpu = params.gpu()?;
         let vision_gpu = gpu.filter(|_| params.vision_device == VisionDevice::Gpu);
-        let vision = VisionModel::load_on(vision_path, vision_gpu, params.flash_attn)?;
+        let vision = VisionModel::load_with(
+            vision_path,
+            &VisionOptions {
+                device: vision_gpu,
+                flash_attn: params.flash_attn,
+                repack: params.repack,
+                ..Default::default()
+            },
+        )?;
         step(LoadStage::VisionLoaded)?;
         check_llm_file(llm_path, vision.hp.llm_hidden)?;
         llama::init_backend();
@@ -226,6 +239,7 @@ impl Model {
                     0
                 },
                 main_gpu: params.main_gpu.max(0),
+                use_extra_bufts: params.repack,
                 use_mmap: true,
             },
         )?);

@@ -77,6 +77,10 @@ struct ModelArgs {
     /// Where the vision stage runs: gpu (the main GPU when there is one) or cpu.
     #[arg(long, default_value = "gpu")]
     vision_device: String,
+    /// Keep every CPU weight in the file's layout (no AMX / repacked copies:
+    /// less memory, slower matrix products).
+    #[arg(long)]
+    no_repack: bool,
 }
 
 #[derive(Args)]
@@ -267,6 +271,7 @@ fn model_params(a: &ModelArgs, reference: bool) -> Result<ModelParams> {
     p.threads = a.threads;
     p.n_gpu_layers = a.n_gpu_layers;
     p.main_gpu = a.main_gpu;
+    p.repack = !a.no_repack;
     p.vision_device = match a.vision_device.as_str() {
         "gpu" => VisionDevice::Gpu,
         "cpu" => VisionDevice::Cpu,
@@ -647,7 +652,10 @@ fn info(a: ModelArgs) -> Result<()> {
     print_devices();
     println!(
         "vision on: {}",
-        m.vision.device.map_or("CPU".to_string(), |d| d.name())
+        m.vision.device.map_or_else(
+            || format!("CPU ({} matrices repacked)", m.vision.n_repacked()),
+            |d| d.name()
+        )
     );
     println!("load:   {:.1} ms", m.load_ms);
     Ok(())
@@ -933,7 +941,15 @@ fn bench(a: BenchArgs) -> Result<()> {
         let t0 = Instant::now();
         let p = model_params(&a.model, false)?;
         let gpu = p.gpu()?.filter(|_| p.vision_device == VisionDevice::Gpu);
-        let vm = dam::vision::VisionModel::load_on(&vision, gpu, p.flash_attn)?;
+        let vm = dam::vision::VisionModel::load_with(
+            &vision,
+            &dam::vision::VisionOptions {
+                device: gpu,
+                flash_attn: p.flash_attn,
+                repack: p.repack,
+                ..Default::default()
+            },
+        )?;
         let load_ms = ms(t0);
         let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut backend = vm.backend(threads, cancel)?;
@@ -962,6 +978,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         serde_json::json!({
             "vision": vision, "vision_file_bytes": file_size(&vision),
             "vision_weight_type": vm.weight_type.name(),
+            "vision_repacked_matrices": vm.n_repacked(),
             "threads": threads, "load_ms": load_ms, "runs": runs,
             "peak_rss_bytes": peak_rss(),
         })
@@ -1052,6 +1069,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             "vision_file_bytes": file_size(&model.vision_path),
             "llm_weight_bytes_per_token": llm_bytes_per_token(&model.llm_path)?,
             "vision_weight_type": model.vision.weight_type.name(),
+            "vision_repacked_matrices": model.vision.n_repacked(),
             "threads": threads, "load_ms": load_ms, "session_ms": session_ms,
             "ready_ms": load_ms + session_ms, "runs": runs, "batches": batches,
             "peak_rss_bytes": peak_rss(),

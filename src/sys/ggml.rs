@@ -3,6 +3,7 @@
 //! shape preconditions first (a failed ggml assert aborts the host process),
 //! and a CPU backend that allocates, computes and can be cancelled.
 
+use std::collections::HashMap;
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -85,10 +86,17 @@ fn ggml_ctx(n_tensors: usize, graph_nodes: usize) -> Result<NonNull<ffi::ggml_co
         .ok_or_else(|| Error::Backend("ggml_init failed".into()))
 }
 
-/// Weights whose data lives in a read-only file mapping (no copy).
+/// Weights whose data lives in a read-only file mapping (no copy), on a
+/// GPU, or (matrices the CPU runs faster re-laid out) in one of the CPU's
+/// repacking buffers.
 pub struct MappedWeights {
     ctx: NonNull<ffi::ggml_context>,
     buffer: NonNull<ffi::ggml_backend_buffer>,
+    /// Repacked copies: one context and buffer per CPU extra buffer type.
+    repacked: Vec<(
+        NonNull<ffi::ggml_context>,
+        NonNull<ffi::ggml_backend_buffer>,
+    )>,
     tensors: std::collections::HashMap<String, NonNull<ffi::ggml_tensor>>,
     // Keeps the mapping alive as long as tensors point into it.
     _map: Arc<MappedFile>,
@@ -105,6 +113,10 @@ impl Drop for MappedWeights {
         // SAFETY: both were created in `new` and are freed once; the buffer
         // does not own the mapping (buffer_from_ptr).
         unsafe {
+            for (ctx, buf) in &self.repacked {
+                ffi::ggml_backend_buffer_free(buf.as_ptr());
+                ffi::ggml_free(ctx.as_ptr());
+            }
             ffi::ggml_backend_buffer_free(self.buffer.as_ptr());
             ffi::ggml_free(self.ctx.as_ptr());
         }
@@ -117,10 +129,16 @@ impl MappedWeights {
     /// checked against the file). With `device` `None` the tensors point
     /// into `map` (no copy); with a device (a GPU) they are uploaded once
     /// into one buffer of that device's memory.
+    /// With `repack` (CPU only), matrices that one of the CPU's extra buffer
+    /// types (ggml's AMX or repacked GEMM layouts) can multiply are copied
+    /// into it, as llama.cpp does for its weights; `pads` (see `repack`)
+    /// applies then.
     pub fn new(
         map: Arc<MappedFile>,
         infos: &[&TensorInfo],
         device: Option<Device>,
+        repack: bool,
+        pads: &HashMap<String, Vec<u64>>,
     ) -> Result<Self> {
         let bytes = map.bytes();
         let len = bytes.len();
@@ -152,6 +170,7 @@ impl MappedWeights {
         let mut weights = MappedWeights {
             ctx,
             buffer,
+            repacked: Vec::new(),
             tensors: Default::default(),
             _map: map.clone(),
         };
@@ -180,7 +199,109 @@ impl MappedWeights {
             };
             weights.tensors.insert(t.name.clone(), ptr);
         }
+        if repack {
+            weights.repack(dev, infos, pads)?;
+        }
         Ok(weights)
+    }
+
+    /// Moves each matrix that a CPU extra buffer type supports into a copy
+    /// in that type's buffer (its set_tensor re-lays the data out). Tensors
+    /// named in `pads` are held zero-padded to that shape (1-D or 2-D; the
+    /// caller pads consistently so results do not change), in an extra
+    /// buffer when one takes the padded shape, else in plain CPU memory.
+    fn repack(
+        &mut self,
+        dev: NonNull<ffi::ggml_backend_device>,
+        infos: &[&TensorInfo],
+        pads: &HashMap<String, Vec<u64>>,
+    ) -> Result<()> {
+        let mut bufts = extra_buffer_types(dev);
+        let n_extra = bufts.len();
+        // SAFETY: a registry device; its default buffer type is static.
+        bufts.push(unsafe { ffi::ggml_backend_dev_buffer_type(dev.as_ptr()) });
+        let mut chosen: Vec<Vec<(&TensorInfo, Vec<u64>)>> = vec![Vec::new(); bufts.len()];
+        for t in infos {
+            let ne = pads.get(&t.name).cloned().unwrap_or_else(|| t.ne.clone());
+            let padded = ne != t.ne;
+            if padded
+                && (ne.len() != t.ne.len()
+                    || ne.len() > 2
+                    || ne.iter().zip(&t.ne).any(|(n, o)| n < o)
+                    || t.ty.nbytes(&ne).is_none())
+            {
+                return Err(Error::InvalidModel(format!(
+                    "cannot pad {} from {:?} to {ne:?}",
+                    t.name, t.ne
+                )));
+            }
+            let extra = if ne.len() == 2 && t.ty != GgmlType::F32 {
+                bufts[..n_extra]
+                    .iter()
+                    .position(|&b| supports_matmul(dev, b, t.ty, &ne))
+            } else {
+                None
+            };
+            match extra {
+                Some(k) => chosen[k].push((t, ne)),
+                None if padded => chosen[n_extra].push((t, ne)),
+                None => {}
+            }
+        }
+        let map = self._map.clone();
+        let bytes = map.bytes();
+        for (buft, list) in bufts.into_iter().zip(chosen) {
+            if list.is_empty() {
+                continue;
+            }
+            let ctx = ggml_ctx(list.len() + 1, 0)?;
+            let mut made = Vec::with_capacity(list.len());
+            for (t, ne) in &list {
+                let ne: Vec<i64> = ne.iter().map(|&d| d as i64).collect();
+                // SAFETY: the context has room for every tensor of `list`;
+                // the type and (padded) shape were checked above.
+                let p = unsafe {
+                    ffi::ggml_new_tensor(ctx.as_ptr(), t.ty.raw(), ne.len() as i32, ne.as_ptr())
+                };
+                match NonNull::new(p) {
+                    Some(p) => made.push(p),
+                    None => {
+                        // SAFETY: created above, freed once.
+                        unsafe { ffi::ggml_free(ctx.as_ptr()) };
+                        return Err(Error::Backend("ggml_new_tensor failed".into()));
+                    }
+                }
+            }
+            // SAFETY: a metadata context whose tensors have no data yet and a
+            // buffer type of the CPU device; null is handled.
+            let buf = unsafe { ffi::ggml_backend_alloc_ctx_tensors_from_buft(ctx.as_ptr(), buft) };
+            let Some(buf) = NonNull::new(buf) else {
+                // SAFETY: created above, freed once.
+                unsafe { ffi::ggml_free(ctx.as_ptr()) };
+                return Err(Error::Backend(
+                    "cannot allocate repacked weights (out of memory?)".into(),
+                ));
+            };
+            self.repacked.push((ctx, buf));
+            for ((t, ne), p) in list.iter().zip(made) {
+                let src = &bytes[t.offset as usize..(t.offset + t.nbytes) as usize];
+                let data = zero_padded(src, t, ne)?;
+                let name = CString::new(t.name.as_str())
+                    .map_err(|_| Error::InvalidModel("bad tensor name".into()))?;
+                // SAFETY: `p` is allocated in `buf` for exactly this type and
+                // shape, whose byte size `data` has (zero_padded); both live
+                // for the call.
+                unsafe {
+                    if ffi::ggml_nbytes(p.as_ptr()) != data.len() {
+                        return Err(Error::Backend(format!("{}: size mismatch", t.name)));
+                    }
+                    ffi::ggml_set_name(p.as_ptr(), name.as_ptr());
+                    ffi::ggml_backend_tensor_set(p.as_ptr(), data.as_ptr().cast(), 0, data.len());
+                }
+                self.tensors.insert(t.name.clone(), p);
+            }
+        }
+        Ok(())
     }
 
     /// One buffer on `dev` holding a copy of every tensor.
@@ -247,9 +368,29 @@ impl MappedWeights {
         Ok(MappedWeights {
             ctx,
             buffer,
+            repacked: Vec::new(),
             tensors,
             _map: map,
         })
+    }
+
+    /// How many tensors live in a repacking buffer.
+    pub fn n_repacked(&self) -> usize {
+        // SAFETY: live contexts; ggml_get_first/next_tensor walk their lists.
+        unsafe {
+            self.repacked
+                .iter()
+                .map(|(ctx, _)| {
+                    let mut n = 0;
+                    let mut t = ffi::ggml_get_first_tensor(ctx.as_ptr());
+                    while !t.is_null() {
+                        n += 1;
+                        t = ffi::ggml_get_next_tensor(ctx.as_ptr(), t);
+                    }
+                    n
+                })
+                .sum()
+        }
     }
 
     pub fn get(&self, name: &str) -> Result<Tensor<'_>> {
@@ -721,6 +862,110 @@ impl Graph {
         let p = unsafe { ffi::ggml_concat(self.ctx.as_ptr(), a.raw(), b.raw(), dim as i32) };
         self.wrap(p, "concat")
     }
+}
+
+/// The CPU's extra buffer types (AMX, repacked GEMM layouts; empty when
+/// the CPU backend has none for this machine).
+fn extra_buffer_types(
+    dev: NonNull<ffi::ggml_backend_device>,
+) -> Vec<ffi::ggml_backend_buffer_type_t> {
+    type GetExtra =
+        unsafe extern "C" fn(ffi::ggml_backend_dev_t) -> *mut ffi::ggml_backend_buffer_type_t;
+    // SAFETY: the CPU registry exports this name with exactly this signature
+    // (ggml-cpu.cpp, `ggml_backend_cpu_get_proc_address`).
+    let Some(get) = (unsafe { cpu_proc::<GetExtra>(c"ggml_backend_dev_get_extra_bufts") }) else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    // SAFETY: a registry device; ggml returns a static NULL-terminated array.
+    unsafe {
+        let mut p = get(dev.as_ptr());
+        while !p.is_null() && !(*p).is_null() {
+            v.push(*p);
+            p = p.add(1);
+        }
+    }
+    v
+}
+
+/// Whether the CPU multiplies `t` (as a weight, by f32 activations) when it
+/// lives in a buffer of `buft`: asked of ggml on a probe node, as llama.cpp
+/// does before placing a weight there.
+fn supports_matmul(
+    dev: NonNull<ffi::ggml_backend_device>,
+    buft: ffi::ggml_backend_buffer_type_t,
+    ty: GgmlType,
+    ne: &[u64],
+) -> bool {
+    if ne.len() != 2 || ty.nbytes(ne).is_none() {
+        return false;
+    }
+    let Ok(ctx) = ggml_ctx(3, 0) else {
+        return false;
+    };
+    let ne: Vec<i64> = ne.iter().map(|&d| d as i64).collect();
+    // SAFETY: a metadata-only context with room for 3 tensors; the shapes
+    // are a validated 2-D weight and a matching f32 input, which satisfy
+    // ggml_mul_mat's preconditions. The zero-size buffer is a placeholder
+    // that only tells supports_op the weight's buffer type; it is detached
+    // and freed before the context.
+    unsafe {
+        let w = ffi::ggml_new_tensor(ctx.as_ptr(), ty.raw(), 2, ne.as_ptr());
+        let x = ffi::ggml_new_tensor_2d(ctx.as_ptr(), ffi::GGML_TYPE_F32, ne[0], 32);
+        let mut ok = false;
+        if !w.is_null() && !x.is_null() {
+            let op = ffi::ggml_mul_mat(ctx.as_ptr(), w, x);
+            let buf = ffi::ggml_backend_buft_alloc_buffer(buft, 0);
+            if !op.is_null() && !buf.is_null() {
+                (*w).buffer = buf;
+                ok = ffi::ggml_backend_dev_supports_op(dev.as_ptr(), op);
+                (*w).buffer = std::ptr::null_mut();
+            }
+            if !buf.is_null() {
+                ffi::ggml_backend_buffer_free(buf);
+            }
+        }
+        ffi::ggml_free(ctx.as_ptr());
+        ok
+    }
+}
+
+/// Whether one of the CPU's extra buffer types (AMX, repacked layouts)
+/// multiplies a `ty` matrix of shape `ne` (ggml order).
+pub fn cpu_repacks(ty: GgmlType, ne: &[u64]) -> bool {
+    let Ok(dev) = cpu_device() else {
+        return false;
+    };
+    extra_buffer_types(dev)
+        .into_iter()
+        .any(|b| supports_matmul(dev, b, ty, ne))
+}
+
+/// The bytes of tensor `t` (data `src`) zero-padded to shape `ne` (same
+/// rank, at most 2-D, each axis at least the original). Zero bytes are the
+/// value 0 in every ggml type (quantized blocks with scale 0 included).
+fn zero_padded<'a>(
+    src: &'a [u8],
+    t: &TensorInfo,
+    ne: &[u64],
+) -> Result<std::borrow::Cow<'a, [u8]>> {
+    if ne == t.ne.as_slice() {
+        return Ok(std::borrow::Cow::Borrowed(src));
+    }
+    let bad = || Error::InvalidModel(format!("cannot pad {} to {ne:?}", t.name));
+    let old_row = t.ty.row_size(t.ne[0]).ok_or_else(bad)? as usize;
+    let new_row = t.ty.row_size(ne[0]).ok_or_else(bad)? as usize;
+    let rows = t.ne.get(1).copied().unwrap_or(1) as usize;
+    let total = t.ty.nbytes(ne).ok_or_else(bad)? as usize;
+    if old_row * rows != src.len() || new_row * rows > total {
+        return Err(bad());
+    }
+    let mut out = vec![0u8; total];
+    for r in 0..rows {
+        out[r * new_row..r * new_row + old_row]
+            .copy_from_slice(&src[r * old_row..(r + 1) * old_row]);
+    }
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// A compute device of ggml's registry (a static registry entry).

@@ -185,6 +185,9 @@ pub struct ModelParams {
     /// The GPU (index among ggml's GPUs) that holds the offloaded layers;
     /// the model is not split across GPUs.
     pub main_gpu: i32,
+    /// Let llama.cpp copy weights into the CPU's extra buffer types (AMX,
+    /// repacked layouts).
+    pub use_extra_bufts: bool,
     /// Memory-map the file instead of reading it.
     pub use_mmap: bool,
 }
@@ -194,6 +197,7 @@ impl Default for ModelParams {
         ModelParams {
             n_gpu_layers: 0,
             main_gpu: 0,
+            use_extra_bufts: true,
             use_mmap: true,
         }
     }
@@ -250,6 +254,7 @@ impl LlamaModel {
         p.n_gpu_layers = params.n_gpu_layers;
         p.main_gpu = params.main_gpu;
         p.split_mode = ffi::LLAMA_SPLIT_MODE_NONE;
+        p.use_extra_bufts = params.use_extra_bufts;
         p.load_mode = if params.use_mmap {
             ffi::LLAMA_LOAD_MODE_MMAP
         } else {

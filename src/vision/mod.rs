@@ -8,4 +8,4 @@ pub mod graph;
 pub mod projector;
 pub mod siglip;
 
-pub use graph::{Detail, VisionModel, VisionOutput};
+pub use graph::{Detail, VisionModel, VisionOptions, VisionOutput};

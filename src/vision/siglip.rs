@@ -19,8 +19,22 @@ impl<'w> Linear<'w> {
             bias: w.get(&format!("{prefix}.bias"))?,
         })
     }
+    /// `x` [K, N, B...] -> [out, N, B...]. A batch of images is multiplied
+    /// as one [K, N*B] matrix: one larger product, and ggml's AMX kernels
+    /// (repacked weights) only handle 2-D activations correctly.
     pub fn forward<'g>(&self, g: &mut Graph, x: Tensor<'_>) -> Result<Tensor<'g>> {
-        let y = g.mul_mat(self.weight, x)?;
+        let ne = x.ne();
+        let rank = ne.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1);
+        let y = if rank > 2 && x.is_contiguous() {
+            let rows = ne[1..].iter().product::<i64>();
+            let flat = g.reshape(x, &[ne[0], rows])?;
+            let y = g.mul_mat(self.weight, flat)?;
+            let mut shape = ne[..rank].to_vec();
+            shape[0] = self.weight.ne()[1];
+            g.reshape(y, &shape)?
+        } else {
+            g.mul_mat(self.weight, x)?
+        };
         g.add(y, self.bias)
     }
 }

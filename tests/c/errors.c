@@ -752,7 +752,8 @@ static void check_devices(const char *reference_caption) {
     dam_device_params d;
     memset(&d, 0xab, sizeof d);
     CHECK_STATUS(dam_device_params_init(&d, sizeof d), DAM_STATUS_OK);
-    CHECK(d.struct_size == sizeof d && d.main_gpu == 0 && d.vision_device == DAM_VISION_DEVICE_GPU);
+    CHECK(d.struct_size == sizeof d && d.main_gpu == 0 && d.vision_device == DAM_VISION_DEVICE_GPU &&
+          d.repack == 1);
     CHECK_STATUS(dam_device_params_init(NULL, sizeof d), DAM_STATUS_INVALID_ARGUMENT);
     CHECK_STATUS(dam_device_params_init(&d, 4), DAM_STATUS_INVALID_ARGUMENT);
     CHECK_STATUS(dam_device_params_init(&d, sizeof d + 8), DAM_STATUS_VERSION_MISMATCH);
@@ -771,6 +772,11 @@ static void check_devices(const char *reference_caption) {
     CHECK_STATUS(dam_model_load_on(DAM_API_VERSION, llm_path, vision_path, &mp, &bad, &m),
                  DAM_STATUS_INVALID_ARGUMENT);
     bad = d;
+    bad.repack = 2;
+    CHECK_STATUS(dam_model_load_on(DAM_API_VERSION, llm_path, vision_path, &mp, &bad, &m),
+                 DAM_STATUS_INVALID_ARGUMENT);
+    CHECK(m == NULL && strstr(dam_last_error(), "repack"));
+    bad = d;
     bad.struct_size = 2;
     CHECK_STATUS(dam_model_load_on(DAM_API_VERSION, llm_path, vision_path, &mp, &bad, &m),
                  DAM_STATUS_INVALID_ARGUMENT);
@@ -781,6 +787,7 @@ static void check_devices(const char *reference_caption) {
     /* The CPU explicitly, and NULL (defaults), describe as dam_model_load does. */
     dam_device_params cpu = d;
     cpu.vision_device = DAM_VISION_DEVICE_CPU;
+    cpu.repack = 0;
     mp.n_gpu_layers = 0;
     const dam_device_params *choices[2] = {&cpu, NULL};
     for (int i = 0; i < 2; i++) {

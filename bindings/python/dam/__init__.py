@@ -671,6 +671,7 @@ class Model:
     ``n_ctx``, ``kv_type`` ("f16"/"f32"), ``flash_attn`` ("auto"/"on"/"off"),
     ``n_gpu_layers`` (-1 = all on the GPU when there is one), ``main_gpu`` (index of
     the GPU), ``vision_device`` ("gpu": on the main GPU when there is one; "cpu"),
+    ``repack`` (False keeps CPU weights in the file's layout: no AMX/repacked copies),
     ``log=fn(level, text)`` with ``log_level`` ("debug".."error"), ``progress=fn(stage,
     fraction) -> bool`` (False cancels the load)."""
 
@@ -686,6 +687,7 @@ class Model:
         n_gpu_layers: int = -1,
         main_gpu: int = 0,
         vision_device: str = "gpu",
+        repack: bool = True,
         log: Optional[Callable[[str, str], None]] = None,
         log_level: str = "warn",
         progress: Optional[Callable[[str, float], Any]] = None,
@@ -708,6 +710,7 @@ class Model:
         _check(lib.dam_device_params_init(ctypes.byref(d), ctypes.sizeof(d)))
         d.main_gpu = main_gpu
         d.vision_device = vision_code
+        d.repack = 1 if repack else 0
         names = {v: k for k, v in _ffi.LOG_LEVELS.items()}
         self._callbacks: list = []
         if log is not None:

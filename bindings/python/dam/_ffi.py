@@ -68,6 +68,7 @@ class DeviceParams(ctypes.Structure):  # API 1.2
         ("struct_size", ctypes.c_uint32),
         ("main_gpu", ctypes.c_int32),
         ("vision_device", ctypes.c_int32),
+        ("repack", ctypes.c_int32),
     ]
 
 

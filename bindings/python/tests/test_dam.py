@@ -232,9 +232,9 @@ def test_device_choices(model_files, case):
     # give the same caption; bad choices are typed errors.
     lines = []
     caps = []
-    for dev in ("gpu", "cpu"):
-        with dam.Model(*model_files, threads=1, vision_device=dev, log=lambda l, t: lines.append(t),
-                       log_level="info") as m:
+    for dev, repack in (("gpu", True), ("cpu", False)):
+        with dam.Model(*model_files, threads=1, vision_device=dev, repack=repack,
+                       log=lambda l, t: lines.append(t), log_level="info") as m:
             caps.append(m.describe(case["image"], mask=case["mask"], greedy=True, max_tokens=N))
     assert caps[0] == caps[1] and caps[0]
     if not any(b.get("type") == "gpu" for b in dam.backend_info()["backends"]):
