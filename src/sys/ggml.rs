@@ -1356,3 +1356,44 @@ pub fn devices() -> Vec<DeviceInfo> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(ty: GgmlType, ne: &[u64]) -> TensorInfo {
+        TensorInfo {
+            name: "t".into(),
+            ne: ne.to_vec(),
+            ty,
+            offset: 0,
+            nbytes: ty.nbytes(ne).unwrap(),
+        }
+    }
+
+    #[test]
+    fn zero_padding_keeps_rows_and_zero_fills() {
+        // f32 [3, 2] -> [4, 3]: each row gets a zero, then a zero row.
+        let src: Vec<u8> = [1f32, 2., 3., 4., 5., 6.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let out = zero_padded(&src, &info(GgmlType::F32, &[3, 2]), &[4, 3]).unwrap();
+        let vals: Vec<f32> = out
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(vals, [1., 2., 3., 0., 4., 5., 6., 0., 0., 0., 0., 0.]);
+        // Unchanged shape: the bytes themselves.
+        let same = zero_padded(&src, &info(GgmlType::F32, &[3, 2]), &[3, 2]).unwrap();
+        assert!(matches!(same, std::borrow::Cow::Borrowed(_)));
+        // q8_0 [32, 2] -> [32, 3]: whole zero blocks appended (scale 0 = 0.0).
+        let q = vec![7u8; GgmlType::Q8_0.nbytes(&[32, 2]).unwrap() as usize];
+        let out = zero_padded(&q, &info(GgmlType::Q8_0, &[32, 2]), &[32, 3]).unwrap();
+        assert_eq!(&out[..q.len()], &q[..]);
+        assert!(out[q.len()..].iter().all(|&b| b == 0));
+        assert_eq!(out.len() as u64, GgmlType::Q8_0.nbytes(&[32, 3]).unwrap());
+        // A q8_0 row of 40 is not whole blocks: refused, not mis-sized.
+        assert!(zero_padded(&q, &info(GgmlType::Q8_0, &[32, 2]), &[40, 2]).is_err());
+    }
+}
