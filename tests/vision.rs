@@ -158,3 +158,50 @@ fn mlp_padding_changes_nothing() {
         }
     }
 }
+
+/// Weights copied into the CPU's extra buffer types at load (here ggml's
+/// repacked q4_0 GEMM layout, which AVX2 CPUs have) give the results of the
+/// mapped file layout, up to the kernels' rounding.
+#[test]
+fn repacked_weights_match_the_file_layout() {
+    use dam::vision::VisionOptions;
+    let (_, v16) = converted("geom", GgmlType::F16);
+    let vpath = v16.with_file_name("geom-vision-q4_0-repack-test.gguf");
+    dam::convert::quantize(&v16, &vpath, GgmlType::Q4_0, 2).unwrap();
+    let load = |repack| {
+        VisionModel::load_with(
+            &vpath,
+            &VisionOptions {
+                repack,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (plain, repacked) = (load(false), load(true));
+    assert_eq!(plain.n_repacked(), 0);
+    let features = dam::sys::ggml::cpu_features();
+    println!(
+        "cpu features {features:?}; repacked {}",
+        repacked.n_repacked()
+    );
+    if features.iter().any(|f| f == "repack") && features.iter().any(|f| f == "avx2") {
+        assert!(repacked.n_repacked() > 0, "no matrix was repacked");
+    }
+    for name in cases("geom") {
+        let case = Case::load("geom", &name);
+        let views = fixture_views(&case);
+        let refs: Vec<&Views> = views.iter().collect();
+        let run = |vm: &VisionModel| {
+            let mut be = vm.backend(2, Arc::new(AtomicBool::new(false))).unwrap();
+            vm.encode(&mut be, &refs, dam::vision::Detail::Embeddings)
+                .unwrap()
+        };
+        let (a, b) = (run(&plain), run(&repacked));
+        for k in 0..views.len() {
+            let e = rel_err(&b.embeddings[k], &a.embeddings[k]);
+            println!("geom/{name} q4_0 frame {k}: repacked vs file layout {e:.2e}");
+            assert!(e <= 1e-3, "geom/{name}: {e:e}"); // measured ~1e-7
+        }
+    }
+}
