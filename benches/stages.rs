@@ -113,6 +113,7 @@ fn stages(c: &mut Criterion) {
             type_v: KvType::F16,
             flash_attn: FlashAttn::Auto,
             n_seq_max: 1,
+            gpu_offload: true,
         },
     )
     .unwrap();

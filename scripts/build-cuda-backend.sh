@@ -55,7 +55,7 @@ fi
 src=$(cd "$src" && pwd)
 
 source_id() {
-    (cd "$1" && cat include/*.h src/ggml-backend-impl.h 2>/dev/null) | sha256sum | cut -c1-16
+    (cd "$1" && LC_ALL=C cat $(LC_ALL=C ls include/*.h) src/ggml-backend-impl.h 2>/dev/null) | sha256sum | cut -c1-16
 }
 echo "build-cuda-backend: ggml source $src (id $(source_id "$src"))"
 

@@ -9,8 +9,10 @@
 #   dist/device/ggml/            the ggml source it was built from (for the CUDA module)
 #   dist/device/MANIFEST         commit, crate version, ggml source id
 #
-# Then, with the `device` tool: carry ["dist/device"] and run
-# `bash scripts/device-check.sh`. The build takes long the first time (ggml
+# and dist/device.tar.xz (the same, stripped and compressed: about 5 MB, for
+# a carry limit that the repository's fixtures already use most of). Then,
+# with the `device` tool: carry ["dist/device.tar.xz"] and run
+# `bash scripts/device-check.sh` (it unpacks the archive). The build takes long the first time (ggml
 # builds one CPU module per x86 level); later runs rebuild only dam.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,7 +49,7 @@ cp -r "$src/." "$dist/ggml/"
 for b in sycl vulkan opencl metal hexagon et cann webgpu zdnn openvino virtgpu zendnn blas; do
     rm -rf "$dist/ggml/src/ggml-$b"
 done
-id=$( (cd "$src" && cat include/*.h src/ggml-backend-impl.h) | sha256sum | cut -c1-16)
+id=$( (cd "$src" && LC_ALL=C cat $(LC_ALL=C ls include/*.h) src/ggml-backend-impl.h) | sha256sum | cut -c1-16)
 {
     echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
     echo "llama-cpp-sys-2 $ver"
@@ -56,3 +58,6 @@ id=$( (cd "$src" && cat include/*.h src/ggml-backend-impl.h) | sha256sum | cut -
 } >"$dist/MANIFEST"
 cat "$dist/MANIFEST" >&2
 du -sh "$dist" >&2
+strip --strip-unneeded "$dist"/bin/* "$dist"/lib/*.so.*.* "$dist"/backends/*.so
+tar -cJf dist/device.tar.xz -C dist device
+du -h dist/device.tar.xz >&2

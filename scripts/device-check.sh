@@ -16,7 +16,8 @@
 #   6. a table of it all.
 #
 # Everything lands in $OUT (default ./device-out): logs, JSON, table.md.
-# Needs dist/device/ from scripts/device-bundle.sh (carry it). For a dry run
+# Needs dist/device/ or dist/device.tar.xz from scripts/device-bundle.sh
+# (carry the archive: it is unpacked here). For a dry run
 # of the CPU-side steps on a machine without a GPU: DEVICE_CHECK_CPU_ONLY=1
 # (skips 1 and the GPU runs) and PRESET=tiny (a small model for step 4).
 set -uo pipefail
@@ -41,6 +42,9 @@ summary() {
     say "results in $OUT"
 }
 
+if [[ ! -d $dist && -f $dist.tar.xz ]]; then
+    tar -xJf "$dist.tar.xz" -C "$(dirname "$dist")"
+fi
 [[ -x $dist/bin/dam && -x $dist/bin/pipeline && -d $dist/ggml ]] \
     || fail "$dist is missing or incomplete: run scripts/device-bundle.sh on a CPU machine and carry $dist"
 cat "$dist/MANIFEST" >>"$log" 2>/dev/null
@@ -84,30 +88,21 @@ else
 fi
 say "parity: $parity ($(grep -c 'tokens true' "$OUT/parity.txt") f32 cases with identical tokens)"
 
-# 4. Full-size synthetic model, three weight types.
+# 4-5. Full-size synthetic model: f16 and PyTorch first (most of the value
+# if time runs out), then q8_0 and q4_k.
 mkdir -p "$work"
 img=tests/fixtures/geom/cases/c1_image.png
 mask=tests/fixtures/geom/cases/c1_mask.png
+bench() { # bench TYPE
+    say "dam bench $1 ($tokens tokens)"
+    "$dam" bench -m "$work/$1" -i "$img" --mask "$mask" -n "$tokens" --warmup 1 --runs "${RUNS:-2}" \
+        >"$OUT/bench-$1.json" 2>>"$log" || say "bench $1 failed (see $log)"
+}
 if [[ ! -f $work/f16/synth-$preset-vision-f16.gguf ]]; then
     say "dam synth --preset $preset (f16)"
     "$dam" synth --preset "$preset" --type f16 --outdir "$work/f16" >>"$log" 2>&1 || fail "dam synth"
 fi
-for ty in q8_0 q4_k; do
-    if [[ ! -f $work/$ty/synth-$preset-llm-$ty.gguf ]]; then
-        mkdir -p "$work/$ty"
-        for half in llm vision; do
-            "$dam" quantize "$work/f16/synth-$preset-$half-f16.gguf" "$work/$ty/synth-$preset-$half-$ty.gguf" "$ty" \
-                >>"$log" 2>&1 || fail "dam quantize $half $ty"
-        done
-    fi
-done
-for ty in f16 q8_0 q4_k; do
-    say "dam bench $ty ($tokens tokens)"
-    "$dam" bench -m "$work/$ty" -i "$img" --mask "$mask" -n "$tokens" --warmup 1 --runs 3 \
-        >"$OUT/bench-$ty.json" 2>>"$log" || say "bench $ty failed (see $log)"
-done
-
-# 5. PyTorch, same weights, same device.
+bench f16
 torch_dev=cuda
 [[ $cpu_only == 1 ]] && torch_dev=cpu
 py=${TORCH_PYTHON:-python3}
@@ -119,6 +114,16 @@ if "$py" -c 'import torch' 2>/dev/null; then
 else
     say "no torch in $py: PyTorch comparison skipped"
 fi
+for ty in q8_0 q4_k; do
+    if [[ ! -f $work/$ty/synth-$preset-llm-$ty.gguf ]]; then
+        mkdir -p "$work/$ty"
+        for half in llm vision; do
+            "$dam" quantize "$work/f16/synth-$preset-$half-f16.gguf" "$work/$ty/synth-$preset-$half-$ty.gguf" "$ty" \
+                >>"$log" 2>&1 || fail "dam quantize $half $ty"
+        done
+    fi
+    bench "$ty"
+done
 
 # 6. The table.
 "$py" - "$OUT" "$parity" "$tokens" <<'EOF' >"$OUT/table.md" 2>>"$log" || echo "(table script failed, see $log)" >"$OUT/table.md"

@@ -145,6 +145,9 @@ pub struct Model {
     pub vision_path: PathBuf,
     pub params: ModelParams,
     pub load_ms: f64,
+    /// Whether LLM layers live on a GPU (a GPU was found and n_gpu_layers
+    /// is not 0).
+    pub llm_on_gpu: bool,
 }
 
 /// Finds both files of a model from one path: a folder holding exactly one
@@ -256,6 +259,7 @@ impl Model {
             llm,
             llm_path: llm_path.to_path_buf(),
             vision_path: vision_path.to_path_buf(),
+            llm_on_gpu: gpu.is_some() && params.n_gpu_layers != 0,
             params,
             load_ms: t0.elapsed().as_secs_f64() * 1e3,
         });
@@ -282,6 +286,7 @@ impl Model {
                 type_v: self.params.kv_type,
                 flash_attn: self.params.flash_attn,
                 n_seq_max: self.params.n_seq_max,
+                gpu_offload: self.llm_on_gpu,
             },
         )?;
         Ok(Session {

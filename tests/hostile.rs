@@ -1866,6 +1866,7 @@ fn llama_cpp_alone_on_the_llm_corpus() {
                 type_v: KvType::F32,
                 flash_attn: FlashAttn::Off,
                 n_seq_max: 1,
+                gpu_offload: true,
             };
             let mut ctx = LlamaContext::new(&m, &cp)?;
             let ids = m.tokenize("A red apple, 東京 揺 \u{1F34E}.\n", true, false)?;

@@ -224,6 +224,7 @@ fn exact_ctx(model: &Arc<LlamaModel>) -> LlamaContext {
             type_v: KvType::F32,
             flash_attn: FlashAttn::Off,
             n_seq_max: 1,
+            gpu_offload: true,
         },
     )
     .expect("context")

@@ -41,6 +41,7 @@ fn embeddings_continue_like_token_ids() {
         type_v: KvType::F32,
         flash_attn: FlashAttn::Off,
         n_seq_max: 1,
+        gpu_offload: true,
     };
     let mut ctx = LlamaContext::new(&model, &params).unwrap();
     let cancel = AtomicBool::new(false);

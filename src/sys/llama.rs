@@ -554,6 +554,11 @@ pub struct ContextParams {
     /// one batch). The KV cache is unified: all sequences draw their cells
     /// from the same `n_ctx`.
     pub n_seq_max: u32,
+    /// Let llama.cpp use a GPU for this context: the KV cache there and
+    /// large CPU-weight products copied over (its `offload_kqv` and
+    /// `op_offload`). Off keeps a CPU run entirely on the CPU even when a
+    /// GPU is present.
+    pub gpu_offload: bool,
 }
 
 impl Default for ContextParams {
@@ -569,6 +574,7 @@ impl Default for ContextParams {
             type_v: KvType::F16,
             flash_attn: FlashAttn::Auto,
             n_seq_max: 1,
+            gpu_offload: true,
         }
     }
 }
@@ -779,6 +785,8 @@ impl LlamaContext {
         p.type_k = params.type_k.raw();
         p.type_v = params.type_v.raw();
         p.flash_attn_type = params.flash_attn.raw();
+        p.offload_kqv = params.gpu_offload;
+        p.op_offload = params.gpu_offload;
         p.embeddings = false;
         p.no_perf = true;
         take_last_error();
