@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::*;
 use dam::preprocess::{Views, Window};
 use dam::sys::GgmlType;
-use dam::vision::VisionModel;
+use dam::vision::{VisionModel, VisionOutput};
 
 /// Views straight from the fixture's 8-channel tensor (tests the graph alone).
 fn fixture_views(case: &Case) -> Vec<Views> {
@@ -36,6 +36,20 @@ fn fixture_views(case: &Case) -> Vec<Views> {
                 },
                 focal_is_full: !fr["context_provider_applied"].as_bool().unwrap(),
             }
+        })
+        .collect()
+}
+
+/// Every `geom` case through `vm` (for comparing two loads of one file).
+fn encode_geom_cases(vm: &VisionModel, detail: dam::vision::Detail) -> Vec<(String, VisionOutput)> {
+    let mut be = vm.backend(2, Arc::new(AtomicBool::new(false))).unwrap();
+    cases("geom")
+        .into_iter()
+        .map(|name| {
+            let views = fixture_views(&Case::load("geom", &name));
+            let refs: Vec<&Views> = views.iter().collect();
+            let out = vm.encode(&mut be, &refs, detail).unwrap();
+            (name, out)
         })
         .collect()
 }
@@ -136,17 +150,12 @@ fn mlp_padding_changes_nothing() {
         )
         .unwrap();
         assert!(padded.n_repacked() >= 3 * 2, "no tensor was padded");
-        for name in cases("geom") {
-            let case = Case::load("geom", &name);
-            let views = fixture_views(&case);
-            let refs: Vec<&Views> = views.iter().collect();
-            let run = |vm: &VisionModel| {
-                let mut be = vm.backend(2, Arc::new(AtomicBool::new(false))).unwrap();
-                vm.encode(&mut be, &refs, dam::vision::Detail::Features)
-                    .unwrap()
-            };
-            let (a, b) = (run(&plain), run(&padded));
-            for k in 0..views.len() {
+        let detail = dam::vision::Detail::Features;
+        let runs = encode_geom_cases(&plain, detail)
+            .into_iter()
+            .zip(encode_geom_cases(&padded, detail));
+        for ((name, a), (_, b)) in runs {
+            for k in 0..a.embeddings.len() {
                 let e = rel_err(&b.embeddings[k], &a.embeddings[k])
                     .max(rel_err(&b.crop_features[k], &a.crop_features[k]));
                 println!(
@@ -188,17 +197,12 @@ fn repacked_weights_match_the_file_layout() {
     if features.iter().any(|f| f == "repack") && features.iter().any(|f| f == "avx2") {
         assert!(repacked.n_repacked() > 0, "no matrix was repacked");
     }
-    for name in cases("geom") {
-        let case = Case::load("geom", &name);
-        let views = fixture_views(&case);
-        let refs: Vec<&Views> = views.iter().collect();
-        let run = |vm: &VisionModel| {
-            let mut be = vm.backend(2, Arc::new(AtomicBool::new(false))).unwrap();
-            vm.encode(&mut be, &refs, dam::vision::Detail::Embeddings)
-                .unwrap()
-        };
-        let (a, b) = (run(&plain), run(&repacked));
-        for k in 0..views.len() {
+    let detail = dam::vision::Detail::Embeddings;
+    let runs = encode_geom_cases(&plain, detail)
+        .into_iter()
+        .zip(encode_geom_cases(&repacked, detail));
+    for ((name, a), (_, b)) in runs {
+        for k in 0..a.embeddings.len() {
             let e = rel_err(&b.embeddings[k], &a.embeddings[k]);
             println!("geom/{name} q4_0 frame {k}: repacked vs file layout {e:.2e}");
             assert!(e <= 1e-3, "geom/{name}: {e:e}"); // measured ~1e-7

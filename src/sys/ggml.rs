@@ -374,7 +374,8 @@ impl MappedWeights {
         })
     }
 
-    /// How many tensors live in a repacking buffer.
+    /// How many tensors the CPU holds as copies out of the mapping: in a
+    /// repacking buffer, or zero-padded (see `repack`).
     pub fn n_repacked(&self) -> usize {
         // SAFETY: live contexts; ggml_get_first/next_tensor walk their lists.
         unsafe {

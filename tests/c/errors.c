@@ -746,6 +746,15 @@ static void check_batch(dam_session *s) {
     CHECK_STATUS(dam_session_caption(NULL, 0, buf, sizeof buf, &len), DAM_STATUS_INVALID_ARGUMENT);
 }
 
+/* The greedy 10-token caption of the mask region into buf. */
+static void describe_mask(dam_session *s, char *buf, size_t cap) {
+    dam_image_view img = view(rgb, W, H, W * 3, DAM_PIXEL_FORMAT_RGB8);
+    dam_region r = mask_region(mask);
+    dam_describe_options o = greedy(10);
+    size_t len = 0;
+    CHECK_STATUS(dam_describe(s, &img, &r, &o, NULL, NULL, buf, cap, &len), DAM_STATUS_OK);
+}
+
 /* Device parameters (1.2): filled through a pointer and a size; without a
  * GPU every choice runs on the CPU and gives the same caption. */
 static void check_devices(const char *reference_caption) {
@@ -795,12 +804,8 @@ static void check_devices(const char *reference_caption) {
                      DAM_STATUS_OK);
         dam_session *s = NULL;
         CHECK_STATUS(dam_session_new(m, NULL, &s), DAM_STATUS_OK);
-        dam_image_view img = view(rgb, W, H, W * 3, DAM_PIXEL_FORMAT_RGB8);
-        dam_region r = mask_region(mask);
-        dam_describe_options o = greedy(10);
         char buf[1024];
-        size_t len = 0;
-        CHECK_STATUS(dam_describe(s, &img, &r, &o, NULL, NULL, buf, sizeof buf, &len), DAM_STATUS_OK);
+        describe_mask(s, buf, sizeof buf);
         CHECK(strcmp(buf, reference_caption) == 0);
         dam_session_free(s);
         dam_model_free(m);
@@ -838,12 +843,8 @@ int main(int argc, char **argv) {
         check_cancel_and_callbacks(s);
         check_video(s, dam_model_max_frames(m));
         check_batch(s);
-        dam_image_view img = view(rgb, W, H, W * 3, DAM_PIXEL_FORMAT_RGB8);
-        dam_region r = mask_region(mask);
-        dam_describe_options o = greedy(10);
         char ref[1024];
-        size_t len = 0;
-        CHECK_STATUS(dam_describe(s, &img, &r, &o, NULL, NULL, ref, sizeof ref, &len), DAM_STATUS_OK);
+        describe_mask(s, ref, sizeof ref);
         check_devices(ref);
     }
     dam_session_free(s);
