@@ -1214,29 +1214,3 @@ fn frame_err(k: usize, e: Error) -> Error {
         e => e,
     }
 }
-
-/// Rows of the LLM's token embedding table, read from the GGUF file (for
-/// `llm_inputs_embeds` in dumps; llama.cpp does not expose the table).
-pub fn token_embeddings(llm_path: &Path, ids: &[i32]) -> Result<Vec<f32>> {
-    let map = MappedFile::open(llm_path)?;
-    let h = GgufHeader::parse(map.bytes(), &llm_path.display().to_string())?;
-    let t = h
-        .tensor("token_embd.weight")
-        .ok_or_else(|| Error::InvalidModel("missing token_embd.weight".into()))?;
-    let (n_embd, n_vocab) = (t.ne[0] as usize, t.ne.get(1).copied().unwrap_or(1) as usize);
-    let row =
-        t.ty.row_size(n_embd as u64)
-            .ok_or_else(|| Error::InvalidModel("bad token_embd row".into()))? as usize;
-    let mut out = Vec::with_capacity(ids.len() * n_embd);
-    for &id in ids {
-        if id < 0 || id as usize >= n_vocab {
-            return Err(Error::InvalidArgument(format!(
-                "token id {id} outside the vocabulary"
-            )));
-        }
-        let start = t.offset as usize + id as usize * row;
-        let bytes = &map.bytes()[start..start + row];
-        out.extend(crate::sys::types::dequantize(t.ty, bytes, n_embd)?);
-    }
-    Ok(out)
-}

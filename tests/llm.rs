@@ -623,6 +623,71 @@ fn abort_flag_interrupts_compute() {
 
 // ---------------------------------------------------------------- errors
 
+/// Text tokens are prefilled as rows of the token table that dam reads from
+/// the GGUF file: those rows must be the reference's `embed_tokens` rows
+/// (f32: bit-exact), and decoding them must give llama.cpp's logits for the
+/// token ids (f32 and f16 tables: identical), also across several
+/// sequences prefilled in one run of batches.
+#[test]
+fn token_rows_are_llama_cpp_inputs() {
+    let case = load_case("tiny", "c1");
+    let ids: Vec<i32> = case.prompt_ids.iter().map(|&x| x as i32).collect();
+    let cut = ids.iter().position(|&x| x == -200).expect("image slot");
+    let text = &ids[..cut];
+    let mut rows = Vec::new();
+    models("tiny").f32.embed_tokens(text, &mut rows).unwrap();
+    assert_eq!(rows, case.embeds[..cut * case.h], "rows of embed_tokens");
+    for m in [&models("tiny").f32, &models("tiny").f16] {
+        let mut ctx = LlamaContext::new(
+            m,
+            &ContextParams {
+                n_ctx: 512,
+                n_batch: 16,
+                n_threads: 2,
+                n_seq_max: 2,
+                type_k: KvType::F32,
+                type_v: KvType::F32,
+                flash_attn: FlashAttn::Off,
+                ..ContextParams::default()
+            },
+        )
+        .expect("context");
+        ctx.decode_tokens(text, 0, true).unwrap();
+        let by_ids = ctx.logits_last().unwrap().to_vec();
+        let mut rows = Vec::new();
+        m.embed_tokens(text, &mut rows).unwrap();
+        ctx.clear();
+        ctx.decode_embd(&rows, 0, true).unwrap();
+        assert_eq!(ctx.logits_last().unwrap(), by_ids, "one sequence");
+        // Two sequences in one run of batches (n_batch 16 splits both).
+        let short = &rows[..5 * m.n_embd()];
+        ctx.clear();
+        let both = ctx.decode_embd_seqs(&[&rows, short]).unwrap();
+        assert_eq!(both.len(), 2);
+        assert!(max_abs(&both[0], &by_ids) <= 1e-4, "sequence 0");
+        ctx.clear();
+        ctx.decode_tokens(&text[..5], 0, true).unwrap();
+        let short_ids = ctx.logits_last().unwrap().to_vec();
+        assert!(max_abs(&both[1], &short_ids) <= 1e-4, "sequence 1");
+        ctx.clear();
+        assert!(matches!(
+            ctx.decode_embd_seqs(&[&rows, short, short]),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            ctx.decode_embd_seqs(&[&rows[1..]]),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    let mut out = Vec::new();
+    for bad in [-1, 1000, i32::MAX] {
+        assert!(matches!(
+            models("tiny").f32.embed_tokens(&[1, bad], &mut out),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
+
 #[test]
 fn bad_inputs_are_errors() {
     let m = &models("tiny").f32;

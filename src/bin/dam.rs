@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use dam::image::{load_mask, load_rgb, Mask, RgbImage};
-use dam::model::{token_embeddings, Trace};
+use dam::model::Trace;
 use dam::sys::llama::{FlashAttn, KvType};
 use dam::sys::GgmlType;
 use dam::vision::Detail;
@@ -774,7 +774,7 @@ fn write_dump(out: &Path, model: &Model, t: &Trace) -> Result<()> {
             embeds.extend_from_slice(&t.vision.embeddings[img]);
             img += 1;
         } else {
-            embeds.extend(token_embeddings(&model.llm_path, &[id as i32])?);
+            model.llm.embed_tokens(&[id as i32], &mut embeds)?;
         }
     }
     f32t("llm_inputs_embeds", vec![embeds.len() / h, h], embeds);

@@ -324,8 +324,8 @@ pub fn prefill(
 }
 
 /// Decodes the prompt pieces of sequence `seq` at its positions 0..L-1
-/// (its cells must be empty), keeping the logits of the last position.
-/// Returns L.
+/// (its cells must be empty) as one run of embedding rows, keeping the
+/// logits of the last position. Returns L.
 fn prefill_seq(
     ctx: &mut LlamaContext,
     model: &LlamaModel,
@@ -333,6 +333,23 @@ fn prefill_seq(
     images: &[&[f32]],
     seq: usize,
 ) -> Result<usize> {
+    let rows = prompt_rows(ctx, model, pieces, images)?;
+    ctx.decode_embd_seq(&rows, 0, seq, true)?;
+    Ok(rows.len() / model.n_embd())
+}
+
+/// The input rows of a prompt (`L * n_embd` floats): each text token's
+/// embedding row, image `k` as `images[k]`, in prompt order. One run of
+/// rows decodes in one llama_decode (per `n_batch` rows), as the
+/// reference's spliced `inputs_embeds` does, instead of one per piece; it
+/// also keeps every matrix product of the prompt a wide one (GPU backends
+/// pick lower-precision kernels for narrow ones).
+fn prompt_rows(
+    ctx: &LlamaContext,
+    model: &LlamaModel,
+    pieces: &[PromptPiece],
+    images: &[&[f32]],
+) -> Result<Vec<f32>> {
     let len = check_pieces(model, pieces, images)?;
     if len > ctx.n_ctx() {
         return Err(Error::ContextOverflow(format!(
@@ -340,27 +357,15 @@ fn prefill_seq(
             ctx.n_ctx()
         )));
     }
-    let last = pieces
-        .iter()
-        .rposition(|p| !matches!(p, PromptPiece::Tokens(t) if t.is_empty()))
-        .unwrap_or(0);
-    let mut pos = 0usize;
-    for (i, p) in pieces.iter().enumerate() {
-        let logits = i == last;
+    let mut rows = Vec::with_capacity(len * model.n_embd());
+    for p in pieces {
         match p {
-            PromptPiece::Tokens(t) if t.is_empty() => {}
-            PromptPiece::Tokens(t) => {
-                ctx.decode_tokens_seq(t, pos, seq, logits)?;
-                pos += t.len();
-            }
-            PromptPiece::Image(k) => {
-                let img = images[*k]; // index checked by check_pieces
-                ctx.decode_embd_seq(img, pos, seq, logits)?;
-                pos += img.len() / model.n_embd();
-            }
+            PromptPiece::Tokens(t) => model.embed_tokens(t, &mut rows)?,
+            // Index checked by check_pieces.
+            PromptPiece::Image(k) => rows.extend_from_slice(images[*k]),
         }
     }
-    Ok(pos)
+    Ok(rows)
 }
 
 /// Clears the KV cache and decodes a whole precomputed input sequence
@@ -550,8 +555,8 @@ pub fn plan_waves(
     waves
 }
 
-/// Prefills each prompt as sequence j (its index in the wave), then decodes
-/// all unfinished sequences one token per step.
+/// Prefills the prompts together, prompt j as sequence j (its index in
+/// the wave), then decodes all unfinished sequences one token per step.
 fn run_wave(
     ctx: &mut LlamaContext,
     model: &LlamaModel,
@@ -562,17 +567,25 @@ fn run_wave(
 ) -> Result<Vec<Generation>> {
     ctx.clear();
     let n_ctx = ctx.n_ctx();
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Cancelled);
+    }
+    let t0 = Instant::now();
+    let rows = prompts
+        .iter()
+        .map(|p| prompt_rows(ctx, model, p.pieces, p.images))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+    // The whole wave in one run of batches: the weights are read once per
+    // batch for all prompts, not once per prompt.
+    let first_logits = ctx.decode_embd_seqs(&refs)?;
+    let prefill_ms = ms_since(t0);
     let mut seqs = Vec::with_capacity(prompts.len());
     // Pending feed-back (token, position) per sequence; None = finished.
     let mut next = Vec::with_capacity(prompts.len());
-    for (j, p) in prompts.iter().enumerate() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
-        let t0 = Instant::now();
-        let len = prefill_seq(ctx, model, p.pieces, p.images, j)?;
-        let mut seq = SeqState::new(Sampler::new(&opts.sampler_params())?, len, ms_since(t0));
-        let logits = ctx.logits_last()?;
+    for (j, logits) in first_logits.iter().enumerate() {
+        let len = rows[j].len() / model.n_embd();
+        let mut seq = SeqState::new(Sampler::new(&opts.sampler_params())?, len, prefill_ms);
         next.push(seq.step(logits, model, opts, n_ctx, &mut |s| on_piece(j, s))?);
         seqs.push(seq);
     }

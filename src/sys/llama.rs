@@ -13,8 +13,10 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock};
 
-use super::ffi;
+use super::types::{dequantize, GgmlType};
+use super::{ffi, MappedFile};
 use crate::error::{Error, Result};
+use crate::gguf_file::GgufHeader;
 
 // ---------------------------------------------------------------- backend, logging
 
@@ -210,6 +212,57 @@ pub struct LlamaModel {
     vocab: NonNull<ffi::llama_vocab>,
     n_vocab: usize,
     n_embd: usize,
+    tokens: TokenTable,
+}
+
+/// The token embedding table (`token_embd.weight`) read from the mapped
+/// GGUF file. llama.cpp keeps it private, but a prompt that mixes text and
+/// image rows can only go into one llama_decode as embedding rows.
+struct TokenTable {
+    file: MappedFile,
+    /// Byte offset of row 0 in the file.
+    offset: usize,
+    row_bytes: usize,
+    ty: GgmlType,
+}
+
+impl TokenTable {
+    /// Maps `path` and finds the table, which must be `n_embd` x `n_vocab`.
+    fn open(path: &Path, n_embd: usize, n_vocab: usize) -> Result<TokenTable> {
+        let file = MappedFile::open(path)?;
+        let what = path.display().to_string();
+        let h = GgufHeader::parse(file.bytes(), &what)?;
+        let t = h
+            .tensor("token_embd.weight")
+            .ok_or_else(|| Error::InvalidModel(format!("{what}: no token_embd.weight tensor")))?;
+        if t.ne.len() != 2 || t.ne[0] != n_embd as u64 || t.ne[1] != n_vocab as u64 {
+            return Err(Error::InvalidModel(format!(
+                "{what}: token_embd.weight is {:?}, not [{n_embd}, {n_vocab}]",
+                t.ne
+            )));
+        }
+        // The header parser checked that offset + nbytes lies in the file.
+        let row_bytes = t.ty.row_size(t.ne[0]).ok_or_else(|| {
+            Error::InvalidModel(format!("{what}: token_embd.weight has a bad row size"))
+        })?;
+        Ok(TokenTable {
+            offset: t.offset as usize,
+            row_bytes: row_bytes as usize,
+            ty: t.ty,
+            file,
+        })
+    }
+
+    /// Row `id` as f32 (ggml's `to_float`, the values llama.cpp's
+    /// `get_rows` gives); `id` must be in range.
+    fn row(&self, id: usize, n_embd: usize) -> Result<Vec<f32>> {
+        let start = self.offset + id * self.row_bytes;
+        dequantize(
+            self.ty,
+            &self.file.bytes()[start..start + self.row_bytes],
+            n_embd,
+        )
+    }
 }
 
 // SAFETY: llama.cpp never mutates a llama_model after loading (contexts hold
@@ -285,20 +338,36 @@ impl LlamaModel {
             };
             (n_vocab, n_embd)
         };
-        let model = LlamaModel {
-            ptr,
-            // A dangling placeholder is never dereferenced: we fail below.
-            vocab: NonNull::new(vocab as *mut _).unwrap_or(NonNull::dangling()),
-            n_vocab: usize::try_from(n_vocab).unwrap_or(0),
-            n_embd: usize::try_from(n_embd).unwrap_or(0),
-        };
-        if vocab.is_null() || model.n_vocab == 0 || model.n_embd == 0 {
-            return Err(Error::InvalidModel(format!(
+        let (n_vocab, n_embd) = (
+            usize::try_from(n_vocab).unwrap_or(0),
+            usize::try_from(n_embd).unwrap_or(0),
+        );
+        let bad = vocab.is_null() || n_vocab == 0 || n_embd == 0;
+        let tokens = if bad {
+            Err(Error::InvalidModel(format!(
                 "{}: model has no vocabulary or zero width",
                 path.display()
-            )));
-        }
-        Ok(model)
+            )))
+        } else {
+            TokenTable::open(path, n_embd, n_vocab)
+        };
+        let tokens = match tokens {
+            Ok(t) => t,
+            Err(e) => {
+                // SAFETY: `ptr` came from llama_model_load_from_file and is
+                // not wrapped in a LlamaModel yet: freed exactly once here.
+                unsafe { ffi::llama_model_free(ptr.as_ptr()) };
+                return Err(e);
+            }
+        };
+        Ok(LlamaModel {
+            ptr,
+            // Checked non-null above.
+            vocab: NonNull::new(vocab as *mut _).unwrap_or(NonNull::dangling()),
+            n_vocab,
+            n_embd,
+            tokens,
+        })
     }
 
     fn raw(&self) -> *const ffi::llama_model {
@@ -318,6 +387,22 @@ impl LlamaModel {
     /// Number of tokens in the vocabulary (= logits per position).
     pub fn n_vocab(&self) -> usize {
         self.n_vocab
+    }
+
+    /// Appends the input embedding rows of `ids` ([`Self::n_embd`] floats
+    /// each, the rows llama.cpp looks up for token input) to `out`.
+    pub fn embed_tokens(&self, ids: &[i32], out: &mut Vec<f32>) -> Result<()> {
+        out.reserve(ids.len() * self.n_embd);
+        for &id in ids {
+            let i = self.tok_opt(id).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "token id {id} outside the vocabulary (0..{})",
+                    self.n_vocab
+                ))
+            })?;
+            out.extend(self.tokens.row(i as usize, self.n_embd)?);
+        }
+        Ok(())
     }
 
     /// Context length the model was trained with.
@@ -600,8 +685,9 @@ pub struct LlamaContext {
     n_ctx: usize,
     n_batch: usize,
     n_seq_max: usize,
-    /// Logits rows the last successful decode produced.
-    n_outputs: usize,
+    /// Batch rows (as llama_get_logits_ith takes them; -1 = the last
+    /// output) whose logits the last successful decode produced, in order.
+    out_rows: Vec<i32>,
     /// Keeps the installed abort flag alive.
     abort: Option<Arc<AtomicBool>>,
 }
@@ -809,7 +895,7 @@ impl LlamaContext {
             n_ctx: real_ctx as usize,
             n_batch: (real_batch as usize).clamp(1, n_batch as usize),
             n_seq_max: n_seq_max as usize,
-            n_outputs: 0,
+            out_rows: Vec::new(),
             abort: None,
         })
     }
@@ -859,7 +945,7 @@ impl LlamaContext {
                 ffi::llama_memory_clear(mem, true);
             }
         }
-        self.n_outputs = 0;
+        self.out_rows.clear();
     }
 
     /// Sets the number of compute threads.
@@ -960,7 +1046,7 @@ impl LlamaContext {
         self.check_tokens(tokens)?;
         let seq = self.check_seq(seq)?;
         let pos0 = self.check_range(pos0, tokens.len())?;
-        self.n_outputs = 0;
+        self.out_rows.clear();
         let mut batch = Batch::new(self.n_batch.min(tokens.len()), 0)?;
         let n_chunks = tokens.len().div_ceil(self.n_batch);
         for (i, chunk) in tokens.chunks(self.n_batch).enumerate() {
@@ -974,7 +1060,7 @@ impl LlamaContext {
             );
             self.decode(&batch)?;
         }
-        self.n_outputs = usize::from(logits_last);
+        self.out_rows = if logits_last { vec![-1] } else { Vec::new() };
         Ok(())
     }
 
@@ -1013,7 +1099,7 @@ impl LlamaContext {
         let n = rows.len() / n_embd;
         let seq = self.check_seq(seq)?;
         let pos0 = self.check_range(pos0, n)?;
-        self.n_outputs = 0;
+        self.out_rows.clear();
         let mut batch = Batch::new(self.n_batch.min(n), n_embd)?;
         let n_chunks = n.div_ceil(self.n_batch);
         for (i, chunk) in rows.chunks(self.n_batch * n_embd).enumerate() {
@@ -1027,8 +1113,61 @@ impl LlamaContext {
             );
             self.decode(&batch)?;
         }
-        self.n_outputs = usize::from(logits_last);
+        self.out_rows = if logits_last { vec![-1] } else { Vec::new() };
         Ok(())
+    }
+
+    /// Prefills several sequences from embedding rows in as few decodes as
+    /// the batch allows: `seqs[j]` (rows of [`LlamaModel::n_embd`] floats)
+    /// goes into sequence `j` at positions 0.. (its cells must be empty).
+    /// Returns the logits of each sequence's last row (copied: a sequence
+    /// may end in an earlier chunk than the last).
+    pub fn decode_embd_seqs(&mut self, seqs: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+        let n_embd = self.model.n_embd();
+        if seqs.is_empty() || seqs.len() > self.n_seq_max {
+            return Err(Error::InvalidArgument(format!(
+                "{} sequences (1..={} allowed)",
+                seqs.len(),
+                self.n_seq_max
+            )));
+        }
+        // Every row: (position, sequence, output flag).
+        let mut meta: Vec<(i32, i32, bool)> = Vec::new();
+        for (j, rows) in seqs.iter().enumerate() {
+            if rows.is_empty() || rows.len() % n_embd != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "sequence {j}: {} floats is not a non-empty multiple of n_embd = {n_embd}",
+                    rows.len()
+                )));
+            }
+            let n = rows.len() / n_embd;
+            self.check_range(0, n)?;
+            meta.extend((0..n).map(|i| (i as i32, j as i32, i + 1 == n)));
+        }
+        if meta.len() > self.n_ctx {
+            return Err(Error::ContextOverflow(format!(
+                "{} rows exceed the context of {} cells",
+                meta.len(),
+                self.n_ctx
+            )));
+        }
+        let flat: Vec<f32> = seqs.concat();
+        self.out_rows.clear();
+        let mut batch = Batch::new(self.n_batch.min(meta.len()), n_embd)?;
+        let mut logits = Vec::with_capacity(seqs.len());
+        for (rows, m) in flat
+            .chunks(self.n_batch * n_embd)
+            .zip(meta.chunks(self.n_batch))
+        {
+            batch.set_embd(rows);
+            batch.fill_rows(m.len(), |i| m[i]);
+            self.decode(&batch)?;
+            self.out_rows = (0..m.len() as i32).filter(|&i| m[i as usize].2).collect();
+            for i in 0..self.out_rows.len() {
+                logits.push(self.logits_ith(i)?.to_vec());
+            }
+        }
+        Ok(logits)
     }
 
     /// Decodes one token for each of several sequences in one batch:
@@ -1054,20 +1193,20 @@ impl LlamaContext {
             }
             rows.push((tok, self.check_range(pos, 1)?, s));
         }
-        self.n_outputs = 0;
+        self.out_rows.clear();
         let mut batch = Batch::new(rows.len(), 0)?;
         let toks: Vec<i32> = rows.iter().map(|r| r.0).collect();
         batch.set_tokens(&toks);
         batch.fill_rows(rows.len(), |i| (rows[i].1, rows[i].2, true));
         self.decode(&batch)?;
-        self.n_outputs = rows.len();
+        self.out_rows = (0..rows.len() as i32).collect();
         Ok(())
     }
 
     /// The logits (n_vocab floats) of the last row of the last decode,
     /// which must have produced logits.
     pub fn logits_last(&mut self) -> Result<&[f32]> {
-        match self.n_outputs {
+        match self.out_rows.len() {
             0 => Err(Error::InvalidArgument(
                 "the last decode produced no logits".into(),
             )),
@@ -1078,17 +1217,16 @@ impl LlamaContext {
     /// The logits of output row `i` of the last decode (rows are counted
     /// among those that asked for logits, in batch order).
     pub fn logits_ith(&mut self, i: usize) -> Result<&[f32]> {
-        if i >= self.n_outputs {
+        let Some(&row) = self.out_rows.get(i) else {
             return Err(Error::InvalidArgument(format!(
                 "logits row {i} does not exist (the last decode produced {})",
-                self.n_outputs
+                self.out_rows.len()
             )));
-        }
-        // SAFETY: valid context; row `i` exists (tracked by `n_outputs`,
-        // and every output row of our batches is flagged in order, so the
-        // batch index of output `i` is the one llama.cpp maps); llama.cpp
-        // returns null on failure (checked).
-        let p = unsafe { ffi::llama_get_logits_ith(self.ptr.as_ptr(), self.output_index(i)) };
+        };
+        // SAFETY: valid context; `row` is a batch row that the last decode
+        // flagged for output (or -1, its last output), as recorded in
+        // `out_rows`; llama.cpp returns null on failure (checked).
+        let p = unsafe { ffi::llama_get_logits_ith(self.ptr.as_ptr(), row) };
         if p.is_null() {
             return Err(Error::Backend(with_detail(
                 "llama.cpp returned no logits".into(),
@@ -1098,17 +1236,6 @@ impl LlamaContext {
         // slice borrows `self` mutably, so no decode can overwrite it while
         // it is alive.
         Ok(unsafe { std::slice::from_raw_parts(p, self.model.n_vocab()) })
-    }
-
-    /// The batch index llama.cpp expects for output row `i`: single-output
-    /// decodes flag only their last row (-1 resolves it); steps flag every
-    /// row, so output `i` is batch row `i`.
-    fn output_index(&self, i: usize) -> i32 {
-        if self.n_outputs == 1 {
-            -1
-        } else {
-            i as i32
-        }
     }
 }
 
