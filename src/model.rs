@@ -772,7 +772,8 @@ pub struct Caption {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Captions {
     /// One per region, in order. Their `preprocess_ms` and `vision_ms` are
-    /// the batch's; `prefill_ms` is the region's own; `decode_ms` is that of
+    /// the batch's; `prefill_ms` is the region's share of the prefill of its
+    /// wave (prompts prefilled together, shared by length); `decode_ms` is that of
     /// the decode loop the region was part of.
     pub captions: Vec<Caption>,
     /// The whole call: stage times (decode = the time of all decode loops)

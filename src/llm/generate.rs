@@ -80,7 +80,9 @@ pub enum StopReason {
 /// Wall-clock timings and counts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Timings {
-    /// Prefill (prompt) time, including the first logits.
+    /// Prefill (prompt) time, including the first logits. The prompts of
+    /// one [`generate_many`] wave are prefilled together: each reports its
+    /// share of the wave's time (by prompt length), so shares add up.
     pub prefill_ms: f64,
     /// Sampling + single-token decodes after the prefill.
     pub decode_ms: f64,
@@ -583,9 +585,11 @@ fn run_wave(
     let mut seqs = Vec::with_capacity(prompts.len());
     // Pending feed-back (token, position) per sequence; None = finished.
     let mut next = Vec::with_capacity(prompts.len());
+    let total_rows: usize = rows.iter().map(Vec::len).sum();
     for (j, logits) in first_logits.iter().enumerate() {
         let len = rows[j].len() / model.n_embd();
-        let mut seq = SeqState::new(Sampler::new(&opts.sampler_params())?, len, prefill_ms);
+        let share = prefill_ms * rows[j].len() as f64 / total_rows.max(1) as f64;
+        let mut seq = SeqState::new(Sampler::new(&opts.sampler_params())?, len, share);
         next.push(seq.step(logits, model, opts, n_ctx, &mut |s| on_piece(j, s))?);
         seqs.push(seq);
     }

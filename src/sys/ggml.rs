@@ -86,20 +86,81 @@ fn ggml_ctx(n_tensors: usize, graph_nodes: usize) -> Result<NonNull<ffi::ggml_co
         .ok_or_else(|| Error::Backend("ggml_init failed".into()))
 }
 
+/// A ggml context of tensor headers and the buffer that holds their data,
+/// freed together.
+struct Block {
+    ctx: NonNull<ffi::ggml_context>,
+    buf: Option<NonNull<ffi::ggml_backend_buffer>>,
+    /// Tensor headers the context still has room for.
+    room: usize,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: both were created for this block only and are freed once,
+        // the buffer first (it may refer to the context's tensors).
+        unsafe {
+            if let Some(b) = self.buf {
+                ffi::ggml_backend_buffer_free(b.as_ptr());
+            }
+            ffi::ggml_free(self.ctx.as_ptr());
+        }
+    }
+}
+
+impl Block {
+    /// A context with room for `n` tensor headers (no data).
+    fn new(n: usize) -> Result<Block> {
+        Ok(Block {
+            ctx: ggml_ctx(n + 1, 0)?,
+            buf: None,
+            room: n,
+        })
+    }
+
+    /// A header named `name` of type `ty` and shape `ne` (no data yet).
+    fn tensor(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        ne: &[u64],
+    ) -> Result<NonNull<ffi::ggml_tensor>> {
+        let bad = |why: &str| Error::InvalidModel(format!("tensor {name}: {why}"));
+        if self.room == 0 {
+            return Err(bad("no room in its context"));
+        }
+        if ne.is_empty() || ne.len() > 4 || ty.nbytes(ne).is_none() {
+            return Err(bad(&format!("bad shape {ne:?} for {}", ty.name())));
+        }
+        let cname = CString::new(name).map_err(|_| bad("bad name"))?;
+        let ne: Vec<i64> = ne.iter().map(|&d| d as i64).collect();
+        // SAFETY: the context has room for one more header (counted in
+        // `room`); the shape has 1-4 axes whose row size fits the type's
+        // block size (checked above), so ggml_new_tensor's asserts hold.
+        let p = unsafe {
+            let p = ffi::ggml_new_tensor(self.ctx.as_ptr(), ty.raw(), ne.len() as i32, ne.as_ptr());
+            if !p.is_null() {
+                ffi::ggml_set_name(p, cname.as_ptr());
+            }
+            p
+        };
+        self.room -= 1;
+        NonNull::new(p).ok_or_else(|| Error::Backend("ggml_new_tensor failed".into()))
+    }
+}
+
 /// Weights whose data lives in a read-only file mapping (no copy), on a
 /// GPU, or (matrices the CPU runs faster re-laid out) in one of the CPU's
 /// repacking buffers.
 pub struct MappedWeights {
-    ctx: NonNull<ffi::ggml_context>,
-    buffer: NonNull<ffi::ggml_backend_buffer>,
-    /// Repacked copies: one context and buffer per CPU extra buffer type.
-    repacked: Vec<(
-        NonNull<ffi::ggml_context>,
-        NonNull<ffi::ggml_backend_buffer>,
-    )>,
+    /// The mapped tensors (CPU) and each set of copies, with their buffers.
+    blocks: Vec<Block>,
     tensors: std::collections::HashMap<String, NonNull<ffi::ggml_tensor>>,
-    // Keeps the mapping alive as long as tensors point into it.
-    _map: Arc<MappedFile>,
+    /// Tensors the CPU holds as copies (repacked or padded).
+    n_repacked: usize,
+    // Keeps the mapping alive as long as tensors point into it (dropped
+    // after `blocks`, whose mapped buffer wraps it).
+    map: Arc<MappedFile>,
 }
 
 // SAFETY: after construction the weights are never mutated; ggml only reads
@@ -107,21 +168,6 @@ pub struct MappedWeights {
 unsafe impl Send for MappedWeights {}
 // SAFETY: as above: shared read-only access.
 unsafe impl Sync for MappedWeights {}
-
-impl Drop for MappedWeights {
-    fn drop(&mut self) {
-        // SAFETY: both were created in `new` and are freed once; the buffer
-        // does not own the mapping (buffer_from_ptr).
-        unsafe {
-            for (ctx, buf) in &self.repacked {
-                ffi::ggml_backend_buffer_free(buf.as_ptr());
-                ffi::ggml_free(ctx.as_ptr());
-            }
-            ffi::ggml_backend_buffer_free(self.buffer.as_ptr());
-            ffi::ggml_free(self.ctx.as_ptr());
-        }
-    }
-}
 
 impl MappedWeights {
     /// Creates one ggml tensor per entry. Every entry must come from
@@ -140,8 +186,7 @@ impl MappedWeights {
         repack: bool,
         pads: &HashMap<String, Vec<u64>>,
     ) -> Result<Self> {
-        let bytes = map.bytes();
-        let len = bytes.len();
+        let len = map.bytes().len();
         for t in infos {
             let end = t.offset.checked_add(t.nbytes);
             if end.is_none_or(|e| e > len as u64) || t.offset % 32 != 0 || t.ne.len() > 4 {
@@ -151,58 +196,74 @@ impl MappedWeights {
                 )));
             }
         }
-        let ctx = ggml_ctx(infos.len() + 1, 0)?;
-        if let Some(dev) = device {
-            return Self::upload(map, infos, ctx, dev);
-        }
-        let base = bytes.as_ptr() as *mut std::ffi::c_void;
-        // SAFETY: `base..base+len` is the live mapping kept alive by `_map`,
-        // `dev` is the registry's CPU device (static); the host-pointer
-        // buffer only wraps the mapping (it does not free or write it: ggml
-        // never writes to weight tensors, and the buffer is never cleared).
-        // The mapping is page-aligned, as ggml requires.
-        let dev = cpu_device()?;
-        let max_tensor = infos.iter().map(|t| t.nbytes).max().unwrap_or(0) as usize;
-        let buffer = NonNull::new(unsafe {
-            ffi::ggml_backend_dev_buffer_from_host_ptr(dev.as_ptr(), base, len, max_tensor)
-        })
-        .ok_or_else(|| Error::Backend("cannot wrap the mapping in a ggml buffer".into()))?;
         let mut weights = MappedWeights {
-            ctx,
-            buffer,
-            repacked: Vec::new(),
+            blocks: Vec::new(),
             tensors: Default::default(),
-            _map: map.clone(),
+            n_repacked: 0,
+            map,
         };
-        for t in infos {
-            let ne: Vec<i64> = t.ne.iter().map(|&d| d as i64).collect();
-            let name = CString::new(t.name.as_str())
-                .map_err(|_| Error::InvalidModel("bad tensor name".into()))?;
-            // SAFETY: the context has room for every tensor (sized above); the
-            // type and shape were validated by the GGUF reader (row sizes fit
-            // the block size), and the address range [offset, offset+nbytes)
-            // lies inside the buffer (checked above), which is what
-            // ggml_backend_tensor_alloc asserts.
-            let ptr = unsafe {
-                let p =
-                    ffi::ggml_new_tensor(ctx.as_ptr(), t.ty.raw(), ne.len() as i32, ne.as_ptr());
-                let p = NonNull::new(p)
-                    .ok_or_else(|| Error::Backend("ggml_new_tensor failed".into()))?;
-                ffi::ggml_set_name(p.as_ptr(), name.as_ptr());
-                let addr = base.cast::<u8>().add(t.offset as usize).cast();
-                if ffi::ggml_backend_tensor_alloc(buffer.as_ptr(), p.as_ptr(), addr)
-                    != ffi::GGML_STATUS_SUCCESS
-                {
-                    return Err(Error::Backend(format!("cannot place tensor {}", t.name)));
-                }
-                p
-            };
-            weights.tensors.insert(t.name.clone(), ptr);
+        if let Some(dev) = device {
+            let all: Vec<(&TensorInfo, Vec<u64>)> =
+                infos.iter().map(|&t| (t, t.ne.clone())).collect();
+            // SAFETY: a live registry device; its default buffer type is static.
+            let buft = unsafe { ffi::ggml_backend_dev_buffer_type(dev.ptr.as_ptr()) };
+            weights.copy_into(buft, &all).map_err(|e| {
+                Error::Backend(format!(
+                    "cannot load the vision weights on {}: {e}",
+                    dev.name()
+                ))
+            })?;
+            return Ok(weights);
         }
+        let dev = cpu_device()?;
+        weights.map_all(dev, infos)?;
         if repack {
             weights.repack(dev, infos, pads)?;
         }
         Ok(weights)
+    }
+
+    /// Places every tensor at its bytes in the mapping (no copy).
+    fn map_all(
+        &mut self,
+        dev: NonNull<ffi::ggml_backend_device>,
+        infos: &[&TensorInfo],
+    ) -> Result<()> {
+        let bytes = self.map.bytes();
+        let base = bytes.as_ptr() as *mut std::ffi::c_void;
+        let max_tensor = infos.iter().map(|t| t.nbytes).max().unwrap_or(0) as usize;
+        let mut block = Block::new(infos.len())?;
+        // SAFETY: `base..base+len` is the live mapping kept alive by `map`
+        // (dropped after the blocks), `dev` is the registry's CPU device
+        // (static); the host-pointer buffer only wraps the mapping (it does
+        // not free or write it: ggml never writes to weight tensors, and the
+        // buffer is never cleared). The mapping is page-aligned, as ggml
+        // requires.
+        let buf = NonNull::new(unsafe {
+            ffi::ggml_backend_dev_buffer_from_host_ptr(dev.as_ptr(), base, bytes.len(), max_tensor)
+        })
+        .ok_or_else(|| Error::Backend("cannot wrap the mapping in a ggml buffer".into()))?;
+        block.buf = Some(buf);
+        let mut placed = Vec::with_capacity(infos.len());
+        for t in infos {
+            let p = block.tensor(&t.name, t.ty, &t.ne)?;
+            // SAFETY: `p` has the file's type and shape, so its nbytes is
+            // `t.nbytes`, and [offset, offset+nbytes) lies inside the buffer
+            // (checked in `new`), which is what ggml_backend_tensor_alloc
+            // asserts.
+            let ok = unsafe {
+                let addr = base.cast::<u8>().add(t.offset as usize).cast();
+                ffi::ggml_backend_tensor_alloc(buf.as_ptr(), p.as_ptr(), addr)
+                    == ffi::GGML_STATUS_SUCCESS
+            };
+            if !ok {
+                return Err(Error::Backend(format!("cannot place tensor {}", t.name)));
+            }
+            placed.push((t.name.clone(), p));
+        }
+        self.tensors.extend(placed);
+        self.blocks.push(block);
+        Ok(())
     }
 
     /// Moves each matrix that a CPU extra buffer type supports into a copy
@@ -248,150 +309,65 @@ impl MappedWeights {
                 None => {}
             }
         }
-        let map = self._map.clone();
-        let bytes = map.bytes();
         for (buft, list) in bufts.into_iter().zip(chosen) {
-            if list.is_empty() {
-                continue;
-            }
-            let ctx = ggml_ctx(list.len() + 1, 0)?;
-            let mut made = Vec::with_capacity(list.len());
-            for (t, ne) in &list {
-                let ne: Vec<i64> = ne.iter().map(|&d| d as i64).collect();
-                // SAFETY: the context has room for every tensor of `list`;
-                // the type and (padded) shape were checked above.
-                let p = unsafe {
-                    ffi::ggml_new_tensor(ctx.as_ptr(), t.ty.raw(), ne.len() as i32, ne.as_ptr())
-                };
-                match NonNull::new(p) {
-                    Some(p) => made.push(p),
-                    None => {
-                        // SAFETY: created above, freed once.
-                        unsafe { ffi::ggml_free(ctx.as_ptr()) };
-                        return Err(Error::Backend("ggml_new_tensor failed".into()));
-                    }
-                }
-            }
-            // SAFETY: a metadata context whose tensors have no data yet and a
-            // buffer type of the CPU device; null is handled.
-            let buf = unsafe { ffi::ggml_backend_alloc_ctx_tensors_from_buft(ctx.as_ptr(), buft) };
-            let Some(buf) = NonNull::new(buf) else {
-                // SAFETY: created above, freed once.
-                unsafe { ffi::ggml_free(ctx.as_ptr()) };
-                return Err(Error::Backend(
-                    "cannot allocate repacked weights (out of memory?)".into(),
-                ));
-            };
-            self.repacked.push((ctx, buf));
-            for ((t, ne), p) in list.iter().zip(made) {
-                let src = &bytes[t.offset as usize..(t.offset + t.nbytes) as usize];
-                let data = zero_padded(src, t, ne)?;
-                let name = CString::new(t.name.as_str())
-                    .map_err(|_| Error::InvalidModel("bad tensor name".into()))?;
-                // SAFETY: `p` is allocated in `buf` for exactly this type and
-                // shape, whose byte size `data` has (zero_padded); both live
-                // for the call.
-                unsafe {
-                    if ffi::ggml_nbytes(p.as_ptr()) != data.len() {
-                        return Err(Error::Backend(format!("{}: size mismatch", t.name)));
-                    }
-                    ffi::ggml_set_name(p.as_ptr(), name.as_ptr());
-                    ffi::ggml_backend_tensor_set(p.as_ptr(), data.as_ptr().cast(), 0, data.len());
-                }
-                self.tensors.insert(t.name.clone(), p);
+            if !list.is_empty() {
+                self.copy_into(buft, &list)?;
+                self.n_repacked += list.len();
             }
         }
         Ok(())
     }
 
-    /// One buffer on `dev` holding a copy of every tensor.
-    fn upload(
-        map: Arc<MappedFile>,
-        infos: &[&TensorInfo],
-        ctx: NonNull<ffi::ggml_context>,
-        dev: Device,
-    ) -> Result<Self> {
-        let free_ctx = |e: Error| {
-            // SAFETY: created by the caller for this call only, freed once.
-            unsafe { ffi::ggml_free(ctx.as_ptr()) };
-            e
-        };
-        let mut tensors = std::collections::HashMap::new();
-        for t in infos {
-            let ne: Vec<i64> = t.ne.iter().map(|&d| d as i64).collect();
-            let name = CString::new(t.name.as_str())
-                .map_err(|_| free_ctx(Error::InvalidModel("bad tensor name".into())))?;
-            // SAFETY: the context has room for every tensor; type and shape
-            // were validated by the GGUF reader.
-            let p = unsafe {
-                let p =
-                    ffi::ggml_new_tensor(ctx.as_ptr(), t.ty.raw(), ne.len() as i32, ne.as_ptr());
-                if !p.is_null() {
-                    ffi::ggml_set_name(p, name.as_ptr());
-                }
-                p
-            };
-            let p = NonNull::new(p)
-                .ok_or_else(|| free_ctx(Error::Backend("ggml_new_tensor failed".into())))?;
-            tensors.insert(t.name.clone(), p);
-        }
-        // SAFETY: a live registry device and a metadata context whose tensors
-        // have no data yet; null (out of device memory) is handled.
-        let buffer = NonNull::new(unsafe {
-            let buft = ffi::ggml_backend_dev_buffer_type(dev.ptr.as_ptr());
-            ffi::ggml_backend_alloc_ctx_tensors_from_buft(ctx.as_ptr(), buft)
+    /// Copies each listed tensor (zero-padded to the listed shape) into one
+    /// new buffer of type `buft`; the copies replace the tensors of those
+    /// names.
+    fn copy_into(
+        &mut self,
+        buft: ffi::ggml_backend_buffer_type_t,
+        list: &[(&TensorInfo, Vec<u64>)],
+    ) -> Result<()> {
+        let mut block = Block::new(list.len())?;
+        let made = list
+            .iter()
+            .map(|(t, ne)| block.tensor(&t.name, t.ty, ne))
+            .collect::<Result<Vec<_>>>()?;
+        // SAFETY: a metadata context whose tensors have no data yet and a
+        // buffer type of a registry device; null (out of memory, or nothing
+        // to allocate) is handled.
+        let buf = NonNull::new(unsafe {
+            ffi::ggml_backend_alloc_ctx_tensors_from_buft(block.ctx.as_ptr(), buft)
         })
-        .ok_or_else(|| {
-            free_ctx(Error::Backend(format!(
-                "cannot allocate the vision weights on {} (out of device memory?)",
-                dev.name()
-            )))
-        })?;
-        let bytes = map.bytes();
-        for t in infos {
-            let p = tensors[&t.name];
+        .ok_or_else(|| Error::Backend("cannot allocate the weights (out of memory?)".into()))?;
+        block.buf = Some(buf);
+        // SAFETY: a live buffer; the usage is a hint for the scheduler.
+        unsafe {
+            ffi::ggml_backend_buffer_set_usage(buf.as_ptr(), ffi::GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
+        };
+        let bytes = self.map.bytes();
+        for ((t, ne), p) in list.iter().zip(&made) {
             let src = &bytes[t.offset as usize..(t.offset + t.nbytes) as usize];
-            // SAFETY: `p` is allocated in `buffer` with exactly nbytes bytes
-            // (same type and shape as in the file, whose size the reader
-            // checked); `src` lies inside the live mapping (checked in `new`).
+            let data = zero_padded(src, t, ne)?;
+            // SAFETY: `p` is allocated in `buf` for its type and shape; the
+            // copy happens only when `data` has exactly its byte size; both
+            // live for the call.
             unsafe {
-                if ffi::ggml_nbytes(p.as_ptr()) != src.len() {
-                    ffi::ggml_backend_buffer_free(buffer.as_ptr());
-                    return Err(free_ctx(Error::InvalidModel(format!(
-                        "tensor {} has an unexpected size",
-                        t.name
-                    ))));
+                if ffi::ggml_nbytes(p.as_ptr()) != data.len() {
+                    return Err(Error::Backend(format!("{}: size mismatch", t.name)));
                 }
-                ffi::ggml_backend_tensor_set(p.as_ptr(), src.as_ptr().cast(), 0, src.len());
+                ffi::ggml_backend_tensor_set(p.as_ptr(), data.as_ptr().cast(), 0, data.len());
             }
         }
-        Ok(MappedWeights {
-            ctx,
-            buffer,
-            repacked: Vec::new(),
-            tensors,
-            _map: map,
-        })
+        for ((t, _), p) in list.iter().zip(made) {
+            self.tensors.insert(t.name.clone(), p);
+        }
+        self.blocks.push(block);
+        Ok(())
     }
 
     /// How many tensors the CPU holds as copies out of the mapping: in a
     /// repacking buffer, or zero-padded (see `repack`).
     pub fn n_repacked(&self) -> usize {
-        // SAFETY: live contexts; ggml_get_first/next_tensor walk their lists.
-        unsafe {
-            self.repacked
-                .iter()
-                .map(|(ctx, _)| {
-                    let mut n = 0;
-                    let mut t = ffi::ggml_get_first_tensor(ctx.as_ptr());
-                    while !t.is_null() {
-                        n += 1;
-                        t = ffi::ggml_get_next_tensor(ctx.as_ptr(), t);
-                    }
-                    n
-                })
-                .sum()
-        }
+        self.n_repacked
     }
 
     pub fn get(&self, name: &str) -> Result<Tensor<'_>> {
