@@ -28,7 +28,11 @@ pub const VISION_KEYS: &[KeyDoc] = &[
     k(key::HIDDEN, "u32", "tower width C"),
     k(key::HEADS, "u32", "tower attention heads"),
     k(key::LAYERS, "u32", "layers of the original tower (the file holds only the L used ones)"),
-    k(key::FF, "u32", "tower MLP width FF"),
+    k(
+        key::FF,
+        "u32",
+        "tower MLP width FF (quantized files: may include zero units, see below)",
+    ),
     k(key::EPS, "f32", "tower LayerNorm epsilon"),
     k(key::ACT, "string", "tower MLP activation (`gelu_pytorch_tanh` or `gelu`)"),
     k(key::SELECT_LAYER, "i32", "index into hidden_states = [embeddings, layer 0, ...]; -2 for DAM, so L = layers - 1"),
@@ -39,7 +43,11 @@ pub const VISION_KEYS: &[KeyDoc] = &[
     k(key::CTX_TYPE, "string", "context provider type (`cross_attn_end_to_all`)"),
     k(key::CTX_LAYERS, "u32", "cross-attention blocks of the checkpoint (the file holds the L used ones)"),
     k(key::CTX_HEADS, "u32", "cross-attention heads"),
-    k(key::CTX_FF, "u32", "cross-attention MLP width CFF"),
+    k(
+        key::CTX_FF,
+        "u32",
+        "cross-attention MLP width CFF (as FF)",
+    ),
     k(key::CTX_EPS, "f32", "cross-attention LayerNorm epsilon"),
     k(key::CTX_ACT, "string", "cross-attention MLP activation"),
     k(key::CTX_MASKED, "bool", "queries only see full-view tokens that overlap the mask"),
@@ -176,8 +184,12 @@ pub fn render() -> String {
          (L = layers + 1 + select_layer for a negative select_layer). Shapes are ggml `ne` (row length\n\
          first; PyTorch order is the reverse). \"weight type\" is the requested type, or llama.cpp's\n\
          fallback where the row length is not a multiple of its block (k-quants -> q5_0 / q5_1 / q8_0 /\n\
-         iq4_nl, legacy quants -> f16). Tower names may also carry the `vision_model.` prefix in the\n\
-         checkpoint. File order: this table's order, each `{i}` row repeated for i = 0..L-1.\n\n",
+         iq4_nl, legacy quants -> f16). In a quantized file FF and CFF are the checkpoint's widths\n\
+         rounded up to a multiple of the type's block where that adds at most 1/8 (SigLIP's 4304 ->\n\
+         4320 for 32-blocks, 4352 for k-quants): the added units have zero `ffn_up` rows and bias and\n\
+         zero `ffn_down` columns, so outputs are unchanged and `ffn_down` is stored in the requested\n\
+         type. Tower names may also carry the `vision_model.` prefix in the checkpoint. File order:\n\
+         this table's order, each `{i}` row repeated for i = 0..L-1.\n\n",
     );
     s.push_str(
         "| GGUF name | checkpoint name | folder | ne | stored as |\n|---|---|---|---|---|\n",

@@ -375,6 +375,28 @@ pub(crate) fn numel(ne: &[u64]) -> Result<usize> {
         .ok_or_else(|| Error::Convert(format!("shape {ne:?} overflows")))
 }
 
+/// `data` (ggml shape `from`, 1-D or 2-D) zero-padded to shape `to` (same
+/// rank, no axis smaller): the zero MLP units of `VisionHparams::padded_for`.
+pub(crate) fn pad_f32(data: Vec<f32>, from: &[u64], to: &[u64]) -> Result<Vec<f32>> {
+    if from == to {
+        return Ok(data);
+    }
+    let bad = || Error::Convert(format!("cannot pad a {from:?} tensor to {to:?}"));
+    if from.len() != to.len() || from.len() > 2 || from.iter().zip(to).any(|(f, t)| f > t) {
+        return Err(bad());
+    }
+    let (w, nw) = (from[0] as usize, to[0] as usize);
+    let rows = from.get(1).copied().unwrap_or(1) as usize;
+    if data.len() != w * rows {
+        return Err(bad());
+    }
+    let mut out = vec![0f32; numel(to)?];
+    for (r, row) in data.chunks_exact(w.max(1)).enumerate() {
+        out[r * nw..r * nw + w].copy_from_slice(row);
+    }
+    Ok(out)
+}
+
 /// One-line `[k/n] tensor` progress on stderr, only when it is a terminal.
 pub(crate) struct Progress {
     on: bool,
@@ -427,6 +449,21 @@ mod tests {
             let one = crate::sys::types::quantize(ty, &data, row).unwrap();
             assert_eq!(quantize_rows(ty, &data, row, 4).unwrap(), one, "{ty:?}");
         }
+    }
+
+    #[test]
+    fn padding_keeps_values_and_adds_zeros() {
+        let m: Vec<f32> = (1..=6).map(|x| x as f32).collect();
+        let p = pad_f32(m.clone(), &[3, 2], &[4, 3]).unwrap();
+        assert_eq!(p, [1., 2., 3., 0., 4., 5., 6., 0., 0., 0., 0., 0.]);
+        assert_eq!(
+            pad_f32(m.clone(), &[6], &[8]).unwrap()[..7],
+            [1., 2., 3., 4., 5., 6., 0.]
+        );
+        assert_eq!(pad_f32(m.clone(), &[3, 2], &[3, 2]).unwrap(), m);
+        assert!(pad_f32(m.clone(), &[3, 2], &[2, 3]).is_err());
+        assert!(pad_f32(m.clone(), &[3, 2], &[8]).is_err());
+        assert!(pad_f32(m, &[4, 2], &[4, 3]).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::gguf_file::GgufHeader;
 use crate::sys::gguf::GgufWriter;
 use crate::sys::{quantize as llq, types, GgmlType, MappedFile};
-use crate::weights::{Kind, VisionHparams, VISION_ARCH};
+use crate::weights::{key, Kind, VisionHparams, VISION_ARCH};
 
 /// What [`quantize`] wrote.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +126,8 @@ fn vision(
 ) -> Result<(usize, u64, Vec<Fallback>)> {
     let hp = VisionHparams::from_gguf(h)?;
     hp.check_tensors(h)?;
+    // The MLP widths may grow with zero units for `ty` (never shrink).
+    let fhp = hp.padded_for(ty);
     let threads = if threads == 0 {
         super::default_threads()
     } else {
@@ -138,8 +140,14 @@ fn vision(
         if key == "general.alignment" || key == WEIGHT_TYPE_KEY {
             continue;
         }
-        if let Some(v) = h.get(key) {
-            w.set_value(key, v)?;
+        match key.as_str() {
+            key::FF => w.set_u32(key, fhp.ff)?,
+            key::CTX_FF => w.set_u32(key, fhp.ctx_ff)?,
+            _ => {
+                if let Some(v) = h.get(key) {
+                    w.set_value(key, v)?;
+                }
+            }
         }
     }
     w.set_str(WEIGHT_TYPE_KEY, ty.name())?;
@@ -149,24 +157,25 @@ fn vision(
         let t = h
             .tensor(name)
             .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))?;
-        let row = t.ne.first().copied().unwrap_or(1);
+        let ne = fhp.ne(def);
+        let row = ne.first().copied().unwrap_or(1);
         let out_ty = match def.kind {
             Kind::F32 => GgmlType::F32,
             Kind::Matrix => matrix_type(ty, row, name, &mut fallbacks),
         };
-        w.add_tensor(name, out_ty, &t.ne)?;
-        plan.push((t, out_ty));
+        w.add_tensor(name, out_ty, &ne)?;
+        plan.push((t, out_ty, ne));
     }
     let mut out = w.begin(path)?;
     let bytes = map.bytes();
-    for (t, out_ty) in plan {
+    for (t, out_ty, ne) in plan {
         let start = usize::try_from(t.offset).map_err(|_| Error::InvalidModel("offset".into()))?;
         let len = usize::try_from(t.nbytes).map_err(|_| Error::InvalidModel("size".into()))?;
         let src = start
             .checked_add(len)
             .and_then(|end| bytes.get(start..end))
             .ok_or_else(|| Error::InvalidModel(format!("tensor {} is outside the file", t.name)))?;
-        if t.ty == out_ty {
+        if t.ty == out_ty && t.ne == ne {
             out.write_tensor(&t.name, src)?;
             continue;
         }
@@ -178,7 +187,8 @@ fn vision(
         } else {
             types::dequantize(t.ty, src, n)?
         };
-        let row = usize::try_from(t.ne.first().copied().unwrap_or(1))
+        let f = super::pad_f32(f, &t.ne, &ne)?;
+        let row = usize::try_from(ne.first().copied().unwrap_or(1))
             .map_err(|_| Error::InvalidModel("row".into()))?;
         let q = quantize_rows(out_ty, &f, row, threads)?;
         drop(f);

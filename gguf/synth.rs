@@ -44,7 +44,7 @@ use super::{matrix_type, output_names, write_atomically, Fallback, TensorSource,
 use crate::error::{Error, Result};
 use crate::sys::gguf::GgufWriter;
 use crate::sys::GgmlType;
-use crate::weights::{layer_name, Kind, VisionHparams, LLM_TENSORS};
+use crate::weights::{layer_name, VisionHparams, LLM_TENSORS};
 
 /// Which model's shapes to synthesize.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +169,7 @@ pub struct SynthPlan {
     pub preset: Preset,
     pub ty: GgmlType,
     pub llm: LlmHparams,
+    /// As written: MLP widths padded for `ty` (`VisionHparams::padded_for`).
     pub vision: VisionHparams,
     pub llm_tensors: Vec<SynthTensor>,
     pub vision_tensors: Vec<SynthTensor>,
@@ -234,24 +235,14 @@ pub fn synth_plan(preset: Preset, ty: GgmlType) -> Result<SynthPlan> {
     // Vision: the shared table, as the converter plans it.
     let vhp = preset.vision_hparams();
     vhp.validate()?;
-    let mut vtensors = Vec::new();
-    for (gguf, hf, def) in vision::table(&vhp)? {
-        let ne = vhp.ne(def);
-        let row = ne.first().copied().unwrap_or(1);
-        let tty = match def.kind {
-            Kind::F32 => GgmlType::F32,
-            Kind::Matrix => matrix_type(ty, row, &gguf, &mut fallbacks),
-        };
-        vtensors.push(vision::Planned {
-            gguf,
-            hf,
-            part: def.part,
-            ne,
-            ty: tty,
-        });
-    }
+    // The file's MLP widths may grow with zero units, as in a conversion.
+    let fhp = vhp.padded_for(ty);
+    let vtensors: Vec<vision::Planned> = vision::table(&vhp)?
+        .into_iter()
+        .map(|e| vision::planned(e, &vhp, &fhp, ty, &mut fallbacks))
+        .collect();
     let vplan = VisionPlan {
-        hp: vhp.clone(),
+        hp: fhp.clone(),
         ty,
         tensors: vtensors,
         ignored: Vec::new(),
@@ -334,7 +325,7 @@ pub fn synth_plan(preset: Preset, ty: GgmlType) -> Result<SynthPlan> {
         preset,
         ty,
         llm: hp,
-        vision: vhp,
+        vision: fhp,
         llm_tensors: lplan
             .tensors
             .iter()
@@ -696,8 +687,9 @@ impl SynthSource {
             }
             Ok(())
         };
+        // Checkpoint shapes: the zero units are added when the file is written.
         for t in &plan.vplan.tensors {
-            add(vision::folder(t.part), &t.hf, &t.gguf, &t.ne)?;
+            add(vision::folder(t.part), &t.hf, &t.gguf, &t.src_ne)?;
         }
         for t in &plan.lplan.tensors {
             add("llm", &t.hf, &t.gguf, &t.ne)?;

@@ -135,9 +135,36 @@ pub(crate) struct Planned {
     /// The name in its checkpoint folder.
     pub hf: String,
     pub part: Part,
-    /// ggml order.
+    /// ggml order, in the file.
     pub ne: Vec<u64>,
+    /// ggml order, in the checkpoint (`ne` may add zero MLP units: see
+    /// `VisionHparams::padded_for`).
+    pub src_ne: Vec<u64>,
     pub ty: GgmlType,
+}
+
+/// The entry `gguf` of the file `fhp` describes, from `hp`'s checkpoint
+/// (`fhp = hp.padded_for(ty)`).
+pub(crate) fn planned(
+    (gguf, hf, def): (String, String, &TensorDef),
+    hp: &VisionHparams,
+    fhp: &VisionHparams,
+    ty: GgmlType,
+    fallbacks: &mut Vec<super::Fallback>,
+) -> Planned {
+    let ne = fhp.ne(def);
+    let tty = match def.kind {
+        Kind::F32 => GgmlType::F32,
+        Kind::Matrix => matrix_type(ty, ne.first().copied().unwrap_or(1), &gguf, fallbacks),
+    };
+    Planned {
+        gguf,
+        hf,
+        part: def.part,
+        src_ne: hp.ne(def),
+        ne,
+        ty: tty,
+    }
 }
 
 pub(crate) struct VisionPlan {
@@ -198,6 +225,7 @@ fn resolve(ts: &Tensors<'_>, part: Part, hf: &str) -> Result<String> {
 /// Checks every configured value and tensor (presence, dtype, shape).
 pub(crate) fn plan(ck: &Checkpoint, opts: &ConvertOptions, ty: GgmlType) -> Result<VisionPlan> {
     let hp = hparams(ck, opts)?;
+    let fhp = hp.padded_for(ty);
     let mut tensors = Vec::new();
     let mut fallbacks = Vec::new();
     let mut ignored = Vec::new();
@@ -226,21 +254,15 @@ pub(crate) fn plan(ck: &Checkpoint, opts: &ConvertOptions, ty: GgmlType) -> Resu
                     meta.shape
                 )));
             }
-            let ne = hp.ne(def);
-            let row = ne.first().copied().unwrap_or(1);
-            let tty = match def.kind {
-                Kind::F32 => GgmlType::F32,
-                Kind::Matrix => matrix_type(ty, row, gguf, &mut fallbacks),
-            };
             used.insert(name.clone());
             if let Some(slot) = by_part.get_mut(k) {
-                *slot = Some(Planned {
-                    gguf: gguf.clone(),
-                    hf: name,
-                    part: def.part,
-                    ne,
-                    ty: tty,
-                });
+                *slot = Some(planned(
+                    (gguf.clone(), name, def),
+                    &hp,
+                    &fhp,
+                    ty,
+                    &mut fallbacks,
+                ));
             }
         }
         let mut rest: Vec<String> = ts
@@ -255,7 +277,7 @@ pub(crate) fn plan(ck: &Checkpoint, opts: &ConvertOptions, ty: GgmlType) -> Resu
         tensors.push(p.ok_or_else(|| conv("internal: unplanned vision tensor".into()))?);
     }
     Ok(VisionPlan {
-        hp,
+        hp: fhp,
         ty,
         tensors,
         ignored,
@@ -289,7 +311,7 @@ pub(crate) fn write(
     let mut prog = Progress::new(progress, plan.tensors.len(), "vision");
     for t in &plan.tensors {
         prog.step(&t.gguf);
-        let data = src.read_f32(folder(t.part), &t.hf)?;
+        let data = super::pad_f32(src.read_f32(folder(t.part), &t.hf)?, &t.src_ne, &t.ne)?;
         let row = usize::try_from(t.ne.first().copied().unwrap_or(1))
             .map_err(|_| conv("row too long".into()))?;
         let bytes = super::quantize_rows(t.ty, &data, row, threads)?;

@@ -227,7 +227,6 @@ impl Model {
                 device: vision_gpu,
                 flash_attn: params.flash_attn,
                 repack: params.repack,
-                ..Default::default()
             },
         )?;
         step(LoadStage::VisionLoaded)?;

@@ -574,6 +574,33 @@ impl VisionHparams {
         out
     }
 
+    /// The hparams of a file whose matrices are stored as `ty`: the MLP
+    /// widths (`ff`, `ctx_ff`) grown with zero units to a multiple of `ty`'s
+    /// block size, so that `ffn_down` (rows of `ff` values) is stored as
+    /// `ty` rather than a fallback type (SigLIP-so400m's 4304 is not a
+    /// multiple of 32: q8_0 would keep it f16, which also keeps it off
+    /// ggml's int8 AMX kernels). Outputs do not change: the extra units get
+    /// zero `ffn_up` rows and bias, and zero `ffn_down` columns, so they add
+    /// exactly 0 whatever their activation.
+    /// Only where that costs at most 1/8 more MLP work (4304 -> 4320 for
+    /// q8_0, 4352 for k-quants); wider padding keeps the fallback type.
+    pub fn padded_for(&self, ty: GgmlType) -> VisionHparams {
+        let pad = |ff: u32| {
+            let b = ty.block_size() as u32;
+            let p = ff.next_multiple_of(b.max(1));
+            if ty.is_quantized() && (p - ff) * 8 <= ff {
+                p
+            } else {
+                ff
+            }
+        };
+        VisionHparams {
+            ff: pad(self.ff),
+            ctx_ff: pad(self.ctx_ff),
+            ..self.clone()
+        }
+    }
+
     /// Checks the values are usable before any ggml call.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidModel(m));

@@ -17,7 +17,7 @@ use std::time::Instant;
 use dam::convert::{self, doc, ConvertOptions, ConvertReport};
 use dam::gguf_file::{GgufHeader, Value};
 use dam::sys::{types, GgmlType};
-use dam::weights::{key, layer_name, Kind, Part, VisionHparams, VISION_TENSORS};
+use dam::weights::{key, layer_name, Kind, Part, TensorDef, VisionHparams, VISION_TENSORS};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
 
@@ -174,6 +174,40 @@ impl Gguf {
     }
 }
 
+/// The MLP width a quantized file stores: the next multiple of the block
+/// size when that adds at most 1/8 (zero units; see `padded_for`).
+fn padded_width(ff: u32, ty: GgmlType) -> u32 {
+    let b = ty.block_size() as u32;
+    let p = ff.div_ceil(b) * b;
+    if ty.is_quantized() && (p - ff) * 8 <= ff {
+        p
+    } else {
+        ff
+    }
+}
+
+/// The values of a file tensor of shape `ne` in the checkpoint's shape
+/// `orig` (1-D or 2-D, each axis at most `ne`'s); every dropped (padding)
+/// value must be exactly 0.
+fn unpadded(got: &[f32], ne: &[u64], orig: &[u64], name: &str) -> Vec<f32> {
+    if ne == orig {
+        return got.to_vec();
+    }
+    let (w, ow) = (ne[0] as usize, orig[0] as usize);
+    let orows = orig.get(1).copied().unwrap_or(1) as usize;
+    let mut out = Vec::with_capacity(ow * orows);
+    for (r, row) in got.chunks(w).enumerate() {
+        for (c, &x) in row.iter().enumerate() {
+            if r < orows && c < ow {
+                out.push(x);
+            } else {
+                assert_eq!(x, 0.0, "{name}: padding at row {r}, column {c}");
+            }
+        }
+    }
+    out
+}
+
 fn rel_rms(q: &[f32], x: &[f32]) -> f64 {
     assert_eq!(q.len(), x.len());
     let (mut e, mut s) = (0f64, 0f64);
@@ -224,7 +258,7 @@ fn convert_err(ck: &Path, tmp: &TempDir) -> String {
 
 /// (gguf name, checkpoint folder, checkpoint name without prefix, kind) of
 /// every vision tensor.
-fn vision_table(hp: &VisionHparams) -> Vec<(String, &'static str, String, Kind)> {
+fn vision_table(hp: &VisionHparams) -> Vec<(String, &'static str, String, &'static TensorDef)> {
     let mut out = Vec::new();
     for d in VISION_TENSORS {
         let folder = match d.part {
@@ -233,7 +267,7 @@ fn vision_table(hp: &VisionHparams) -> Vec<(String, &'static str, String, Kind)>
             Part::Projector => "mm_projector",
         };
         for i in 0..hp.count(d.part) {
-            out.push((layer_name(d.gguf, i), folder, layer_name(d.hf, i), d.kind));
+            out.push((layer_name(d.gguf, i), folder, layer_name(d.hf, i), d));
         }
     }
     out
@@ -289,7 +323,9 @@ fn check_converted(ck: &Path, r: &ConvertReport, ty: GgmlType) {
     assert_eq!(hp.hidden, u(&vcfg, "hidden_size"));
     assert_eq!(hp.heads, u(&vcfg, "num_attention_heads"));
     assert_eq!(hp.layers, u(&vcfg, "num_hidden_layers"));
-    assert_eq!(hp.ff, u(&vcfg, "intermediate_size"));
+    // Quantized files may add zero MLP units up to the block size.
+    let (ff, ctx_ff) = (u(&vcfg, "intermediate_size"), u(&ccfg, "intermediate_size"));
+    assert_eq!(hp.ff, padded_width(ff, ty));
     assert_eq!(hp.eps, f(&vcfg, "layer_norm_eps"));
     assert_eq!(hp.act, vcfg["hidden_act"].as_str().unwrap());
     assert_eq!(
@@ -298,7 +334,12 @@ fn check_converted(ck: &Path, r: &ConvertReport, ty: GgmlType) {
     );
     assert_eq!(hp.ctx_layers, u(&ccfg, "num_hidden_layers"));
     assert_eq!(hp.ctx_heads, u(&ccfg, "num_attention_heads"));
-    assert_eq!(hp.ctx_ff, u(&ccfg, "intermediate_size"));
+    assert_eq!(hp.ctx_ff, padded_width(ctx_ff, ty));
+    let ck_hp = VisionHparams {
+        ff,
+        ctx_ff,
+        ..hp.clone()
+    };
     assert_eq!(hp.ctx_eps, f(&ccfg, "layer_norm_eps"));
     assert_eq!(hp.ctx_masked, ccfg["masked_cross_attn"].as_bool().unwrap());
     assert_eq!(hp.llm_hidden, u(&lcfg, "hidden_size"));
@@ -322,15 +363,15 @@ fn check_converted(ck: &Path, r: &ConvertReport, ty: GgmlType) {
     for folder in ["vision_tower", "context_provider", "mm_projector"] {
         vals.insert(folder, st_values(&ck.join(folder)));
     }
-    for (g, folder, hf, kind) in vision_table(&hp) {
+    for (g, folder, hf, def) in vision_table(&hp) {
         let t = v.h.tensor(&g).unwrap();
-        let want_ty = match kind {
+        let want_ty = match def.kind {
             Kind::F32 => GgmlType::F32,
             Kind::Matrix => ty.fallback_for_row(t.ne[0]),
         };
         assert_eq!(t.ty, want_ty, "{g}");
         let orig = &vals[folder][&vision_hf_name(folder, &hf)];
-        let got = v.values(&g);
+        let got = unpadded(&v.values(&g), &t.ne, &ck_hp.ne(def), &g);
         if t.ty == GgmlType::F32 {
             assert!(got == *orig, "{g}: f32 values differ from the checkpoint");
         } else {
@@ -935,9 +976,13 @@ fn unsupported_convert_type_and_bad_paths() {
 // ------------------------------------------------------------ quantize
 
 /// Checks a quantized file against its f32 source, tensor by tensor.
+/// `want_ne` gives each output shape (the source's, or with zero MLP units
+/// added); the padding must be exactly 0 and the rest within the type's
+/// bound.
 fn check_quantized(
     src: &Gguf,
     out: &Gguf,
+    want_ne: impl Fn(&str) -> Vec<u64>,
     want_type: impl Fn(&str, u64, GgmlType) -> bool,
 ) -> Vec<(String, GgmlType, f64)> {
     assert_eq!(src.h.tensors.len(), out.h.tensors.len());
@@ -947,14 +992,15 @@ fn check_quantized(
             .h
             .tensor(&t.name)
             .unwrap_or_else(|| panic!("no {}", t.name));
-        assert_eq!(o.ne, t.ne, "{}", t.name);
+        assert_eq!(o.ne, want_ne(&t.name), "{}", t.name);
         assert!(
-            want_type(&t.name, t.ne[0], o.ty),
+            want_type(&t.name, o.ne[0], o.ty),
             "{}: type {:?}",
             t.name,
             o.ty
         );
-        let (x, q) = (src.values(&t.name), out.values(&t.name));
+        let x = src.values(&t.name);
+        let q = unpadded(&out.values(&t.name), &o.ne, &t.ne, &t.name);
         let e = rel_rms(&q, &x);
         assert!(
             e <= bound(o.ty),
@@ -976,11 +1022,7 @@ fn quantize_both_files_of_both_fixtures() {
         let vsrc = Gguf::open(&r.vision_path);
         let lsrc = Gguf::open(&r.llm_path);
         let vhp = VisionHparams::from_gguf(&vsrc.h).unwrap();
-        let kinds: HashMap<String, Kind> = vhp
-            .tensor_names()
-            .into_iter()
-            .map(|(n, d)| (n, d.kind))
-            .collect();
+        let defs: HashMap<String, &TensorDef> = vhp.tensor_names().into_iter().collect();
         for ty in [GgmlType::Q4_K, GgmlType::Q8_0] {
             // Vision: our path, exact types.
             let vout = tmp
@@ -997,14 +1039,27 @@ fn quantize_both_files_of_both_fixtures() {
             assert_eq!(q.bytes, std::fs::metadata(&vout).unwrap().len());
             let hp = VisionHparams::from_gguf(&o.h).unwrap();
             hp.check_tensors(&o.h).unwrap();
-            assert_eq!(hp, vhp);
+            let want_hp = VisionHparams {
+                ff: padded_width(vhp.ff, ty),
+                ctx_ff: padded_width(vhp.ctx_ff, ty),
+                ..vhp.clone()
+            };
+            assert_eq!(hp, want_hp);
             assert_eq!(o.str(convert::WEIGHT_TYPE_KEY), ty.name());
-            let rows = check_quantized(&vsrc, &o, |name, ne0, t| match kinds[name] {
-                Kind::F32 => t == GgmlType::F32,
-                Kind::Matrix => t == ty.fallback_for_row(ne0),
-            });
+            let rows = check_quantized(
+                &vsrc,
+                &o,
+                |name| want_hp.ne(defs[name]),
+                |name, ne0, t| match defs[name].kind {
+                    Kind::F32 => t == GgmlType::F32,
+                    Kind::Matrix => t == ty.fallback_for_row(ne0),
+                },
+            );
             for (name, _, _) in rows.iter().filter(|r| r.1 == GgmlType::F32) {
-                assert_eq!(vsrc.raw(name), o.raw(name), "{name}: f32 tensor changed");
+                // Byte-identical up to the zero units (the padding's zeros
+                // are checked by check_quantized).
+                let (a, b) = (vsrc.raw(name), o.raw(name));
+                assert_eq!(a, &b[..a.len()], "{name}: f32 tensor changed");
             }
             let worst = rows.iter().map(|r| r.2).fold(0f64, f64::max);
             eprintln!(
@@ -1017,9 +1072,10 @@ fn quantize_both_files_of_both_fixtures() {
             for f in &q.fallbacks {
                 assert_eq!(f.used, ty.fallback_for_row(f.row));
             }
-            // Every key is carried over.
+            // Every key is carried over (the MLP widths as checked above).
+            assert_eq!(o.h.keys, vsrc.h.keys);
             for k in &vsrc.h.keys {
-                if k != convert::WEIGHT_TYPE_KEY {
+                if ![convert::WEIGHT_TYPE_KEY, key::FF, key::CTX_FF].contains(&k.as_str()) {
                     assert_eq!(o.h.get(k), vsrc.h.get(k), "{k}");
                 }
             }
@@ -1039,13 +1095,18 @@ fn quantize_both_files_of_both_fixtures() {
                 o.arr("tokenizer.ggml.tokens"),
                 lsrc.arr("tokenizer.ggml.tokens")
             );
-            let rows = check_quantized(&lsrc, &o, |name, _, t| {
-                if name.ends_with("norm.weight") {
-                    t == GgmlType::F32
-                } else {
-                    t != GgmlType::F32
-                }
-            });
+            let rows = check_quantized(
+                &lsrc,
+                &o,
+                |name| lsrc.h.tensor(name).unwrap().ne.clone(),
+                |name, _, t| {
+                    if name.ends_with("norm.weight") {
+                        t == GgmlType::F32
+                    } else {
+                        t != GgmlType::F32
+                    }
+                },
+            );
             let worst = rows.iter().map(|r| r.2).fold(0f64, f64::max);
             let mut used: Vec<&str> = rows.iter().map(|r| r.1.name()).collect();
             used.sort();

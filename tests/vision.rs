@@ -124,53 +124,12 @@ fn vision_parity_f16_q8_0() {
     }
 }
 
-/// The MLP padding used for AMX (hidden width rounded up to 32 with zero
-/// rows/columns) leaves every output unchanged up to summation order. Forced
-/// here, into plain memory where the CPU has no repacking kernels (as in CI:
-/// measured difference 0); on a CPU with AMX the padded matrices also move
-/// to other kernels, so there the reduced-precision bounds of
-/// `vision_parity_f16_q8_0` apply. geom's MLPs are 300 wide (padded to 320).
-#[test]
-fn mlp_padding_changes_nothing() {
-    use dam::vision::VisionOptions;
-    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0] {
-        let (_, vpath) = converted("geom", ty);
-        let plain = VisionModel::load_with(&vpath, &VisionOptions::default()).unwrap();
-        let bound = match (plain.n_repacked(), ty) {
-            (0, _) | (_, GgmlType::F32) => 1e-5,
-            (_, GgmlType::F16) => 2e-3,
-            _ => 4e-2,
-        };
-        let padded = VisionModel::load_with(
-            &vpath,
-            &VisionOptions {
-                force_mlp_pad: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert!(padded.n_repacked() >= 3 * 2, "no tensor was padded");
-        let detail = dam::vision::Detail::Features;
-        let runs = encode_geom_cases(&plain, detail)
-            .into_iter()
-            .zip(encode_geom_cases(&padded, detail));
-        for ((name, a), (_, b)) in runs {
-            for k in 0..a.embeddings.len() {
-                let e = rel_err(&b.embeddings[k], &a.embeddings[k])
-                    .max(rel_err(&b.crop_features[k], &a.crop_features[k]));
-                println!(
-                    "geom/{name} {} frame {k}: padded vs plain {e:.2e}",
-                    ty.name()
-                );
-                assert!(e <= bound, "geom/{name} {}: {e:e} > {bound:e}", ty.name());
-            }
-        }
-    }
-}
-
 /// Weights copied into the CPU's extra buffer types at load (here ggml's
 /// repacked q4_0 GEMM layout, which AVX2 CPUs have) give the results of the
-/// mapped file layout, up to the kernels' rounding.
+/// mapped file layout, up to the kernels' rounding: the repacked GEMM
+/// quantizes its activations its own way, and through three layers of a
+/// random model that grows to ~1e-2, which must stay a small part of q4_0's
+/// own error (against the f16 file).
 #[test]
 fn repacked_weights_match_the_file_layout() {
     use dam::vision::VisionOptions;
@@ -198,14 +157,24 @@ fn repacked_weights_match_the_file_layout() {
         assert!(repacked.n_repacked() > 0, "no matrix was repacked");
     }
     let detail = dam::vision::Detail::Embeddings;
+    let f16 = VisionModel::load_with(
+        &v16,
+        &VisionOptions {
+            repack: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let runs = encode_geom_cases(&plain, detail)
         .into_iter()
-        .zip(encode_geom_cases(&repacked, detail));
-    for ((name, a), (_, b)) in runs {
+        .zip(encode_geom_cases(&repacked, detail))
+        .zip(encode_geom_cases(&f16, detail));
+    for (((name, a), (_, b)), (_, r)) in runs {
         for k in 0..a.embeddings.len() {
             let e = rel_err(&b.embeddings[k], &a.embeddings[k]);
-            println!("geom/{name} q4_0 frame {k}: repacked vs file layout {e:.2e}");
-            assert!(e <= 1e-3, "geom/{name}: {e:e}"); // measured ~1e-7
+            let q = rel_err(&a.embeddings[k], &r.embeddings[k]);
+            println!("geom/{name} q4_0 frame {k}: repacked vs file layout {e:.2e}; file layout vs f16 {q:.2e}");
+            assert!(e <= 0.25 * q, "geom/{name}: {e:e} vs q4_0's own {q:e}");
         }
     }
 }

@@ -947,7 +947,6 @@ fn bench(a: BenchArgs) -> Result<()> {
                 device: gpu,
                 flash_attn: p.flash_attn,
                 repack: p.repack,
-                ..Default::default()
             },
         )?;
         let load_ms = ms(t0);

@@ -3,7 +3,6 @@
 //! shape preconditions first (a failed ggml assert aborts the host process),
 //! and a CPU backend that allocates, computes and can be cancelled.
 
-use std::collections::HashMap;
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -177,14 +176,12 @@ impl MappedWeights {
     /// into one buffer of that device's memory.
     /// With `repack` (CPU only), matrices that one of the CPU's extra buffer
     /// types (ggml's AMX or repacked GEMM layouts) can multiply are copied
-    /// into it, as llama.cpp does for its weights; `pads` (see `repack`)
-    /// applies then.
+    /// into it, as llama.cpp does for its weights.
     pub fn new(
         map: Arc<MappedFile>,
         infos: &[&TensorInfo],
         device: Option<Device>,
         repack: bool,
-        pads: &HashMap<String, Vec<u64>>,
     ) -> Result<Self> {
         let len = map.bytes().len();
         for t in infos {
@@ -203,11 +200,9 @@ impl MappedWeights {
             map,
         };
         if let Some(dev) = device {
-            let all: Vec<(&TensorInfo, Vec<u64>)> =
-                infos.iter().map(|&t| (t, t.ne.clone())).collect();
             // SAFETY: a live registry device; its default buffer type is static.
             let buft = unsafe { ffi::ggml_backend_dev_buffer_type(dev.ptr.as_ptr()) };
-            weights.copy_into(buft, &all).map_err(|e| {
+            weights.copy_into(buft, infos).map_err(|e| {
                 Error::Backend(format!(
                     "cannot load the vision weights on {}: {e}",
                     dev.name()
@@ -218,7 +213,7 @@ impl MappedWeights {
         let dev = cpu_device()?;
         weights.map_all(dev, infos)?;
         if repack {
-            weights.repack(dev, infos, pads)?;
+            weights.repack(dev, infos)?;
         }
         Ok(weights)
     }
@@ -267,46 +262,22 @@ impl MappedWeights {
     }
 
     /// Moves each matrix that a CPU extra buffer type supports into a copy
-    /// in that type's buffer (its set_tensor re-lays the data out). Tensors
-    /// named in `pads` are held zero-padded to that shape (1-D or 2-D; the
-    /// caller pads consistently so results do not change), in an extra
-    /// buffer when one takes the padded shape, else in plain CPU memory.
+    /// in that type's buffer (its set_tensor re-lays the data out).
     fn repack(
         &mut self,
         dev: NonNull<ffi::ggml_backend_device>,
         infos: &[&TensorInfo],
-        pads: &HashMap<String, Vec<u64>>,
     ) -> Result<()> {
-        let mut bufts = extra_buffer_types(dev);
-        let n_extra = bufts.len();
-        // SAFETY: a registry device; its default buffer type is static.
-        bufts.push(unsafe { ffi::ggml_backend_dev_buffer_type(dev.as_ptr()) });
-        let mut chosen: Vec<Vec<(&TensorInfo, Vec<u64>)>> = vec![Vec::new(); bufts.len()];
-        for t in infos {
-            let ne = pads.get(&t.name).cloned().unwrap_or_else(|| t.ne.clone());
-            let padded = ne != t.ne;
-            if padded
-                && (ne.len() != t.ne.len()
-                    || ne.len() > 2
-                    || ne.iter().zip(&t.ne).any(|(n, o)| n < o)
-                    || t.ty.nbytes(&ne).is_none())
-            {
-                return Err(Error::InvalidModel(format!(
-                    "cannot pad {} from {:?} to {ne:?}",
-                    t.name, t.ne
-                )));
-            }
-            let extra = if ne.len() == 2 && t.ty != GgmlType::F32 {
-                bufts[..n_extra]
+        let bufts = extra_buffer_types(dev);
+        let mut chosen: Vec<Vec<&TensorInfo>> = vec![Vec::new(); bufts.len()];
+        for &t in infos {
+            if t.ne.len() == 2 && t.ty != GgmlType::F32 {
+                if let Some(k) = bufts
                     .iter()
-                    .position(|&b| supports_matmul(dev, b, t.ty, &ne))
-            } else {
-                None
-            };
-            match extra {
-                Some(k) => chosen[k].push((t, ne)),
-                None if padded => chosen[n_extra].push((t, ne)),
-                None => {}
+                    .position(|&b| supports_matmul(dev, b, t.ty, &t.ne))
+                {
+                    chosen[k].push(t);
+                }
             }
         }
         for (buft, list) in bufts.into_iter().zip(chosen) {
@@ -318,18 +289,17 @@ impl MappedWeights {
         Ok(())
     }
 
-    /// Copies each listed tensor (zero-padded to the listed shape) into one
-    /// new buffer of type `buft`; the copies replace the tensors of those
-    /// names.
+    /// Copies each listed tensor into one new buffer of type `buft`; the
+    /// copies replace the tensors of those names.
     fn copy_into(
         &mut self,
         buft: ffi::ggml_backend_buffer_type_t,
-        list: &[(&TensorInfo, Vec<u64>)],
+        list: &[&TensorInfo],
     ) -> Result<()> {
         let mut block = Block::new(list.len())?;
         let made = list
             .iter()
-            .map(|(t, ne)| block.tensor(&t.name, t.ty, ne))
+            .map(|t| block.tensor(&t.name, t.ty, &t.ne))
             .collect::<Result<Vec<_>>>()?;
         // SAFETY: a metadata context whose tensors have no data yet and a
         // buffer type of a registry device; null (out of memory, or nothing
@@ -344,12 +314,11 @@ impl MappedWeights {
             ffi::ggml_backend_buffer_set_usage(buf.as_ptr(), ffi::GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
         };
         let bytes = self.map.bytes();
-        for ((t, ne), p) in list.iter().zip(&made) {
-            let src = &bytes[t.offset as usize..(t.offset + t.nbytes) as usize];
-            let data = zero_padded(src, t, ne)?;
+        for (t, p) in list.iter().zip(&made) {
+            let data = &bytes[t.offset as usize..(t.offset + t.nbytes) as usize];
             // SAFETY: `p` is allocated in `buf` for its type and shape; the
-            // copy happens only when `data` has exactly its byte size; both
-            // live for the call.
+            // copy happens only when `data` (inside the live mapping,
+            // checked in `new`) has exactly its byte size.
             unsafe {
                 if ffi::ggml_nbytes(p.as_ptr()) != data.len() {
                     return Err(Error::Backend(format!("{}: size mismatch", t.name)));
@@ -357,7 +326,7 @@ impl MappedWeights {
                 ffi::ggml_backend_tensor_set(p.as_ptr(), data.as_ptr().cast(), 0, data.len());
             }
         }
-        for ((t, _), p) in list.iter().zip(made) {
+        for (t, p) in list.iter().zip(made) {
             self.tensors.insert(t.name.clone(), p);
         }
         self.blocks.push(block);
@@ -907,44 +876,6 @@ fn supports_matmul(
     }
 }
 
-/// Whether one of the CPU's extra buffer types (AMX, repacked layouts)
-/// multiplies a `ty` matrix of shape `ne` (ggml order).
-pub fn cpu_repacks(ty: GgmlType, ne: &[u64]) -> bool {
-    let Ok(dev) = cpu_device() else {
-        return false;
-    };
-    extra_buffer_types(dev)
-        .into_iter()
-        .any(|b| supports_matmul(dev, b, ty, ne))
-}
-
-/// The bytes of tensor `t` (data `src`) zero-padded to shape `ne` (same
-/// rank, at most 2-D, each axis at least the original). Zero bytes are the
-/// value 0 in every ggml type (quantized blocks with scale 0 included).
-fn zero_padded<'a>(
-    src: &'a [u8],
-    t: &TensorInfo,
-    ne: &[u64],
-) -> Result<std::borrow::Cow<'a, [u8]>> {
-    if ne == t.ne.as_slice() {
-        return Ok(std::borrow::Cow::Borrowed(src));
-    }
-    let bad = || Error::InvalidModel(format!("cannot pad {} to {ne:?}", t.name));
-    let old_row = t.ty.row_size(t.ne[0]).ok_or_else(bad)? as usize;
-    let new_row = t.ty.row_size(ne[0]).ok_or_else(bad)? as usize;
-    let rows = t.ne.get(1).copied().unwrap_or(1) as usize;
-    let total = t.ty.nbytes(ne).ok_or_else(bad)? as usize;
-    if old_row * rows != src.len() || new_row * rows > total {
-        return Err(bad());
-    }
-    let mut out = vec![0u8; total];
-    for r in 0..rows {
-        out[r * new_row..r * new_row + old_row]
-            .copy_from_slice(&src[r * old_row..(r + 1) * old_row]);
-    }
-    Ok(std::borrow::Cow::Owned(out))
-}
-
 /// A compute device of ggml's registry (a static registry entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Device {
@@ -1338,39 +1269,17 @@ pub fn devices() -> Vec<DeviceInfo> {
 mod tests {
     use super::*;
 
-    fn info(ty: GgmlType, ne: &[u64]) -> TensorInfo {
-        TensorInfo {
-            name: "t".into(),
-            ne: ne.to_vec(),
-            ty,
-            offset: 0,
-            nbytes: ty.nbytes(ne).unwrap(),
-        }
-    }
-
     #[test]
-    fn zero_padding_keeps_rows_and_zero_fills() {
-        // f32 [3, 2] -> [4, 3]: each row gets a zero, then a zero row.
-        let src: Vec<u8> = [1f32, 2., 3., 4., 5., 6.]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let out = zero_padded(&src, &info(GgmlType::F32, &[3, 2]), &[4, 3]).unwrap();
-        let vals: Vec<f32> = out
-            .chunks(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        assert_eq!(vals, [1., 2., 3., 0., 4., 5., 6., 0., 0., 0., 0., 0.]);
-        // Unchanged shape: the bytes themselves.
-        let same = zero_padded(&src, &info(GgmlType::F32, &[3, 2]), &[3, 2]).unwrap();
-        assert!(matches!(same, std::borrow::Cow::Borrowed(_)));
-        // q8_0 [32, 2] -> [32, 3]: whole zero blocks appended (scale 0 = 0.0).
-        let q = vec![7u8; GgmlType::Q8_0.nbytes(&[32, 2]).unwrap() as usize];
-        let out = zero_padded(&q, &info(GgmlType::Q8_0, &[32, 2]), &[32, 3]).unwrap();
-        assert_eq!(&out[..q.len()], &q[..]);
-        assert!(out[q.len()..].iter().all(|&b| b == 0));
-        assert_eq!(out.len() as u64, GgmlType::Q8_0.nbytes(&[32, 3]).unwrap());
-        // A q8_0 row of 40 is not whole blocks: refused, not mis-sized.
-        assert!(zero_padded(&q, &info(GgmlType::Q8_0, &[32, 2]), &[40, 2]).is_err());
+    fn blocks_refuse_what_ggml_would_abort_on() {
+        let mut b = Block::new(2).unwrap();
+        // A q8_0 row of 40 is not whole blocks.
+        assert!(b.tensor("a", GgmlType::Q8_0, &[40, 2]).is_err());
+        assert!(b.tensor("a", GgmlType::F32, &[]).is_err());
+        assert!(b.tensor("a", GgmlType::F32, &[1, 1, 1, 1, 1]).is_err());
+        assert!(b.tensor("a\0b", GgmlType::F32, &[4]).is_err());
+        b.tensor("a", GgmlType::Q8_0, &[32, 2]).unwrap();
+        b.tensor("b", GgmlType::F16, &[3]).unwrap();
+        // The context is full: an error, not ggml's out-of-memory abort.
+        assert!(b.tensor("c", GgmlType::F32, &[1]).is_err());
     }
 }

@@ -1,6 +1,5 @@
 //! Loading the vision file and running the vision stage as one ggml graph.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use super::siglip::{Act, VisionTower};
 use crate::error::{Error, Result};
 use crate::gguf_file::{GgufHeader, TensorInfo};
 use crate::preprocess::Views;
-use crate::sys::ggml::{self, Backend, Device, Graph, MappedWeights, Tensor};
+use crate::sys::ggml::{Backend, Device, Graph, MappedWeights, Tensor};
 use crate::sys::llama::FlashAttn;
 use crate::sys::{GgmlType, MappedFile};
 use crate::weights::VisionHparams;
@@ -31,50 +30,6 @@ pub struct VisionModel {
     pub file_size: u64,
 }
 
-/// Zero padding of the MLPs' hidden width (SigLIP-so400m's 4304 = 32 * 134.5)
-/// to the next multiple of 32, where that lets ggml's AMX kernels take
-/// `ffn_up` (they need 32-row tiles of the output). `ffn_up` gets zero rows,
-/// its bias zeros, `ffn_down` zero columns: gelu(0) = 0, so every output is
-/// unchanged. Only for quantized `ffn_up` (AMX int8: 2.4x faster vision at
-/// q8_0 here; ggml's f16 AMX path was not faster). Empty when the CPU has no
-/// such kernels, unless `force` (tests: the padding in plain memory).
-fn mlp_pads(tensors: &[TensorInfo], force: bool) -> HashMap<String, Vec<u64>> {
-    let find = |name: &str| tensors.iter().find(|t| t.name == name);
-    let mut pads = HashMap::new();
-    for up in tensors
-        .iter()
-        .filter(|t| t.name.ends_with(".ffn_up.weight"))
-    {
-        let stem = up.name.trim_end_matches(".ffn_up.weight");
-        let (Some(bias), Some(down)) = (
-            find(&format!("{stem}.ffn_up.bias")),
-            find(&format!("{stem}.ffn_down.weight")),
-        ) else {
-            continue;
-        };
-        let [c, i] = up.ne[..] else { continue };
-        let padded = i.next_multiple_of(32);
-        let helps = || {
-            up.ty.is_quantized()
-                && !ggml::cpu_repacks(up.ty, &[c, i])
-                && ggml::cpu_repacks(up.ty, &[c, padded])
-        };
-        if padded == i
-            || down.ne != [i, c]
-            || bias.ne != [i]
-            || down.ty.nbytes(&[padded, c]).is_none()
-            || up.ty.nbytes(&[c, padded]).is_none()
-            || !(force || helps())
-        {
-            continue;
-        }
-        pads.insert(up.name.clone(), vec![c, padded]);
-        pads.insert(bias.name.clone(), vec![padded]);
-        pads.insert(down.name.clone(), vec![padded, c]);
-    }
-    pads
-}
-
 /// Where and how the vision stage runs.
 #[derive(Clone, Copy, Debug)]
 pub struct VisionOptions {
@@ -87,10 +42,6 @@ pub struct VisionOptions {
     /// layout (AMX tiles, repacked GEMM blocks) into that layout at load,
     /// as llama.cpp does (more memory and load time, faster compute).
     pub repack: bool,
-    /// Tests only: pad the MLPs (see `mlp_pads`) even where no kernel
-    /// gains from it, to check that padding leaves the results unchanged.
-    #[doc(hidden)]
-    pub force_mlp_pad: bool,
 }
 
 impl Default for VisionOptions {
@@ -99,7 +50,6 @@ impl Default for VisionOptions {
             device: None,
             flash_attn: FlashAttn::Auto,
             repack: true,
-            force_mlp_pad: false,
         }
     }
 }
@@ -165,12 +115,7 @@ impl VisionModel {
             )));
         }
         let infos: Vec<&TensorInfo> = h.tensors.iter().collect();
-        let pads = if opts.repack && device.is_none() {
-            mlp_pads(&h.tensors, opts.force_mlp_pad)
-        } else {
-            HashMap::new()
-        };
-        let weights = MappedWeights::new(map.clone(), &infos, device, opts.repack, &pads)?;
+        let weights = MappedWeights::new(map.clone(), &infos, device, opts.repack)?;
         let matrices: Vec<GgmlType> = h
             .tensors
             .iter()
