@@ -123,6 +123,19 @@ impl VisionModel {
             .map(|t| t.ty)
             .collect();
         let weight_type = matrices.first().copied().unwrap_or(GgmlType::F32);
+        if hp.padded_for(weight_type) != hp {
+            // Written before quantized files padded their MLPs: it works,
+            // but its ffn_down is stored in a fallback type.
+            crate::sys::llama::log(
+                crate::sys::llama::LogLevel::Info,
+                &format!(
+                    "dam: {}: MLP width {} is not padded for {} (older file); `dam quantize` it again for faster vision\n",
+                    path.display(),
+                    hp.ff,
+                    weight_type.name()
+                ),
+            );
+        }
         // At f32 the exact GELU keeps every stage reference-exact; with
         // reduced-precision weights ggml's table GELU is well inside the error.
         let tanh_act = if weight_type == GgmlType::F32 {
