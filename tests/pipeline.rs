@@ -30,6 +30,33 @@ fn case_options(case: &Case) -> DescribeOptions {
     opts
 }
 
+/// Describes one fixture case the way the reference ran it.
+fn run_case(
+    session: &mut dam::Session,
+    model_name: &str,
+    name: &str,
+    detail: Detail,
+) -> (Case, dam::Caption, dam::model::Trace) {
+    let case = Case::load(model_name, name);
+    let inputs = Input::of(&case);
+    let (cap, trace) = session
+        .trace(&inputs.frames(), &case_options(&case), detail)
+        .unwrap();
+    (case, cap, trace)
+}
+
+/// How many leading tokens two sequences share.
+fn agreeing(a: &[i32], b: &[i32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Top-1 minus top-2 of a logits row.
+fn margin(row: &[f32]) -> f32 {
+    let mut r = row.to_vec();
+    r.sort_by(|a, b| b.total_cmp(a));
+    r[0] - r[1]
+}
+
 #[test]
 fn pipeline_parity_f32() {
     let base = ModelParams {
@@ -53,11 +80,7 @@ fn parity_f32(model_name: &str, device: &str, params: ModelParams) -> Vec<String
     let model = Model::load(&llm, &vision, params).unwrap();
     let mut session = model.session().unwrap();
     for name in cases(model_name) {
-        let case = Case::load(model_name, &name);
-        let inputs = Input::of(&case);
-        let fr = inputs.frames();
-        let opts = case_options(&case);
-        let (cap, trace) = session.trace(&fr, &opts, Detail::Features).unwrap();
+        let (case, cap, trace) = run_case(&mut session, model_name, &name, Detail::Features);
         let tag = format!("{device} {model_name}/{name}");
         assert_eq!(
             trace.prompt,
@@ -83,12 +106,7 @@ fn parity_f32(model_name: &str, device: &str, params: ModelParams) -> Vec<String
             .fold(0.0, f64::max);
         let el = max_abs_err(&trace.generation.first_logits, &case.t("first_logits").data);
         let want_ids: Vec<i32> = case.ids["output_ids"].iter().map(|&x| x as i32).collect();
-        let agree = cap
-            .tokens
-            .iter()
-            .zip(&want_ids)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let agree = agreeing(&cap.tokens, &want_ids);
         println!(
             "{tag}: proj {ep:.2e}  first_logits {el:.2e}  tokens {}",
             cap.tokens == want_ids
@@ -104,11 +122,7 @@ fn parity_f32(model_name: &str, device: &str, params: ModelParams) -> Vec<String
             // near tie points at arithmetic precision, a wide one at a bug.
             let step = &case.t("step_logits");
             let v = step.shape[1];
-            let margin = step.data.chunks(v).nth(agree).map_or(f32::NAN, |row| {
-                let mut r = row.to_vec();
-                r.sort_by(|a, b| b.total_cmp(a));
-                r[0] - r[1]
-            });
+            let margin = step.data.chunks(v).nth(agree).map_or(f32::NAN, margin);
             failures.push(format!(
                 "{tag}: greedy tokens differ from step {agree} of {} (reference margin there {margin:.4})",
                 want_ids.len()
@@ -260,23 +274,13 @@ fn agreement(device: &str, params: ModelParams) {
             let model = Model::load(&llm, &vision, params.clone()).unwrap();
             let mut session = model.session().unwrap();
             for name in cases(model_name) {
-                let case = Case::load(model_name, &name);
-                let inputs = Input::of(&case);
-                let fr = inputs.frames();
-                let opts = case_options(&case);
-                let (cap, trace) = session.trace(&fr, &opts, Detail::Embeddings).unwrap();
+                let (case, cap, trace) =
+                    run_case(&mut session, model_name, &name, Detail::Embeddings);
                 let want: Vec<i32> = case.ids["output_ids"].iter().map(|&x| x as i32).collect();
-                let agree = cap
-                    .tokens
-                    .iter()
-                    .zip(&want)
-                    .take_while(|(a, b)| a == b)
-                    .count();
+                let agree = agreeing(&cap.tokens, &want);
                 let first = &case.t("first_logits").data;
                 let el = max_abs_err(&trace.generation.first_logits, first);
-                let mut sorted = first.clone();
-                sorted.sort_by(|a, b| b.total_cmp(a));
-                let margin = sorted[0] - sorted[1];
+                let margin = margin(first);
                 println!(
                     "{device} {} {model_name}/{name}: {agree}/{} tokens agree, first_logits max abs err {el:.2e}, ref margin {margin:.3}",
                     ty.name(),
