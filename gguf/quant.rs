@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::vision::WEIGHT_TYPE_KEY;
-use super::{matrix_type, numel, quantize_rows, write_atomically, Fallback};
+use super::vision::{self, WEIGHT_TYPE_KEY};
+use super::{numel, quantize_rows, write_atomically, Fallback};
 use crate::error::{Error, Result};
 use crate::gguf_file::GgufHeader;
 use crate::sys::gguf::GgufWriter;
 use crate::sys::{quantize as llq, types, GgmlType, MappedFile};
-use crate::weights::{key, Kind, VisionHparams, VISION_ARCH};
+use crate::weights::{key, VisionHparams, VISION_ARCH};
 
 /// What [`quantize`] wrote.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,14 +157,17 @@ fn vision(
         let t = h
             .tensor(name)
             .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))?;
-        let ne = fhp.ne(def);
-        let row = ne.first().copied().unwrap_or(1);
-        let out_ty = match def.kind {
-            Kind::F32 => GgmlType::F32,
-            Kind::Matrix => matrix_type(ty, row, name, &mut fallbacks),
-        };
-        w.add_tensor(name, out_ty, &ne)?;
-        plan.push((t, out_ty, ne));
+        // The converter's plan of this entry (the source here is the file
+        // itself, whose shapes check_tensors matched to `hp`).
+        let p = vision::planned(
+            (name.clone(), name.clone(), def),
+            &hp,
+            &fhp,
+            ty,
+            &mut fallbacks,
+        );
+        w.add_tensor(name, p.ty, &p.ne)?;
+        plan.push((t, p.ty, p.ne));
     }
     let mut out = w.begin(path)?;
     let bytes = map.bytes();

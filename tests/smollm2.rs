@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use dam::llm::generate::{generate_from_embeddings, GenerateOptions};
 use dam::sys::llama::{
-    init_backend, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, ModelParams,
+    init_backend, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, ModelParams, Sampler,
+    SamplerParams,
 };
 
 fn gguf() -> PathBuf {
@@ -85,19 +86,24 @@ struct ById {
     tokens: Vec<i32>,
 }
 
-/// Greedy decoding that feeds token ids to llama.cpp (its own embedding
-/// lookup), stopping at an end-of-generation token like `generate`.
+/// Greedy decoding (llama.cpp's greedy sampler) that feeds token ids to
+/// llama.cpp (its own embedding lookup), stopping at an end-of-generation
+/// token like `generate`.
 fn greedy_by_ids(ctx: &mut LlamaContext, ids: &[i32], max_new: usize) -> ById {
     ctx.clear();
     ctx.decode_tokens(ids, 0, true).unwrap();
     let first_logits = ctx.logits_last().unwrap().to_vec();
+    let mut greedy = Sampler::new(&SamplerParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+    })
+    .unwrap();
     let mut tokens = Vec::new();
     let mut pos = ids.len();
     loop {
-        let logits = ctx.logits_last().unwrap();
-        let tok = (0..logits.len())
-            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
-            .unwrap() as i32;
+        let tok = greedy.sample_logits(ctx.logits_last().unwrap()).unwrap();
         tokens.push(tok);
         if ctx.model().is_eog(tok) || tokens.len() == max_new {
             break;

@@ -155,7 +155,7 @@ pub struct MappedWeights {
     /// The mapped tensors (CPU) and each set of copies, with their buffers.
     blocks: Vec<Block>,
     tensors: std::collections::HashMap<String, NonNull<ffi::ggml_tensor>>,
-    /// Tensors the CPU holds as copies (repacked or padded).
+    /// Tensors the CPU holds as repacked copies.
     n_repacked: usize,
     // Keeps the mapping alive as long as tensors point into it (dropped
     // after `blocks`, whose mapped buffer wraps it).
@@ -333,8 +333,8 @@ impl MappedWeights {
         Ok(())
     }
 
-    /// How many tensors the CPU holds as copies out of the mapping: in a
-    /// repacking buffer, or zero-padded (see `repack`).
+    /// How many tensors the CPU holds as copies out of the mapping, in a
+    /// repacking buffer (see `repack`).
     pub fn n_repacked(&self) -> usize {
         self.n_repacked
     }

@@ -1089,32 +1089,13 @@ impl LlamaContext {
         seq: usize,
         logits_last: bool,
     ) -> Result<()> {
-        let n_embd = self.model.n_embd();
-        if rows.is_empty() || rows.len() % n_embd != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "embedding buffer of {} floats is not a non-empty multiple of n_embd = {n_embd}",
-                rows.len()
-            )));
-        }
-        let n = rows.len() / n_embd;
+        let n = self.embd_rows(rows, "embedding buffer")?;
         let seq = self.check_seq(seq)?;
         let pos0 = self.check_range(pos0, n)?;
-        self.out_rows.clear();
-        let mut batch = Batch::new(self.n_batch.min(n), n_embd)?;
-        let n_chunks = n.div_ceil(self.n_batch);
-        for (i, chunk) in rows.chunks(self.n_batch * n_embd).enumerate() {
-            let last = i + 1 == n_chunks;
-            batch.set_embd(chunk);
-            batch.fill_common(
-                chunk.len() / n_embd,
-                pos0 + (i * self.n_batch) as i32,
-                seq,
-                last && logits_last,
-            );
-            self.decode(&batch)?;
-        }
-        self.out_rows = if logits_last { vec![-1] } else { Vec::new() };
-        Ok(())
+        let meta: Vec<(i32, i32, bool)> = (0..n)
+            .map(|i| (pos0 + i as i32, seq, logits_last && i + 1 == n))
+            .collect();
+        self.decode_embd_rows(rows, &meta, |_| Ok(()))
     }
 
     /// Prefills several sequences from embedding rows in as few decodes as
@@ -1123,7 +1104,6 @@ impl LlamaContext {
     /// Returns the logits of each sequence's last row (copied: a sequence
     /// may end in an earlier chunk than the last).
     pub fn decode_embd_seqs(&mut self, seqs: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
-        let n_embd = self.model.n_embd();
         if seqs.is_empty() || seqs.len() > self.n_seq_max {
             return Err(Error::InvalidArgument(format!(
                 "{} sequences (1..={} allowed)",
@@ -1131,16 +1111,9 @@ impl LlamaContext {
                 self.n_seq_max
             )));
         }
-        // Every row: (position, sequence, output flag).
         let mut meta: Vec<(i32, i32, bool)> = Vec::new();
         for (j, rows) in seqs.iter().enumerate() {
-            if rows.is_empty() || rows.len() % n_embd != 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "sequence {j}: {} floats is not a non-empty multiple of n_embd = {n_embd}",
-                    rows.len()
-                )));
-            }
-            let n = rows.len() / n_embd;
+            let n = self.embd_rows(rows, &format!("sequence {j}"))?;
             self.check_range(0, n)?;
             meta.extend((0..n).map(|i| (i as i32, j as i32, i + 1 == n)));
         }
@@ -1151,23 +1124,53 @@ impl LlamaContext {
                 self.n_ctx
             )));
         }
-        let flat: Vec<f32> = seqs.concat();
+        let mut logits = Vec::with_capacity(seqs.len());
+        self.decode_embd_rows(&seqs.concat(), &meta, |ctx| {
+            for i in 0..ctx.out_rows.len() {
+                logits.push(ctx.logits_ith(i)?.to_vec());
+            }
+            Ok(())
+        })?;
+        Ok(logits)
+    }
+
+    /// The number of rows in `rows`: a non-empty multiple of n_embd floats.
+    fn embd_rows(&self, rows: &[f32], what: &str) -> Result<usize> {
+        let n_embd = self.model.n_embd();
+        if rows.is_empty() || rows.len() % n_embd != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{what} of {} floats is not a non-empty multiple of n_embd = {n_embd}",
+                rows.len()
+            )));
+        }
+        Ok(rows.len() / n_embd)
+    }
+
+    /// Decodes embedding rows (one `(position, sequence, output)` per row,
+    /// checked by the caller) in batches of at most [`Self::n_batch`] rows.
+    /// After each batch, the logits of its output rows are available
+    /// ([`Self::logits_ith`]) to `each`.
+    fn decode_embd_rows(
+        &mut self,
+        rows: &[f32],
+        meta: &[(i32, i32, bool)],
+        mut each: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        let n_embd = self.model.n_embd();
         self.out_rows.clear();
         let mut batch = Batch::new(self.n_batch.min(meta.len()), n_embd)?;
-        let mut logits = Vec::with_capacity(seqs.len());
-        for (rows, m) in flat
+        for (chunk, m) in rows
             .chunks(self.n_batch * n_embd)
             .zip(meta.chunks(self.n_batch))
         {
-            batch.set_embd(rows);
+            batch.set_embd(chunk);
             batch.fill_rows(m.len(), |i| m[i]);
+            self.out_rows.clear();
             self.decode(&batch)?;
             self.out_rows = (0..m.len() as i32).filter(|&i| m[i as usize].2).collect();
-            for i in 0..self.out_rows.len() {
-                logits.push(self.logits_ith(i)?.to_vec());
-            }
+            each(self)?;
         }
-        Ok(logits)
+        Ok(())
     }
 
     /// Decodes one token for each of several sequences in one batch:
