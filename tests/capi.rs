@@ -3,8 +3,10 @@
 //! C++ examples, built against both libraries, print the Rust API's caption;
 //! the C error-path program passes; the Python bindings' pytest suite passes.
 //!
-//! Needs gcc, g++, nm, and python3 with pytest, numpy and pillow (the last
-//! test fails, it does not skip, when they are missing).
+//! Needs gcc, g++, nm, valgrind, and a Python with pytest, numpy and pillow
+//! (`.venv/bin/python` made by `bash scripts/setup.sh`, or `$DAM_PYTHON`): all
+//! installed by the README's set-up line. A missing one fails its test with
+//! a message naming that line; nothing skips.
 
 mod common;
 
@@ -556,23 +558,34 @@ fn sanitized_users_do_not_leak() {
 
 // ------------------------------------------------------------------ python
 
-#[test]
-fn python_bindings() {
-    let probe = Command::new("python3")
+/// The set-up line of the README, named by every "missing tool" failure.
+const SETUP: &str = "run the README's set-up line: bash scripts/setup.sh";
+
+/// The Python of the binding tests: `$DAM_PYTHON`, else the set-up's `.venv`.
+fn python() -> PathBuf {
+    let py = std::env::var_os("DAM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    let probe = Command::new(&py)
         .args(["-c", "import pytest, numpy, PIL"])
         .output();
     match probe {
-        Ok(o) if o.status.success() => {}
+        Ok(o) if o.status.success() => py,
         Ok(o) => panic!(
-            "the Python bindings' tests need python3 with pytest, numpy and pillow \
-             (pip install pytest numpy pillow): {}",
+            "{} lacks pytest, numpy or pillow ({SETUP}): {}",
+            py.display(),
             String::from_utf8_lossy(&o.stderr)
         ),
-        Err(e) => panic!("the Python bindings' tests need python3: {e}"),
+        Err(e) => panic!("no Python at {} ({SETUP}): {e}", py.display()),
     }
+}
+
+#[test]
+fn python_bindings() {
+    let python = python();
     let (llm, vision) = model_files();
     let cli = PathBuf::from(env!("CARGO_BIN_EXE_dam"));
-    let out = run(Command::new("python3")
+    let out = run(Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(root().join("bindings/python/tests"))
         .current_dir(root().join("bindings/python"))
@@ -603,7 +616,7 @@ fn c_users_clean_under_valgrind() {
     let vg = Command::new("valgrind").arg("--version").output();
     assert!(
         vg.is_ok_and(|o| o.status.success()),
-        "valgrind is required for this test (apt-get install valgrind)"
+        "valgrind is required for this test ({SETUP})"
     );
     let flags: Vec<&str> = C_FLAGS.iter().chain(&["-g", "-O1"]).copied().collect();
     let describe = work_dir().join("describe-c-valgrind");
