@@ -28,6 +28,11 @@ fn fixture_views(case: &Case) -> Vec<Views> {
             Views {
                 full: p[..half].to_vec(),
                 focal: p[half..].to_vec(),
+                // The mask channel back in 0..=255 (SigLIP's mean = std = 0.5).
+                full_mask: p[half * 3 / 4..half]
+                    .iter()
+                    .map(|&v| ((v * 0.5 + 0.5) * 255.0).round() as u8)
+                    .collect(),
                 window: Window {
                     x0: w[0],
                     y0: w[1],
