@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use common::*;
 use dam::preprocess::{Views, Window};
-use dam::sys::GgmlType;
 use dam::vision::{VisionModel, VisionOutput};
+use dam::GgmlType;
 
 /// Views straight from the fixture's 8-channel tensor (tests the graph alone).
 fn fixture_views(case: &Case) -> Vec<Views> {
@@ -153,7 +153,7 @@ fn repacked_weights_match_the_file_layout() {
     };
     let (plain, repacked) = (load(false), load(true));
     assert_eq!(plain.n_repacked(), 0);
-    let features = dam::sys::ggml::cpu_features();
+    let features = dam::ggml::cpu_features();
     println!(
         "cpu features {features:?}; repacked {}",
         repacked.n_repacked()
