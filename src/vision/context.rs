@@ -87,3 +87,18 @@ pub fn key_mask_bias(mask: &[u8], image_size: usize, patch: usize, nq: usize) ->
     }
     row.repeat(nq)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_visible_where_its_patch_touches_the_region() {
+        // 4 x 4 view, 2 x 2 patches: one region pixel at row 1, column 3.
+        let mut mask = vec![0u8; 16];
+        mask[4 + 3] = 1;
+        let bias = key_mask_bias(&mask, 4, 2, 2);
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(bias, [inf, 0.0, inf, inf, inf, 0.0, inf, inf]);
+    }
+}

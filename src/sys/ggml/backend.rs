@@ -179,11 +179,6 @@ impl Backend {
         Ok(b)
     }
 
-    /// Whether the graph runs on a GPU.
-    pub fn on_gpu(&self) -> bool {
-        self.gpu.is_some()
-    }
-
     pub fn set_threads(&self, threads: usize) {
         type SetThreads = unsafe extern "C" fn(ffi::ggml_backend_t, c_int);
         // SAFETY: the CPU registry exports this name with exactly this
