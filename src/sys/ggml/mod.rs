@@ -10,6 +10,10 @@
 //!   [`Backend`], refuse a tensor of another graph (an error, not a dangling
 //!   pointer), and the backend only touches the graph it allocated last.
 //!
+//! The two snippets below fail with the codes given when `sys` is made
+//! public (checked by hand: stable rustdoc ignores the codes, and with `sys`
+//! crate-private the path alone fails; re-check them after edits here).
+//!
 //! ```compile_fail,E0597
 //! # use dam::sys::ggml::{Graph, MappedWeights};
 //! # fn f(w: &MappedWeights) -> dam::Result<()> {
