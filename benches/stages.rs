@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dam::image::{load_mask, load_rgb};
+use dam::llama::{ContextParams, FlashAttn, KvType, LlamaContext, Sampler, SamplerParams};
 use dam::llm::generate::prefill;
 use dam::llm::prompt::{conversation, tokenize_prompt, user_text};
 use dam::preprocess::make_views;
-use dam::sys::llama::{ContextParams, FlashAttn, KvType, LlamaContext, Sampler, SamplerParams};
-use dam::sys::GgmlType;
 use dam::vision::Detail;
+use dam::GgmlType;
 use dam::{Model, ModelParams};
 
 fn root() -> PathBuf {

@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 
 use dam::capi::*;
 use dam::gguf_file::GgufHeader;
-use dam::sys::GgmlType;
+use dam::GgmlType;
 use dam::{ImageView, Model, ModelParams, PixelFormat, Region};
 
 /// The repository root (fixtures and the converted tiny model live there).

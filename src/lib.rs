@@ -10,7 +10,9 @@ pub mod overlay;
 
 pub mod preprocess;
 pub mod region;
-pub mod sys;
+/// The FFI into llama.cpp, ggml and gguf, with its safe wrappers; private:
+/// what users need is re-exported below.
+pub(crate) mod sys;
 pub mod vision;
 pub mod weights;
 
@@ -27,3 +29,22 @@ pub use model::{
     ModelParams, Session, Timings, VisionDevice, MAX_REGIONS,
 };
 pub use region::Region;
+pub use sys::GgmlType;
+
+/// ggml facts for tools and tests: the compute devices and CPU features
+/// ggml finds, file mappings, and dequantisation of ggml rows.
+pub mod ggml {
+    pub use crate::sys::ggml::{cpu_features, devices, gpu_devices, Device, DeviceInfo};
+    pub use crate::sys::types::dequantize;
+    pub use crate::sys::MappedFile;
+}
+
+/// The llama.cpp layer the LLM stage runs on (model, context with
+/// embedding input, tokenizer, sampler, log routing), for tools and tests
+/// that drive llama.cpp directly.
+pub mod llama {
+    pub use crate::sys::llama::{
+        init_backend, set_log_hook, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel,
+        LogLevel, ModelParams, Sampler, SamplerParams,
+    };
+}

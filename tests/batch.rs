@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use dam::sys::GgmlType;
+use dam::GgmlType;
 use dam::{Caption, DescribeOptions, Error, ImageView, Model, ModelParams, Region, Session};
 
 /// Five regions of a fixture image: the case's mask, two boxes (one in

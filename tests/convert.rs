@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use dam::convert::{self, doc, ConvertOptions, ConvertReport};
+use dam::ggml::dequantize;
 use dam::gguf_file::{GgufHeader, Value};
-use dam::sys::{types, GgmlType};
 use dam::weights::{key, layer_name, Kind, Part, TensorDef, VisionHparams, VISION_TENSORS};
+use dam::GgmlType;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
 
@@ -154,7 +155,7 @@ impl Gguf {
         if t.ty == GgmlType::F32 {
             f32s(self.raw(name))
         } else {
-            types::dequantize(t.ty, self.raw(name), n as usize).unwrap()
+            dequantize(t.ty, self.raw(name), n as usize).unwrap()
         }
     }
     fn u32(&self, k: &str) -> u32 {
@@ -561,7 +562,7 @@ fn image_prefix_option_is_written() {
 
 #[test]
 fn llama_cpp_loads_the_llm_and_tokenizes_like_the_reference() {
-    use dam::sys::llama::{LlamaModel, ModelParams};
+    use dam::llama::{LlamaModel, ModelParams};
     let tmp = TempDir::new("llama");
     let r = run_convert(&checkpoint("tiny"), tmp.path(), GgmlType::F32, "tiny");
     let m = LlamaModel::load(&r.llm_path, &ModelParams::default()).unwrap();

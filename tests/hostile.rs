@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use dam::image::{load_mask, load_rgb, MAX_IMAGE_SIDE};
-use dam::sys::GgmlType;
+use dam::GgmlType;
 use dam::{
     DescribeOptions, Error, Frame, ImageView, LengthControl, Model, ModelParams, PixelFormat,
     Region, Session,
@@ -27,7 +27,7 @@ use dam::{
 /// tensors (with their bytes), and writes it back, recording where every
 /// field lies so that single fields can be corrupted in place.
 mod gg {
-    use dam::sys::GgmlType;
+    use dam::GgmlType;
 
     #[derive(Clone, Debug, PartialEq)]
     pub enum V {
@@ -1853,7 +1853,7 @@ fn odd_but_valid_llm_files_load_and_describe() {
 #[test]
 #[ignore]
 fn llama_cpp_alone_on_the_llm_corpus() {
-    use dam::sys::llama::{ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel};
+    use dam::llama::{ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel};
     use std::os::unix::process::ExitStatusExt;
     if let Some(p) = std::env::var_os("DAM_PROBE_FILE") {
         let run = || -> dam::Result<()> {

@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dam::convert::{convert, ConvertOptions};
+use dam::llama::{ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, ModelParams};
 use dam::llm::prompt::{DEFAULT_QUERY, DEFAULT_VIDEO_QUERY, VIDEO_PREFIX};
 use dam::llm::{
     conversation, generate, generate_from_embeddings, prompt_ids, tokenize_prompt, user_text,
     GenerateOptions, Generation, LengthControl, PromptPiece, StopReason, TextStream,
 };
-use dam::sys::llama::{ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, ModelParams};
-use dam::sys::GgmlType;
 use dam::Error;
+use dam::GgmlType;
 
 const TINY_CASES: &[&str] = &["c1", "c1_len20", "c2", "c3", "c4", "c5", "v1"];
 const GEOM_CASES: &[&str] = &["c1", "c1_len20", "c2", "c3", "c4"];
@@ -784,7 +784,7 @@ fn bad_inputs_are_errors() {
 
 #[test]
 fn log_hook_receives_llama_lines() {
-    use dam::sys::llama::{set_log_hook, LogLevel};
+    use dam::llama::{set_log_hook, LogLevel};
     use std::sync::atomic::AtomicUsize;
     let errors = Arc::new(AtomicUsize::new(0));
     let e = Arc::clone(&errors);

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use dam::sys::GgmlType;
 use dam::vision::Detail;
+use dam::GgmlType;
 use dam::{DescribeOptions, Frame, LengthControl, Model, ModelParams};
 
 /// The plain query of a case (its user text after the `<image>` line).

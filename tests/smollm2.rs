@@ -12,11 +12,11 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use dam::llm::generate::{generate_from_embeddings, GenerateOptions};
-use dam::sys::llama::{
+use dam::llama::{
     init_backend, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, ModelParams, Sampler,
     SamplerParams,
 };
+use dam::llm::generate::{generate_from_embeddings, GenerateOptions};
 
 fn gguf() -> PathBuf {
     let p = std::env::var_os("DAM_SMOLLM2_GGUF")

@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use dam::convert::{synth, synth_plan, Preset, SynthOptions};
+use dam::ggml::MappedFile;
 use dam::gguf_file::{GgufHeader, Value};
-use dam::sys::llama::{LlamaModel, ModelParams as LlamaParams};
-use dam::sys::{GgmlType, MappedFile};
+use dam::llama::{LlamaModel, ModelParams as LlamaParams};
 use dam::weights::VisionHparams;
+use dam::GgmlType;
 use dam::{DescribeOptions, Model, ModelParams, Region};
 
 struct TempDir(PathBuf);

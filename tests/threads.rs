@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
-use dam::sys::GgmlType;
+use dam::GgmlType;
 use dam::{Caption, DescribeOptions, Error, Model, ModelParams, Session};
 
 // Static assertions: a model is shared by threads, a session moves to one.

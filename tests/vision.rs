@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use common::*;
 use dam::preprocess::{Views, Window};
-use dam::sys::GgmlType;
 use dam::vision::{VisionModel, VisionOutput};
+use dam::GgmlType;
 
 /// Views straight from the fixture's 8-channel tensor (tests the graph alone).
 fn fixture_views(case: &Case) -> Vec<Views> {
@@ -28,6 +28,11 @@ fn fixture_views(case: &Case) -> Vec<Views> {
             Views {
                 full: p[..half].to_vec(),
                 focal: p[half..].to_vec(),
+                // The mask channel back in 0..=255 (SigLIP's mean = std = 0.5).
+                full_mask: p[half * 3 / 4..half]
+                    .iter()
+                    .map(|&v| ((v * 0.5 + 0.5) * 255.0).round() as u8)
+                    .collect(),
                 window: Window {
                     x0: w[0],
                     y0: w[1],
@@ -148,7 +153,7 @@ fn repacked_weights_match_the_file_layout() {
     };
     let (plain, repacked) = (load(false), load(true));
     assert_eq!(plain.n_repacked(), 0);
-    let features = dam::sys::ggml::cpu_features();
+    let features = dam::ggml::cpu_features();
     println!(
         "cpu features {features:?}; repacked {}",
         repacked.n_repacked()

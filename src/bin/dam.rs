@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use dam::image::{load_mask, load_rgb, Mask, RgbImage};
+use dam::llama::{FlashAttn, KvType};
 use dam::model::Trace;
-use dam::sys::llama::{FlashAttn, KvType};
-use dam::sys::GgmlType;
 use dam::vision::Detail;
+use dam::GgmlType;
 use dam::{
     find_model_files, Caption, DescribeOptions, Error, Frame, LengthControl, Model, ModelParams,
     PixelFormat, Region, Result, VisionDevice,
@@ -612,8 +612,8 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
 
 fn info(a: ModelArgs) -> Result<()> {
     let print_devices = || {
-        println!("cpu:    {}", dam::sys::ggml::cpu_features().join(" "));
-        for d in dam::sys::ggml::devices() {
+        println!("cpu:    {}", dam::ggml::cpu_features().join(" "));
+        for d in dam::ggml::devices() {
             println!(
                 "device: {} ({}, {}; {:.1} of {:.1} GiB free)",
                 d.name,
@@ -908,7 +908,7 @@ fn peak_rss() -> Option<u64> {
 /// Bytes of LLM weights one decode step reads: every tensor but the token
 /// embedding (of which one row is read).
 fn llm_bytes_per_token(path: &Path) -> Result<u64> {
-    let map = dam::sys::MappedFile::open(path)?;
+    let map = dam::ggml::MappedFile::open(path)?;
     let h = dam::gguf_file::GgufHeader::parse(map.bytes(), &path.display().to_string())?;
     Ok(h.tensors
         .iter()

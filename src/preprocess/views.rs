@@ -17,6 +17,9 @@ pub struct Views {
     pub full: Vec<f32>,
     /// The focal window of image and mask, same layout.
     pub focal: Vec<f32>,
+    /// The region as the full view sees it: the mask resized to `[S, S]`
+    /// (0..=255, channel 3 of `full` before normalisation).
+    pub full_mask: Vec<u8>,
     /// The focal window, in source pixels.
     pub window: Window,
     /// `full` and `focal` are bit-identical: the reference then skips the context
@@ -31,7 +34,8 @@ fn normalize(x: u8, mean: f32, std: f32) -> f32 {
     (v - mean) / std
 }
 
-/// One view: `[4, size, size]` from the window `win` of `image` / `mask`.
+/// One view: `[4, size, size]` from the window `win` of `image` / `mask`,
+/// and its mask channel before normalisation.
 fn view(
     image: &RgbImage,
     mask: &Mask,
@@ -40,7 +44,7 @@ fn view(
     mean: [f32; 3],
     std: [f32; 3],
     threads: usize,
-) -> Result<Vec<f32>> {
+) -> Result<(Vec<f32>, Vec<u8>)> {
     let (w, h) = (win.width(), win.height());
     let iw = image.width as usize;
     let (x0, y0) = (win.x0 as usize, win.y0 as usize);
@@ -81,7 +85,7 @@ fn view(
     for (d, &v) in mask_plane.iter_mut().zip(&m) {
         *d = normalize(v, mean[0], std[0]);
     }
-    Ok(out)
+    Ok((out, m))
 }
 
 /// Computes the full and the focal view of a region, each `[4, size, size]` planar f32:
@@ -138,11 +142,11 @@ pub fn make_views_threads(
         x1: image.width,
         y1: image.height,
     };
-    let full = view(image, mask, whole, size, mean, std, threads)?;
+    let (full, full_mask) = view(image, mask, whole, size, mean, std, threads)?;
     let focal = if window == whole {
         full.clone()
     } else {
-        view(image, mask, window, size, mean, std, threads)?
+        view(image, mask, window, size, mean, std, threads)?.0
     };
     let focal_is_full = full
         .iter()
@@ -151,6 +155,7 @@ pub fn make_views_threads(
     Ok(Views {
         full,
         focal,
+        full_mask,
         window,
         focal_is_full,
     })

@@ -8,11 +8,11 @@ use crate::sys::ggml::{Graph, MappedWeights, Tensor};
 use crate::weights::{layer_name, VisionHparams};
 
 /// `context_provider_module.layers.N`.
-pub struct CrossAttnBlock<'w> {
-    pub ln1: LayerNorm<'w>,
-    pub cross_attn: Attention<'w>,
-    pub ln2: LayerNorm<'w>,
-    pub mlp: Mlp<'w>,
+pub struct CrossAttnBlock {
+    pub ln1: LayerNorm,
+    pub cross_attn: Attention,
+    pub ln2: LayerNorm,
+    pub mlp: Mlp,
     /// Learned scalar gates, multiplied directly (no tanh).
     pub attn_factor: f32,
     pub mlp_factor: f32,
@@ -28,9 +28,9 @@ fn scalar(w: &MappedWeights, name: &str) -> Result<f32> {
     }
 }
 
-impl<'w> CrossAttnBlock<'w> {
+impl CrossAttnBlock {
     pub fn load(
-        w: &'w MappedWeights,
+        w: &MappedWeights,
         hp: &VisionHparams,
         i: usize,
         act: Act,
@@ -51,7 +51,7 @@ impl<'w> CrossAttnBlock<'w> {
     /// same images, `mask` the optional key mask.
     pub fn forward<'g>(
         &self,
-        g: &mut Graph,
+        g: &'g Graph<'_>,
         x: Tensor<'_>,
         z: Tensor<'_>,
         mask: Option<Tensor<'_>>,
@@ -68,23 +68,37 @@ impl<'w> CrossAttnBlock<'w> {
 }
 
 /// Host-side key mask for `masked_cross_attn`: key token k is visible iff its
-/// patch of the full view's mask channel is not all zero (as the reference's
-/// `get_token_mask_bias`). `mask01` is the un-normalised mask in [0,1],
-/// [S, S] row-major. Returns the [Nk, Nq] bias rows (0 or -inf).
-pub fn key_mask_bias(mask01: &[f32], image_size: usize, patch: usize, nq: usize) -> Vec<f32> {
+/// patch of the full view's region is not all zero (as the reference's
+/// `get_token_mask_bias`). `mask` is the region as the full view sees it
+/// ([`Views::full_mask`](crate::preprocess::Views::full_mask), [S, S]
+/// row-major). Returns the [Nk, Nq] bias rows (0 or -inf).
+pub fn key_mask_bias(mask: &[u8], image_size: usize, patch: usize, nq: usize) -> Vec<f32> {
     let grid = image_size / patch;
     let mut row = vec![f32::NEG_INFINITY; grid * grid];
     for (t, r) in row.iter_mut().enumerate() {
         let (py, px) = (t / grid, t % grid);
-        let mut s = 0f32;
-        for y in py * patch..(py + 1) * patch {
-            s += mask01[y * image_size + px * patch..y * image_size + (px + 1) * patch]
-                .iter()
-                .sum::<f32>();
-        }
-        if s >= 1e-5 {
+        let seen = (py * patch..(py + 1) * patch).any(|y| {
+            let at = y * image_size + px * patch;
+            mask[at..at + patch].iter().any(|&v| v != 0)
+        });
+        if seen {
             *r = 0.0;
         }
     }
     row.repeat(nq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_visible_where_its_patch_touches_the_region() {
+        // 4 x 4 view, 2 x 2 patches: one region pixel at row 1, column 3.
+        let mut mask = vec![0u8; 16];
+        mask[4 + 3] = 1;
+        let bias = key_mask_bias(&mask, 4, 2, 2);
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(bias, [inf, 0.0, inf, inf, inf, 0.0, inf, inf]);
+    }
 }

@@ -19,15 +19,39 @@ use crate::weights::VisionHparams;
 pub struct VisionModel {
     pub hp: VisionHparams,
     weights: MappedWeights,
-    act: Act,
-    /// Fused flash attention (f16 K/V) for reduced-precision weights; f32
-    /// weights keep the exact attention.
-    flash: bool,
+    /// The modules over `weights`, resolved and checked once at load.
+    modules: Modules,
     /// The weight type of the matrices (the most common one), for reports.
     pub weight_type: GgmlType,
     /// The GPU holding the weights and running the graph (`None`: the CPU).
     pub device: Option<Device>,
     pub file_size: u64,
+}
+
+/// The tower, the context provider's blocks and the projector: weight
+/// handles and settings, built once per model (graphs only read them).
+struct Modules {
+    tower: VisionTower,
+    blocks: Vec<CrossAttnBlock>,
+    projector: Projector,
+}
+
+impl Modules {
+    /// `flash`: fused attention (f16 K/V) instead of the exact path.
+    fn load(w: &MappedWeights, hp: &VisionHparams, act: Act, flash: bool) -> Result<Modules> {
+        let ctx_act = if hp.ctx_act == "gelu" {
+            Act::GeluErf
+        } else {
+            act
+        };
+        Ok(Modules {
+            tower: VisionTower::load(w, hp, act, flash)?,
+            blocks: (0..hp.used_layers() as usize)
+                .map(|i| CrossAttnBlock::load(w, hp, i, ctx_act, flash))
+                .collect::<Result<_>>()?,
+            projector: Projector::load(w, hp)?,
+        })
+    }
 }
 
 /// Where and how the vision stage runs.
@@ -148,22 +172,21 @@ impl VisionModel {
         } else {
             tanh_act
         };
-        let model = VisionModel {
+        let flash = match flash {
+            FlashAttn::On => true,
+            FlashAttn::Off => false,
+            FlashAttn::Auto => weight_type != GgmlType::F32,
+        };
+        // Resolve every module once, so a bad gate or missing tensor fails now.
+        let modules = Modules::load(&weights, &hp, act, flash).map_err(named)?;
+        Ok(VisionModel {
             hp,
             weights,
-            act,
-            flash: match flash {
-                FlashAttn::On => true,
-                FlashAttn::Off => false,
-                FlashAttn::Auto => weight_type != GgmlType::F32,
-            },
+            modules,
             weight_type,
             device,
             file_size: map.bytes().len() as u64,
-        };
-        // Resolve every module once so a bad gate or missing tensor fails now.
-        model.modules().map_err(named)?;
-        Ok(model)
+        })
     }
 
     /// How many weight matrices were copied into a CPU repacking layout.
@@ -176,20 +199,6 @@ impl VisionModel {
         Backend::new(threads, cancel, self.device)
     }
 
-    fn modules(&self) -> Result<(VisionTower<'_>, Vec<CrossAttnBlock<'_>>, Projector<'_>)> {
-        let hp = &self.hp;
-        let ctx_act = if hp.ctx_act == "gelu" {
-            Act::GeluErf
-        } else {
-            self.act
-        };
-        let tower = VisionTower::load(&self.weights, hp, self.act, self.flash)?;
-        let blocks = (0..hp.used_layers() as usize)
-            .map(|i| CrossAttnBlock::load(&self.weights, hp, i, ctx_act, self.flash))
-            .collect::<Result<_>>()?;
-        Ok((tower, blocks, Projector::load(&self.weights, hp)?))
-    }
-
     /// Runs both views of every image through one graph. `Detail::Features`
     /// also returns Z and F (for `dam dump` and parity tests), `Detail::Debug`
     /// every layer's output too.
@@ -199,136 +208,151 @@ impl VisionModel {
         views: &[&Views],
         detail: Detail,
     ) -> Result<VisionOutput> {
-        if backend.on_gpu() != self.device.is_some() {
-            return Err(Error::InvalidArgument(
-                "the backend runs on another device than the vision weights".into(),
-            ));
-        }
-        let want_features = detail != Detail::Embeddings;
-        let debug = detail == Detail::Debug;
-        let mut keep: Vec<(String, Tensor)> = Vec::new();
-        let hp = &self.hp;
-        let s = hp.image_size as usize;
-        let plane = s * s;
+        let batch = self.batch(views)?;
+        let g = Graph::new(&self.weights)?;
+        let nodes = self.build(&g, &batch, detail)?;
+        backend.alloc(&g)?;
+        self.upload(backend, &g, &nodes, views, &batch)?;
+        backend.compute(&g)?;
+        self.read(backend, &g, &nodes, &batch, detail)
+    }
+
+    /// Checks the views and orders them: images whose focal view differs
+    /// run the context provider; they go first in the batch so their Z is a
+    /// prefix of the full-view batch.
+    fn batch(&self, views: &[&Views]) -> Result<Batch> {
+        let s = self.hp.image_size as usize;
         if views.is_empty() {
             return Err(Error::InvalidArgument("no image to encode".into()));
         }
         for v in views {
-            if v.full.len() != 4 * plane || v.focal.len() != 4 * plane {
+            let mask_ok = !self.hp.ctx_masked || v.full_mask.len() == s * s;
+            if v.full.len() != 4 * s * s || v.focal.len() != 4 * s * s || !mask_ok {
                 return Err(Error::InvalidArgument(format!(
                     "views are not 4 x {s} x {s} (made for another model size?)"
                 )));
             }
         }
-        // Images whose focal view differs run the context provider; they go
-        // first in the batch so their Z is a prefix of the full-view batch.
         let mut order: Vec<usize> = (0..views.len())
             .filter(|&i| !views[i].focal_is_full)
             .collect();
-        let n_applied = order.len();
+        let applied = order.len();
         order.extend((0..views.len()).filter(|&i| views[i].focal_is_full));
-        let (b, a) = (views.len() as i64, n_applied as i64);
-        let (c, n, grid) = (hp.hidden as i64, hp.positions() as i64, hp.grid() as i64);
-        let t = hp.tokens_per_image() as i64;
+        Ok(Batch { order, applied })
+    }
 
-        let (tower, blocks, projector) = self.modules()?;
-        let mut g = Graph::new()?;
-        let si = s as i64;
+    /// The graph of one batch: full view -> Z, focal view with
+    /// cross-attention to Z -> F, projector over [F of the applied images,
+    /// Z of the others].
+    fn build<'g>(&self, g: &'g Graph<'_>, batch: &Batch, detail: Detail) -> Result<Nodes<'g>> {
+        let hp = &self.hp;
+        let (b, a) = (batch.order.len() as i64, batch.applied as i64);
+        let (n, grid) = (hp.positions() as i64, hp.grid() as i64);
+        let s = hp.image_size as i64;
+        let mut keep = (detail == Detail::Debug).then(Vec::new);
 
-        // Full view -> Z.
-        g.set_scope("full.");
-        let rgb = g.input("full.rgb", GgmlType::F32, &[si, si, 3, b])?;
-        let msk = g.input("full.mask", GgmlType::F32, &[si, si, 1, b])?;
-        let mut x = tower.embeddings.forward(&mut g, rgb, msk)?;
-        if debug {
-            keep.push(("debug.full.embeddings".into(), x));
-        }
-        for (i, layer) in tower.layers.iter().enumerate() {
-            g.set_scope(format!("full.blk{i}."));
-            x = layer.forward(&mut g, x)?;
-            if debug {
-                keep.push((format!("debug.full.layer_{i}"), x));
-            }
-        }
-        let z = x;
-        g.output(z, "full_features");
+        let rgb = g.input("full.rgb", GgmlType::F32, &[s, s, 3, b])?;
+        let msk = g.input("full.mask", GgmlType::F32, &[s, s, 1, b])?;
+        let z = self.branch(g, "full", rgb, msk, None, &mut keep)?;
+        g.output(z, "full_features")?;
 
-        // Focal view with cross-attention to Z -> F.
-        let mut focal_inputs: Option<(Tensor, Tensor, Option<Tensor>)> = None;
-        let mut crop = None;
+        let mut focal = None;
         if a > 0 {
-            g.set_scope("focal.");
-            let frgb = g.input("focal.rgb", GgmlType::F32, &[si, si, 3, a])?;
-            let fmsk = g.input("focal.mask", GgmlType::F32, &[si, si, 1, a])?;
-            let z_a = if a == b {
-                z
-            } else {
-                g.view(
-                    z,
-                    [c, n, a, 1],
-                    [
-                        4 * c as usize,
-                        (4 * c * n) as usize,
-                        (4 * c * n * a) as usize,
-                    ],
-                    0,
-                )?
-            };
-            let kmask = if hp.ctx_masked {
+            let frgb = g.input("focal.rgb", GgmlType::F32, &[s, s, 3, a])?;
+            let fmsk = g.input("focal.mask", GgmlType::F32, &[s, s, 1, a])?;
+            let key_mask = if hp.ctx_masked {
                 Some(g.input("focal.key_mask", GgmlType::F32, &[n, n, 1, a])?)
             } else {
                 None
             };
-            let mut y = tower.embeddings.forward(&mut g, frgb, fmsk)?;
-            if debug {
-                keep.push(("debug.crop.embeddings".into(), y));
-            }
-            for (i, (layer, block)) in tower.layers.iter().zip(&blocks).enumerate() {
-                g.set_scope(format!("focal.blk{i}."));
-                y = layer.forward(&mut g, y)?;
-                if debug {
-                    keep.push((format!("debug.crop.layer_{i}"), y));
-                }
-                g.set_scope(format!("focal.ctx{i}."));
-                y = block.forward(&mut g, y, z_a, kmask)?;
-                if debug {
-                    keep.push((format!("debug.crop.xattn_{i}"), y));
-                }
-            }
-            g.output(y, "crop_features");
-            crop = Some(y);
-            focal_inputs = Some((frgb, fmsk, kmask));
+            g.set_scope("focal.");
+            let z_a = if a == b { z } else { self.images(g, z, 0, a)? };
+            let f = self.branch(g, "focal", frgb, fmsk, Some((z_a, key_mask)), &mut keep)?;
+            g.output(f, "crop_features")?;
+            focal = Some(FocalNodes {
+                rgb: frgb,
+                mask: fmsk,
+                key_mask,
+                crop: f,
+            });
         }
 
-        // Projector over [F of applied images, Z of the others].
         g.set_scope("mm.");
-        let feats = match crop {
-            Some(f) if a == b => f,
-            Some(f) => {
-                let rest = g.view(
-                    z,
-                    [c, n, b - a, 1],
-                    [
-                        4 * c as usize,
-                        (4 * c * n) as usize,
-                        (4 * c * n * (b - a)) as usize,
-                    ],
-                    (4 * c * n * a) as usize,
-                )?;
-                g.concat(f, rest, 2)?
-            }
+        let feats = match &focal {
+            Some(f) if a == b => f.crop,
+            Some(f) => g.concat(f.crop, self.images(g, z, a, b)?, 2)?,
             None => z,
         };
         let gp = (grid + 1) / 2;
-        let idx = g.input_i32("mm.merge_idx", 2 * gp * gp * b)?;
-        let merged = merge_2x2(&mut g, feats, grid, idx)?;
-        let emb = projector.forward(&mut g, merged)?;
-        g.output(emb, "projector_output");
+        let merge_idx = g.input_i32("mm.merge_idx", 2 * gp * gp * b)?;
+        let merged = merge_2x2(g, feats, grid, merge_idx)?;
+        let emb = self.modules.projector.forward(g, merged)?;
+        g.output(emb, "projector_output")?;
+        let keep = keep.unwrap_or_default();
         for (name, t) in &keep {
-            g.output(*t, name);
+            g.output(*t, name)?;
         }
+        Ok(Nodes {
+            rgb,
+            mask: msk,
+            focal,
+            merge_idx,
+            z,
+            emb,
+            keep,
+        })
+    }
 
-        backend.alloc(&g)?;
+    /// One branch of the tower: embeddings, then every used layer, each
+    /// followed on the focal branch (`ctx`: Z of the same images and the key
+    /// mask) by its cross-attention block. With `keep`, collects each
+    /// stage's state under the fixtures' `debug.*` names.
+    fn branch<'g>(
+        &self,
+        g: &'g Graph<'_>,
+        name: &str,
+        rgb: Tensor<'g>,
+        mask: Tensor<'g>,
+        ctx: Option<(Tensor<'g>, Option<Tensor<'g>>)>,
+        keep: &mut Option<Vec<(String, Tensor<'g>)>>,
+    ) -> Result<Tensor<'g>> {
+        let tower = &self.modules.tower;
+        // The fixtures call the focal branch's states `crop`.
+        let dbg = if ctx.is_some() { "crop" } else { name };
+        let mut push = |what: String, t: Tensor<'g>| {
+            if let Some(k) = keep.as_mut() {
+                k.push((format!("debug.{dbg}.{what}"), t));
+            }
+        };
+        g.set_scope(format!("{name}."));
+        let mut x = tower.embeddings.forward(g, rgb, mask)?;
+        push("embeddings".into(), x);
+        for (i, layer) in tower.layers.iter().enumerate() {
+            g.set_scope(format!("{name}.blk{i}."));
+            x = layer.forward(g, x)?;
+            push(format!("layer_{i}"), x);
+            if let (Some((z, key_mask)), Some(block)) = (ctx, self.modules.blocks.get(i)) {
+                g.set_scope(format!("{name}.ctx{i}."));
+                x = block.forward(g, x, z, key_mask)?;
+                push(format!("xattn_{i}"), x);
+            }
+        }
+        Ok(x)
+    }
+
+    /// Sets every input of the allocated graph: both views' pixels in batch
+    /// order, the key mask from each applied image's region, the merge rows.
+    fn upload(
+        &self,
+        backend: &mut Backend,
+        g: &Graph<'_>,
+        nodes: &Nodes<'_>,
+        views: &[&Views],
+        batch: &Batch,
+    ) -> Result<()> {
+        let hp = &self.hp;
+        let s = hp.image_size as usize;
+        let plane = s * s;
         let gather = |focal: bool, lo: usize, hi: usize, ids: &[usize]| -> Vec<f32> {
             ids.iter()
                 .flat_map(|&i| {
@@ -341,64 +365,116 @@ impl VisionModel {
                 })
                 .collect()
         };
-        backend.set_f32(&g, rgb, &gather(false, 0, 3 * plane, &order))?;
-        backend.set_f32(&g, msk, &gather(false, 3 * plane, 4 * plane, &order))?;
-        if let Some((frgb, fmsk, kmask)) = focal_inputs {
-            let ids = &order[..n_applied];
-            backend.set_f32(&g, frgb, &gather(true, 0, 3 * plane, ids))?;
-            backend.set_f32(&g, fmsk, &gather(true, 3 * plane, 4 * plane, ids))?;
-            if let Some(km) = kmask {
-                let mut bias = Vec::with_capacity((n * n * a) as usize);
-                for &i in ids {
-                    let m01: Vec<f32> = views[i].full[3 * plane..]
-                        .iter()
-                        .map(|&v| v * hp.image_std[0] + hp.image_mean[0])
-                        .collect();
-                    bias.extend(key_mask_bias(&m01, s, hp.patch_size as usize, n as usize));
-                }
-                backend.set_f32(&g, km, &bias)?;
+        let all = &batch.order;
+        backend.set_f32(g, nodes.rgb, &gather(false, 0, 3 * plane, all))?;
+        backend.set_f32(g, nodes.mask, &gather(false, 3 * plane, 4 * plane, all))?;
+        if let Some(f) = &nodes.focal {
+            let ids = &all[..batch.applied];
+            backend.set_f32(g, f.rgb, &gather(true, 0, 3 * plane, ids))?;
+            backend.set_f32(g, f.mask, &gather(true, 3 * plane, 4 * plane, ids))?;
+            if let Some(km) = f.key_mask {
+                let (p, n) = (hp.patch_size as usize, hp.positions() as usize);
+                let bias: Vec<f32> = ids
+                    .iter()
+                    .flat_map(|&i| key_mask_bias(&views[i].full_mask, s, p, n))
+                    .collect();
+                backend.set_f32(g, km, &bias)?;
             }
         }
-        let merge = merge_indices(gp as usize, b as usize);
-        backend.set_i32(&g, idx, &merge, gp * 2 * gp * b)?;
-        backend.compute(&g)?;
+        let gp = (hp.grid() as usize).div_ceil(2);
+        backend.set_i32(g, nodes.merge_idx, &merge_indices(gp, all.len()))
+    }
 
-        let per = |data: Vec<f32>, rows: usize| -> Vec<Vec<f32>> {
-            data.chunks(rows).map(|r| r.to_vec()).collect()
+    /// The computed outputs, per image in input order.
+    fn read(
+        &self,
+        backend: &mut Backend,
+        g: &Graph<'_>,
+        nodes: &Nodes<'_>,
+        batch: &Batch,
+        detail: Detail,
+    ) -> Result<VisionOutput> {
+        let hp = &self.hp;
+        let order = &batch.order;
+        let per = |data: Vec<f32>, len: usize| -> Vec<Vec<f32>> {
+            data.chunks(len).map(|r| r.to_vec()).collect()
         };
-        let emb_all = per(backend.get_f32(emb)?, (t * hp.llm_hidden as i64) as usize);
+        let per_image = hp.tokens_per_image() as usize * hp.llm_hidden as usize;
+        let emb_all = per(backend.get_f32(g, nodes.emb)?, per_image);
         let mut out = VisionOutput {
             batch_order: order.clone(),
-            debug: keep
+            debug: nodes
+                .keep
                 .iter()
-                .map(|(n, t)| Ok((n.clone(), backend.get_f32(*t)?)))
+                .map(|(n, t)| Ok((n.clone(), backend.get_f32(g, *t)?)))
                 .collect::<Result<_>>()?,
-            embeddings: vec![Vec::new(); views.len()],
-            context_applied: vec![false; views.len()],
+            embeddings: vec![Vec::new(); order.len()],
+            context_applied: vec![false; order.len()],
             ..Default::default()
         };
         for (slot, &i) in order.iter().enumerate() {
             out.embeddings[i] = emb_all[slot].clone();
-            out.context_applied[i] = slot < n_applied;
+            out.context_applied[i] = slot < batch.applied;
         }
-        if want_features {
-            let nc = (n * c) as usize;
-            let z_all = per(backend.get_f32(z)?, nc);
-            let f_all = match crop {
-                Some(f) => per(backend.get_f32(f)?, nc),
+        if detail != Detail::Embeddings {
+            let nc = hp.positions() as usize * hp.hidden as usize;
+            let z_all = per(backend.get_f32(g, nodes.z)?, nc);
+            let f_all = match &nodes.focal {
+                Some(f) => per(backend.get_f32(g, f.crop)?, nc),
                 None => Vec::new(),
             };
-            out.full_features = vec![Vec::new(); views.len()];
-            out.crop_features = vec![Vec::new(); views.len()];
+            out.full_features = vec![Vec::new(); order.len()];
+            out.crop_features = vec![Vec::new(); order.len()];
             for (slot, &i) in order.iter().enumerate() {
                 out.full_features[i] = z_all[slot].clone();
-                out.crop_features[i] = if slot < n_applied {
-                    f_all[slot].clone()
-                } else {
-                    z_all[slot].clone()
-                };
+                out.crop_features[i] = f_all.get(slot).unwrap_or(&z_all[slot]).clone();
             }
         }
         Ok(out)
     }
+
+    /// Images `lo..hi` of a batch of token features [C, N, B].
+    fn images<'g>(&self, g: &'g Graph<'_>, x: Tensor<'g>, lo: i64, hi: i64) -> Result<Tensor<'g>> {
+        let (c, n) = (self.hp.hidden as usize, self.hp.positions() as usize);
+        let k = (hi - lo) as usize;
+        let nb = [4 * c, 4 * c * n, 4 * c * n * k];
+        g.view(
+            x,
+            [c as i64, n as i64, hi - lo, 1],
+            nb,
+            4 * c * n * lo as usize,
+        )
+    }
+}
+
+/// The images of one `encode` call in graph order.
+struct Batch {
+    /// Input index of each batch slot: the images whose context provider
+    /// runs (focal view differs) first.
+    order: Vec<usize>,
+    /// How many run the context provider (a prefix of `order`).
+    applied: usize,
+}
+
+/// The inputs and results of one vision graph.
+struct Nodes<'g> {
+    rgb: Tensor<'g>,
+    mask: Tensor<'g>,
+    focal: Option<FocalNodes<'g>>,
+    merge_idx: Tensor<'g>,
+    /// Z of every image.
+    z: Tensor<'g>,
+    /// The LLM embeddings of every image.
+    emb: Tensor<'g>,
+    /// `Detail::Debug`'s per-stage states.
+    keep: Vec<(String, Tensor<'g>)>,
+}
+
+/// The focal branch, present when some image runs the context provider.
+struct FocalNodes<'g> {
+    rgb: Tensor<'g>,
+    mask: Tensor<'g>,
+    key_mask: Option<Tensor<'g>>,
+    /// F of the applied images.
+    crop: Tensor<'g>,
 }

@@ -6,14 +6,14 @@ use crate::error::Result;
 use crate::sys::ggml::{Graph, MappedWeights, Tensor, Unary};
 use crate::weights::VisionHparams;
 
-pub struct Projector<'w> {
-    pub norm: LayerNorm<'w>,
-    pub fc1: Linear<'w>,
-    pub fc2: Linear<'w>,
+pub struct Projector {
+    pub norm: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
 }
 
-impl<'w> Projector<'w> {
-    pub fn load(w: &'w MappedWeights, hp: &VisionHparams) -> Result<Self> {
+impl Projector {
+    pub fn load(w: &MappedWeights, hp: &VisionHparams) -> Result<Self> {
         Ok(Projector {
             norm: LayerNorm::load(w, "mm.norm", hp.proj_eps)?,
             fc1: Linear::load(w, "mm.fc1")?,
@@ -22,7 +22,7 @@ impl<'w> Projector<'w> {
     }
 
     /// `merged` [4C, T, B] -> [H, T, B].
-    pub fn forward<'g>(&self, g: &mut Graph, merged: Tensor<'_>) -> Result<Tensor<'g>> {
+    pub fn forward<'g>(&self, g: &'g Graph<'_>, merged: Tensor<'_>) -> Result<Tensor<'g>> {
         let x = self.norm.forward(g, merged)?;
         let x = self.fc1.forward(g, x)?;
         let x = g.unary(x, Unary::GeluErf)?;
@@ -56,7 +56,7 @@ pub fn merge_indices(grid_pairs: usize, batch: usize) -> Vec<i32> {
 /// Pads F [C, N, B] (N = g*g) to an even grid and merges 2x2 cells:
 /// -> [4C, G*G, B].
 pub fn merge_2x2<'g>(
-    g: &mut Graph,
+    g: &'g Graph<'_>,
     f: Tensor<'_>,
     grid: i64,
     idx: Tensor<'_>,

@@ -1,64 +1,74 @@
 //! SigLIP vision tower with the extra mask patch embedding
 //! (`vision_tower/`: `embeddings.*`, `encoder.layers.N.*`).
 
-use crate::error::Result;
-use crate::sys::ggml::{Graph, MappedWeights, Tensor, Unary};
+use crate::error::{Error, Result};
+use crate::sys::ggml::{Graph, MappedWeights, Tensor, Unary, Weight};
 use crate::weights::{layer_name, VisionHparams};
 
 /// `Linear` with bias.
-#[derive(Clone, Copy)]
-pub struct Linear<'w> {
-    pub weight: Tensor<'w>,
-    pub bias: Tensor<'w>,
+#[derive(Clone, Copy, Debug)]
+pub struct Linear {
+    pub weight: Weight,
+    pub bias: Weight,
 }
 
-impl<'w> Linear<'w> {
-    pub fn load(w: &'w MappedWeights, prefix: &str) -> Result<Self> {
-        Ok(Linear {
-            weight: w.get(&format!("{prefix}.weight"))?,
-            bias: w.get(&format!("{prefix}.bias"))?,
-        })
+impl Linear {
+    pub fn load(w: &MappedWeights, prefix: &str) -> Result<Self> {
+        let l = Linear {
+            weight: w.weight(&format!("{prefix}.weight"))?,
+            bias: w.weight(&format!("{prefix}.bias"))?,
+        };
+        // The vision table checks each shape against the hyper-parameters;
+        // this checks the pair agrees, which `forward` relies on.
+        let (wn, bn) = (w.ne(l.weight)?, w.ne(l.bias)?);
+        if bn != [wn[1], 1, 1, 1] {
+            return Err(Error::InvalidModel(format!(
+                "{prefix}: bias {bn:?} for weight {wn:?}"
+            )));
+        }
+        Ok(l)
     }
     /// `x` [K, N, B...] -> [out, N, B...]. A batch of images is multiplied
     /// as one [K, N*B] matrix: one larger product, and ggml's AMX kernels
     /// (repacked weights) only handle 2-D activations correctly.
-    pub fn forward<'g>(&self, g: &mut Graph, x: Tensor<'_>) -> Result<Tensor<'g>> {
+    pub fn forward<'g>(&self, g: &'g Graph<'_>, x: Tensor<'g>) -> Result<Tensor<'g>> {
+        let (w, bias) = (g.weight(self.weight)?, g.weight(self.bias)?);
         let ne = x.ne();
         let rank = ne.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1);
         let y = if rank > 2 && x.is_contiguous() {
             let rows = ne[1..].iter().product::<i64>();
             let flat = g.reshape(x, &[ne[0], rows])?;
-            let y = g.mul_mat(self.weight, flat)?;
+            let y = g.mul_mat(w, flat)?;
             let mut shape = ne[..rank].to_vec();
-            shape[0] = self.weight.ne()[1];
+            shape[0] = w.ne()[1];
             g.reshape(y, &shape)?
         } else {
-            g.mul_mat(self.weight, x)?
+            g.mul_mat(w, x)?
         };
-        g.add(y, self.bias)
+        g.add(y, bias)
     }
 }
 
 /// `LayerNorm` with affine weight and bias.
-#[derive(Clone, Copy)]
-pub struct LayerNorm<'w> {
-    pub weight: Tensor<'w>,
-    pub bias: Tensor<'w>,
+#[derive(Clone, Copy, Debug)]
+pub struct LayerNorm {
+    pub weight: Weight,
+    pub bias: Weight,
     pub eps: f32,
 }
 
-impl<'w> LayerNorm<'w> {
-    pub fn load(w: &'w MappedWeights, prefix: &str, eps: f32) -> Result<Self> {
+impl LayerNorm {
+    pub fn load(w: &MappedWeights, prefix: &str, eps: f32) -> Result<Self> {
         Ok(LayerNorm {
-            weight: w.get(&format!("{prefix}.weight"))?,
-            bias: w.get(&format!("{prefix}.bias"))?,
+            weight: w.weight(&format!("{prefix}.weight"))?,
+            bias: w.weight(&format!("{prefix}.bias"))?,
             eps,
         })
     }
-    pub fn forward<'g>(&self, g: &mut Graph, x: Tensor<'_>) -> Result<Tensor<'g>> {
+    pub fn forward<'g>(&self, g: &'g Graph<'_>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         let y = g.norm(x, self.eps)?;
-        let y = g.mul(y, self.weight)?;
-        g.add(y, self.bias)
+        let y = g.mul(y, g.weight(self.weight)?)?;
+        g.add(y, g.weight(self.bias)?)
     }
 }
 
@@ -75,7 +85,7 @@ pub enum Act {
 }
 
 impl Act {
-    pub fn forward<'g>(self, g: &mut Graph, x: Tensor<'_>) -> Result<Tensor<'g>> {
+    pub fn forward<'g>(self, g: &'g Graph<'_>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         match self {
             Act::GeluErf => g.unary(x, Unary::GeluErf),
             Act::GeluTanhFast => g.unary(x, Unary::GeluTable),
@@ -94,22 +104,22 @@ impl Act {
 }
 
 /// `fc2(act(fc1(x)))`.
-#[derive(Clone, Copy)]
-pub struct Mlp<'w> {
-    pub fc1: Linear<'w>,
-    pub fc2: Linear<'w>,
+#[derive(Clone, Copy, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
     pub act: Act,
 }
 
-impl<'w> Mlp<'w> {
-    pub fn load(w: &'w MappedWeights, prefix: &str, act: Act) -> Result<Self> {
+impl Mlp {
+    pub fn load(w: &MappedWeights, prefix: &str, act: Act) -> Result<Self> {
         Ok(Mlp {
             fc1: Linear::load(w, &format!("{prefix}.ffn_up"))?,
             fc2: Linear::load(w, &format!("{prefix}.ffn_down"))?,
             act,
         })
     }
-    pub fn forward<'g>(&self, g: &mut Graph, x: Tensor<'_>) -> Result<Tensor<'g>> {
+    pub fn forward<'g>(&self, g: &'g Graph<'_>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         let h = self.fc1.forward(g, x)?;
         let h = self.act.forward(g, h)?;
         self.fc2.forward(g, h)
@@ -117,20 +127,20 @@ impl<'w> Mlp<'w> {
 }
 
 /// Multi-head attention with biases; self-attention when `kv` is `q_in`.
-#[derive(Clone, Copy)]
-pub struct Attention<'w> {
-    pub q: Linear<'w>,
-    pub k: Linear<'w>,
-    pub v: Linear<'w>,
-    pub out: Linear<'w>,
+#[derive(Clone, Copy, Debug)]
+pub struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub out: Linear,
     pub heads: i64,
     /// Use ggml's fused flash attention (f16 K/V); off for f32 weights,
     /// where the exact path keeps reference parity.
     pub flash: bool,
 }
 
-impl<'w> Attention<'w> {
-    pub fn load(w: &'w MappedWeights, prefix: &str, heads: u32, flash: bool) -> Result<Self> {
+impl Attention {
+    pub fn load(w: &MappedWeights, prefix: &str, heads: u32, flash: bool) -> Result<Self> {
         Ok(Attention {
             q: Linear::load(w, &format!("{prefix}.attn_q"))?,
             k: Linear::load(w, &format!("{prefix}.attn_k"))?,
@@ -145,7 +155,7 @@ impl<'w> Attention<'w> {
     /// scores (cross-attention's optional key mask). Softmax in f32.
     pub fn forward<'g>(
         &self,
-        g: &mut Graph,
+        g: &'g Graph<'_>,
         x_q: Tensor<'_>,
         x_kv: Tensor<'_>,
         mask: Option<Tensor<'_>>,
@@ -190,16 +200,16 @@ impl<'w> Attention<'w> {
 }
 
 /// `encoder.layers.N`: pre-norm self-attention and MLP.
-pub struct EncoderLayer<'w> {
-    pub ln1: LayerNorm<'w>,
-    pub attn: Attention<'w>,
-    pub ln2: LayerNorm<'w>,
-    pub mlp: Mlp<'w>,
+pub struct EncoderLayer {
+    pub ln1: LayerNorm,
+    pub attn: Attention,
+    pub ln2: LayerNorm,
+    pub mlp: Mlp,
 }
 
-impl<'w> EncoderLayer<'w> {
+impl EncoderLayer {
     pub fn load(
-        w: &'w MappedWeights,
+        w: &MappedWeights,
         hp: &VisionHparams,
         i: usize,
         act: Act,
@@ -213,7 +223,7 @@ impl<'w> EncoderLayer<'w> {
             mlp: Mlp::load(w, &p, act)?,
         })
     }
-    pub fn forward<'g>(&self, g: &mut Graph, x: Tensor<'_>) -> Result<Tensor<'g>> {
+    pub fn forward<'g>(&self, g: &'g Graph<'_>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         let h = self.ln1.forward(g, x)?;
         let h = self.attn.forward(g, h, h, None)?;
         let x = g.add(x, h)?;
@@ -224,22 +234,22 @@ impl<'w> EncoderLayer<'w> {
 }
 
 /// `embeddings`: RGB and mask patch convolutions plus positions.
-pub struct Embeddings<'w> {
-    pub patch: Tensor<'w>,
-    pub patch_bias: Tensor<'w>,
-    pub mask_patch: Tensor<'w>,
-    pub mask_patch_bias: Tensor<'w>,
-    pub position: Tensor<'w>,
+pub struct Embeddings {
+    pub patch: Weight,
+    pub patch_bias: Weight,
+    pub mask_patch: Weight,
+    pub mask_patch_bias: Weight,
+    pub position: Weight,
 }
 
-impl<'w> Embeddings<'w> {
-    pub fn load(w: &'w MappedWeights) -> Result<Self> {
+impl Embeddings {
+    pub fn load(w: &MappedWeights) -> Result<Self> {
         Ok(Embeddings {
-            patch: w.get("v.patch_embd.weight")?,
-            patch_bias: w.get("v.patch_embd.bias")?,
-            mask_patch: w.get("v.mask_patch_embd.weight")?,
-            mask_patch_bias: w.get("v.mask_patch_embd.bias")?,
-            position: w.get("v.position_embd.weight")?,
+            patch: w.weight("v.patch_embd.weight")?,
+            patch_bias: w.weight("v.patch_embd.bias")?,
+            mask_patch: w.weight("v.mask_patch_embd.weight")?,
+            mask_patch_bias: w.weight("v.mask_patch_embd.bias")?,
+            position: w.weight("v.position_embd.weight")?,
         })
     }
 
@@ -247,27 +257,27 @@ impl<'w> Embeddings<'w> {
     /// (row-major patches; the stride-P convolution drops trailing pixels).
     pub fn forward<'g>(
         &self,
-        g: &mut Graph,
-        rgb: Tensor<'_>,
-        mask: Tensor<'_>,
+        g: &'g Graph<'_>,
+        rgb: Tensor<'g>,
+        mask: Tensor<'g>,
     ) -> Result<Tensor<'g>> {
-        let e = g.patch_embed(self.patch, rgb)?; // [C, N, B]
-        let m = g.patch_embed(self.mask_patch, mask)?;
+        let e = g.patch_embed(g.weight(self.patch)?, rgb)?; // [C, N, B]
+        let m = g.patch_embed(g.weight(self.mask_patch)?, mask)?;
         let e = g.add(e, m)?;
-        let e = g.add(e, self.patch_bias)?;
-        let e = g.add(e, self.mask_patch_bias)?;
-        g.add(e, self.position)
+        let e = g.add(e, g.weight(self.patch_bias)?)?;
+        let e = g.add(e, g.weight(self.mask_patch_bias)?)?;
+        g.add(e, g.weight(self.position)?)
     }
 }
 
 /// The used part of the tower: embeddings and layers 0..used_layers.
-pub struct VisionTower<'w> {
-    pub embeddings: Embeddings<'w>,
-    pub layers: Vec<EncoderLayer<'w>>,
+pub struct VisionTower {
+    pub embeddings: Embeddings,
+    pub layers: Vec<EncoderLayer>,
 }
 
-impl<'w> VisionTower<'w> {
-    pub fn load(w: &'w MappedWeights, hp: &VisionHparams, act: Act, flash: bool) -> Result<Self> {
+impl VisionTower {
+    pub fn load(w: &MappedWeights, hp: &VisionHparams, act: Act, flash: bool) -> Result<Self> {
         let layers = (0..hp.used_layers() as usize)
             .map(|i| EncoderLayer::load(w, hp, i, act, flash))
             .collect::<Result<_>>()?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use dam::sys::GgmlType;
+use dam::GgmlType;
 
 pub const MODELS: [&str; 2] = ["tiny", "geom"];
 
@@ -25,7 +25,7 @@ pub fn fixtures() -> PathBuf {
 /// `DAM_TEST_DEVICES=cpu` or `=gpu` keeps one (`gpu` fails without a GPU,
 /// so a GPU run cannot silently test the CPU twice).
 pub fn on_devices(p: dam::ModelParams) -> Vec<(&'static str, dam::ModelParams)> {
-    let has_gpu = !dam::sys::ggml::gpu_devices().is_empty();
+    let has_gpu = !dam::ggml::gpu_devices().is_empty();
     let want = std::env::var("DAM_TEST_DEVICES").unwrap_or_default();
     let mut v = Vec::new();
     if want.is_empty() || want.contains("cpu") {
