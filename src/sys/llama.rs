@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, Once, RwLock};
 use super::types::{dequantize, GgmlType};
 use super::{ffi, MappedFile};
 use crate::error::{Error, Result};
-use crate::gguf_file::GgufHeader;
+use crate::gguf_file::{GgufHeader, TensorInfo};
 
 // ---------------------------------------------------------------- backend, logging
 
@@ -218,39 +218,57 @@ pub struct LlamaModel {
 /// The token embedding table (`token_embd.weight`) read from the mapped
 /// GGUF file. llama.cpp keeps it private, but a prompt that mixes text and
 /// image rows can only go into one llama_decode as embedding rows.
-struct TokenTable {
+pub struct TokenTable {
     file: MappedFile,
     /// Byte offset of row 0 in the file.
     offset: usize,
     row_bytes: usize,
     ty: GgmlType,
+    /// ggml shape [n_embd, n_vocab].
+    ne: Vec<u64>,
 }
 
 impl TokenTable {
-    /// Maps `path` and finds the table, which must be `n_embd` x `n_vocab`.
-    fn open(path: &Path, n_embd: usize, n_vocab: usize) -> Result<TokenTable> {
+    /// The table `t` of a mapped file whose header (`t` from it) has been
+    /// parsed, so that offset + size lie in the file.
+    pub fn new(file: MappedFile, t: &TensorInfo) -> Result<TokenTable> {
+        let row_bytes =
+            t.ne.first()
+                .and_then(|&n| t.ty.row_size(n))
+                .ok_or_else(|| Error::InvalidModel(format!("{} has a bad row size", t.name)))?;
+        Ok(TokenTable {
+            offset: t.offset as usize,
+            row_bytes: row_bytes as usize,
+            ty: t.ty,
+            ne: t.ne.clone(),
+            file,
+        })
+    }
+
+    /// Maps and parses `path` and finds the table.
+    fn open(path: &Path) -> Result<TokenTable> {
         let file = MappedFile::open(path)?;
         let what = path.display().to_string();
         let h = GgufHeader::parse(file.bytes(), &what)?;
         let t = h
             .tensor("token_embd.weight")
             .ok_or_else(|| Error::InvalidModel(format!("{what}: no token_embd.weight tensor")))?;
-        if t.ne.len() != 2 || t.ne[0] != n_embd as u64 || t.ne[1] != n_vocab as u64 {
+        Self::new(file, t).map_err(|e| match e {
+            Error::InvalidModel(m) => Error::InvalidModel(format!("{what}: {m}")),
+            e => e,
+        })
+    }
+
+    /// The table must be `n_embd` x `n_vocab` (llama.cpp's sizes).
+    fn check(self, what: &Path, n_embd: usize, n_vocab: usize) -> Result<TokenTable> {
+        if self.ne != [n_embd as u64, n_vocab as u64] {
             return Err(Error::InvalidModel(format!(
-                "{what}: token_embd.weight is {:?}, not [{n_embd}, {n_vocab}]",
-                t.ne
+                "{}: token_embd.weight is {:?}, not [{n_embd}, {n_vocab}]",
+                what.display(),
+                self.ne
             )));
         }
-        // The header parser checked that offset + nbytes lies in the file.
-        let row_bytes = t.ty.row_size(t.ne[0]).ok_or_else(|| {
-            Error::InvalidModel(format!("{what}: token_embd.weight has a bad row size"))
-        })?;
-        Ok(TokenTable {
-            offset: t.offset as usize,
-            row_bytes: row_bytes as usize,
-            ty: t.ty,
-            file,
-        })
+        Ok(self)
     }
 
     /// Row `id` as f32 (ggml's `to_float`, the values llama.cpp's
@@ -293,6 +311,16 @@ impl std::fmt::Debug for LlamaModel {
 impl LlamaModel {
     /// Loads a GGUF model file.
     pub fn load(path: &Path, params: &ModelParams) -> Result<LlamaModel> {
+        Self::load_with_table(path, params, None)
+    }
+
+    /// As [`LlamaModel::load`], with the token embedding table of the same
+    /// file when the caller has already mapped and parsed it.
+    pub fn load_with_table(
+        path: &Path,
+        params: &ModelParams,
+        table: Option<TokenTable>,
+    ) -> Result<LlamaModel> {
         init_backend();
         if !path.is_file() {
             return Err(Error::Io(format!("{}: no such file", path.display())));
@@ -349,7 +377,9 @@ impl LlamaModel {
                 path.display()
             )))
         } else {
-            TokenTable::open(path, n_embd, n_vocab)
+            table
+                .map_or_else(|| TokenTable::open(path), Ok)
+                .and_then(|t| t.check(path, n_embd, n_vocab))
         };
         let tokens = match tokens {
             Ok(t) => t,
