@@ -15,7 +15,7 @@ use crate::llm::prompt::{
     conversation, prompt_ids, tokenize_prompt, user_text, LengthControl, PromptPiece,
 };
 use crate::preprocess::{focal_window, make_views, Views, Window};
-use crate::region::{rasterize, Region};
+use crate::region::{rasterize_any, Region, EMPTY_REGION};
 use crate::sys::ggml::{self, Backend, Device};
 use crate::sys::llama::{
     self, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, LogLevel, TokenTable,
@@ -51,7 +51,7 @@ pub struct ModelParams {
 }
 
 /// Where the vision stage runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum VisionDevice {
     /// On `main_gpu` when ggml has a GPU (weights uploaded once at load),
     /// else on the CPU (one info log line says so).
@@ -111,15 +111,35 @@ impl ModelParams {
         Ok(Some(gpus[i]))
     }
 
-    fn threads(&self) -> usize {
-        if self.threads > 0 {
-            // ggml's thread pools hold at most 512 threads.
-            self.threads.min(512)
-        } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(4)
+    /// How the vision stage loads with these parameters.
+    pub fn vision_options(&self) -> Result<VisionOptions> {
+        Ok(self.vision_options_on(self.gpu()?))
+    }
+
+    /// As [`Self::vision_options`], `gpu` being [`Self::gpu`]'s answer.
+    fn vision_options_on(&self, gpu: Option<Device>) -> VisionOptions {
+        VisionOptions {
+            device: gpu.filter(|_| self.vision_device == VisionDevice::Gpu),
+            flash_attn: self.flash_attn,
+            repack: self.repack,
         }
+    }
+}
+
+/// The most CPU threads dam runs (ggml's GGML_MAX_N_THREADS: its thread
+/// pools hold no more; OpenMP aborts or crashes with far more). Larger
+/// counts are refused, never clamped.
+pub const MAX_THREADS: usize = 512;
+
+/// The thread count for `requested`: itself, or all cores for 0 (4 when
+/// the OS cannot tell). More than [`MAX_THREADS`] is an error.
+pub fn resolve_threads(requested: usize) -> Result<usize> {
+    match requested {
+        0 => Ok(std::thread::available_parallelism().map_or(4, |n| n.get().min(MAX_THREADS))),
+        n if n <= MAX_THREADS => Ok(n),
+        n => Err(Error::InvalidArgument(format!(
+            "{n} threads requested; at most {MAX_THREADS}"
+        ))),
     }
 }
 
@@ -218,16 +238,9 @@ impl Model {
         let mut step = |s| progress(s).then_some(()).ok_or(Error::Cancelled);
         step(LoadStage::Start)?;
         let t0 = Instant::now();
+        resolve_threads(params.threads)?;
         let gpu = params.gpu()?;
-        let vision_gpu = gpu.filter(|_| params.vision_device == VisionDevice::Gpu);
-        let vision = VisionModel::load_with(
-            vision_path,
-            &VisionOptions {
-                device: vision_gpu,
-                flash_attn: params.flash_attn,
-                repack: params.repack,
-            },
-        )?;
+        let vision = VisionModel::load_with(vision_path, &params.vision_options_on(gpu))?;
         step(LoadStage::VisionLoaded)?;
         let file = check_llm_file(llm_path, vision.hp.llm_hidden)?;
         let table = TokenTable::new(file.map, &file.token_embd)?;
@@ -270,7 +283,7 @@ impl Model {
     /// A new session (KV cache and compute buffers) for one thread at a time.
     pub fn session(self: &Arc<Self>) -> Result<Session> {
         let cancel = Arc::new(AtomicBool::new(false));
-        let threads = self.params.threads();
+        let threads = resolve_threads(self.params.threads)?;
         let n_ctx = if self.params.n_ctx > 0 {
             self.params.n_ctx
         } else {
@@ -335,6 +348,18 @@ impl Default for DescribeOptions {
 }
 
 impl DescribeOptions {
+    /// The generation settings of these options.
+    pub fn generate_options(&self, collect_logits: bool) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            collect_logits,
+        }
+    }
+
     pub fn greedy() -> Self {
         DescribeOptions {
             temperature: 0.0,
@@ -371,17 +396,15 @@ pub struct Timings {
     pub decode_ms: f64,
     pub n_prompt_tokens: usize,
     pub n_generated: usize,
+    /// Single-token decode steps (see [`crate::llm::Timings::n_decoded`]).
+    pub n_decoded: usize,
 }
 
 impl Timings {
-    /// Decode speed: tokens after the first (which comes out of the
-    /// prefill) per second of decoding.
+    /// Decode steps per second (0 if none ran), as
+    /// [`crate::llm::Timings::decode_tokens_per_s`].
     pub fn decode_tokens_per_s(&self) -> f64 {
-        if self.decode_ms > 0.0 && self.n_generated > 1 {
-            (self.n_generated - 1) as f64 * 1e3 / self.decode_ms
-        } else {
-            0.0
-        }
+        crate::llm::generate::steps_per_s(self.n_decoded, self.decode_ms)
     }
 }
 
@@ -465,7 +488,9 @@ impl Session {
         CancelHandle(self.cancel.clone())
     }
 
+    /// Sets the CPU threads of the vision stage and the LLM (0 = all cores).
     pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        let threads = resolve_threads(threads)?;
         self.backend.set_threads(threads);
         self.ctx.set_threads(threads)
     }
@@ -555,7 +580,6 @@ impl Session {
         opts: &DescribeOptions,
         on_text: &mut dyn FnMut(usize, &str) -> bool,
     ) -> Result<Captions> {
-        let model = self.model.clone();
         if regions.is_empty() || regions.len() > MAX_REGIONS {
             return Err(Error::InvalidArgument(format!(
                 "{} regions given; 1..={MAX_REGIONS} per call",
@@ -568,24 +592,17 @@ impl Session {
         let mut views = Vec::with_capacity(regions.len());
         let mut infos = Vec::with_capacity(regions.len());
         for (k, r) in regions.iter().enumerate() {
-            let (v, info) =
-                region_views(&model.vision.hp, image, &rgb, r).map_err(|e| region_err(k, e))?;
+            let (v, info) = self
+                .region_views(image, &rgb, r)
+                .and_then(|v| v.ok_or_else(empty_region))
+                .map_err(|e| region_err(k, e))?;
             views.push(v);
             infos.push(info);
         }
         drop(rgb);
         let preprocess_ms = ms(t0);
-
-        let t1 = Instant::now();
-        let mut embeddings = Vec::with_capacity(views.len());
-        for chunk in views.chunks(VISION_BATCH) {
-            let refs: Vec<&Views> = chunk.iter().collect();
-            let vis = model
-                .vision
-                .encode(&mut self.backend, &refs, Detail::Embeddings)?;
-            embeddings.extend(vis.embeddings);
-        }
-        let vision_ms = ms(t1);
+        let (vis, vision_ms) = self.encode(&views, VISION_BATCH, Detail::Embeddings)?;
+        let embeddings: Vec<&Vec<f32>> = vis.iter().flat_map(|v| &v.embeddings).collect();
 
         let (_, pieces) = self.prompt(1, opts)?;
         let images: Vec<[&[f32]; 1]> = embeddings.iter().map(|e| [e.as_slice()]).collect();
@@ -596,20 +613,12 @@ impl Session {
                 images: img,
             })
             .collect();
-        let gen_opts = GenerateOptions {
-            max_new_tokens: opts.max_new_tokens,
-            temperature: opts.temperature,
-            top_p: opts.top_p,
-            top_k: opts.top_k,
-            seed: opts.seed,
-            collect_logits: false,
-        };
         let t2 = Instant::now();
         let gens = generate_many(
             &mut self.ctx,
-            &model.llm,
+            &self.model.llm,
             &prompts,
-            &gen_opts,
+            &opts.generate_options(false),
             on_text,
             &self.cancel,
         )?;
@@ -622,6 +631,7 @@ impl Session {
             decode_ms: (llm_ms - prefill_ms).max(0.0),
             n_prompt_tokens: gens.iter().map(|g| g.timings.n_prompt_tokens).sum(),
             n_generated: gens.iter().map(|g| g.tokens.len()).sum(),
+            n_decoded: gens.iter().map(|g| g.timings.n_decoded).sum(),
         };
         let captions = gens
             .iter()
@@ -629,6 +639,47 @@ impl Session {
             .map(|(g, info)| caption_of(g, vec![info], Vec::new(), preprocess_ms, vision_ms))
             .collect();
         Ok(Captions { captions, timings })
+    }
+
+    /// Rasterises one region of an image (`rgb` is `image` as RGB) and makes
+    /// its two views; `None` for a region that covers no pixel.
+    fn region_views(
+        &self,
+        image: &ImageView,
+        rgb: &crate::image::RgbImage,
+        region: &Region,
+    ) -> Result<Option<(Views, FrameInfo)>> {
+        let hp = &self.model.vision.hp;
+        let mask = rasterize_any(region, image)?;
+        let Some(mask_box) = mask.bbox() else {
+            return Ok(None);
+        };
+        let window = focal_window(&mask)?;
+        let v = make_views(rgb, &mask, hp.image_size, hp.image_mean, hp.image_std)?;
+        let info = FrameInfo {
+            window,
+            mask_box,
+            mask_pixels: mask.count(),
+            context_applied: !v.focal_is_full,
+        };
+        Ok(Some((v, info)))
+    }
+
+    /// Runs the vision stage on `views`, `batch` per graph; gives one
+    /// output per graph and the time taken.
+    fn encode(
+        &mut self,
+        views: &[Views],
+        batch: usize,
+        detail: Detail,
+    ) -> Result<(Vec<VisionOutput>, f64)> {
+        let t = Instant::now();
+        let mut out = Vec::with_capacity(views.len().div_ceil(batch.max(1)));
+        for chunk in views.chunks(batch.max(1)) {
+            let refs: Vec<&Views> = chunk.iter().collect();
+            out.push(self.model.vision.encode(&mut self.backend, &refs, detail)?);
+        }
+        Ok((out, ms(t)))
     }
 
     /// The conversation for `n_views` images and its tokenized pieces.
@@ -680,75 +731,58 @@ impl Session {
         keep: bool,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(Caption, Option<Trace>)> {
-        let model = self.model.clone();
-        let hp = &model.vision.hp;
+        let max = self.model.max_frames();
         if frames.is_empty() {
             return Err(Error::InvalidArgument("no frame given".into()));
         }
-        if frames.len() > model.max_frames() {
+        if frames.len() > max {
             return Err(Error::InvalidArgument(format!(
-                "{} frames given, the model takes at most {}",
-                frames.len(),
-                model.max_frames()
+                "{} frames given, the model takes at most {max}",
+                frames.len()
             )));
         }
         check_options(opts)?;
         let video = frames.len() > 1;
 
-        // Regions -> masks -> views.
+        // Regions -> masks -> views; empty regions drop a video frame.
         let t0 = Instant::now();
         let mut views = Vec::new();
         let mut infos = Vec::new();
         let mut dropped = Vec::new();
-        let mut first_err = None;
         for (k, f) in frames.iter().enumerate() {
             let rgb = f.image.to_rgb();
-            match region_views(hp, &f.image, &rgb, &f.region) {
-                Ok((v, info)) => {
+            match self.region_views(&f.image, &rgb, &f.region) {
+                Ok(Some((v, info))) => {
                     views.push(v);
                     infos.push(info);
                 }
-                // Empty regions drop a video frame; anything else is an error.
-                Err(Error::InvalidRegion(m)) if video && m.contains("empty") => {
-                    dropped.push(k);
-                    first_err.get_or_insert(Error::InvalidRegion(m));
-                }
+                Ok(None) if video => dropped.push(k),
+                Ok(None) => return Err(empty_region()),
                 Err(e) => return Err(if video { frame_err(k, e) } else { e }),
             }
         }
         if views.is_empty() {
-            return Err(match first_err {
-                Some(Error::InvalidRegion(m)) => {
-                    Error::InvalidRegion(format!("every frame's region is empty ({m})"))
-                }
-                _ => Error::InvalidRegion("every frame's region is empty".into()),
-            });
+            return Err(Error::InvalidRegion(format!(
+                "every frame's region is empty ({EMPTY_REGION})"
+            )));
         }
         let preprocess_ms = ms(t0);
 
-        // Vision.
-        let t1 = Instant::now();
-        let refs: Vec<&Views> = views.iter().collect();
-        let vis = model.vision.encode(&mut self.backend, &refs, detail)?;
-        let vision_ms = ms(t1);
+        // One graph for all frames (a trace keeps its intermediates).
+        let (vis, vision_ms) = self.encode(&views, views.len(), detail)?;
+        let vis = vis
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Backend("no vision output".into()))?;
 
-        // Prompt.
         let (prompt, pieces) = self.prompt(views.len(), opts)?;
         let images: Vec<&[f32]> = vis.embeddings.iter().map(|e| e.as_slice()).collect();
-        let gen_opts = GenerateOptions {
-            max_new_tokens: opts.max_new_tokens,
-            temperature: opts.temperature,
-            top_p: opts.top_p,
-            top_k: opts.top_k,
-            seed: opts.seed,
-            collect_logits: keep,
-        };
         let g = generate(
             &mut self.ctx,
-            &model.llm,
+            &self.model.llm,
             &pieces,
             &images,
-            &gen_opts,
+            &opts.generate_options(keep),
             on_text,
             &self.cancel,
         )?;
@@ -763,29 +797,6 @@ impl Session {
         });
         Ok((caption, trace))
     }
-}
-
-/// Rasterises one region of an image (`rgb` is `image` as RGB) and makes
-/// its two views.
-fn region_views(
-    hp: &crate::weights::VisionHparams,
-    image: &ImageView,
-    rgb: &crate::image::RgbImage,
-    region: &Region,
-) -> Result<(Views, FrameInfo)> {
-    let mask = rasterize(region, image)?;
-    let mask_box = mask
-        .bbox()
-        .ok_or_else(|| Error::InvalidRegion("region is empty".into()))?;
-    let window = focal_window(&mask)?;
-    let v = make_views(rgb, &mask, hp.image_size, hp.image_mean, hp.image_std)?;
-    let info = FrameInfo {
-        window,
-        mask_box,
-        mask_pixels: mask.count(),
-        context_applied: !v.focal_is_full,
-    };
-    Ok((v, info))
 }
 
 /// The caption of one generation, with the shared stages' times.
@@ -809,8 +820,13 @@ fn caption_of(
             decode_ms: g.timings.decode_ms,
             n_prompt_tokens: g.timings.n_prompt_tokens,
             n_generated: g.tokens.len(),
+            n_decoded: g.timings.n_decoded,
         },
     }
+}
+
+fn empty_region() -> Error {
+    Error::InvalidRegion(EMPTY_REGION.into())
 }
 
 fn check_options(opts: &DescribeOptions) -> Result<()> {

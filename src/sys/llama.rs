@@ -475,15 +475,6 @@ impl LlamaModel {
         unsafe { ffi::llama_vocab_is_eog(self.vocab(), tok) }
     }
 
-    /// Whether `tok` is a control token (`<s>`, `</s>`, ...).
-    pub fn is_control(&self, tok: i32) -> bool {
-        if self.tok_opt(tok).is_none() {
-            return false;
-        }
-        // SAFETY: valid vocab pointer, token id checked to be in range.
-        unsafe { ffi::llama_vocab_is_control(self.vocab(), tok) }
-    }
-
     /// Tokenises `text` with llama.cpp's tokenizer (for this model the
     /// SentencePiece one, which prepends the dummy-prefix space to `text`).
     /// `add_bos` prepends the BOS token (regardless of the file's
@@ -584,41 +575,12 @@ impl LlamaModel {
             (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
         }
     }
-
-    /// A metadata value of the GGUF file rendered as a string.
-    pub fn meta_str(&self, key: &str) -> Option<String> {
-        let ckey = CString::new(key).ok()?;
-        let mut buf = vec![0u8; 256];
-        for _ in 0..2 {
-            // SAFETY: valid model, NUL-terminated key, `buf` has `buf.len()`
-            // writable bytes; llama.cpp writes a NUL-terminated string of at
-            // most that size (snprintf semantics) and returns the full length.
-            let n = unsafe {
-                ffi::llama_model_meta_val_str(
-                    self.raw(),
-                    ckey.as_ptr(),
-                    buf.as_mut_ptr() as *mut c_char,
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                return None;
-            }
-            let n = n as usize;
-            if n < buf.len() {
-                buf.truncate(n);
-                return Some(String::from_utf8_lossy(&buf).into_owned());
-            }
-            buf = vec![0u8; n + 1];
-        }
-        None
-    }
 }
 
 // ---------------------------------------------------------------- context
 
 /// KV-cache element type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum KvType {
     F32,
     F16,
@@ -634,7 +596,7 @@ impl KvType {
 }
 
 /// Flash-attention policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum FlashAttn {
     /// llama.cpp decides (on where the backend supports it).
     Auto,
@@ -678,9 +640,7 @@ pub struct ContextParams {
 
 impl Default for ContextParams {
     fn default() -> Self {
-        let n_threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(4);
+        let n_threads = crate::model::resolve_threads(0).unwrap_or(4);
         ContextParams {
             n_ctx: 4096,
             n_batch: 512,
@@ -1430,12 +1390,6 @@ impl Sampler {
     pub fn accept(&mut self, tok: i32) {
         // SAFETY: valid chain; accept only updates sampler state.
         unsafe { ffi::llama_sampler_accept(self.ptr.as_ptr(), tok) };
-    }
-
-    /// Resets the chain's state (the RNG is re-seeded only by `new`).
-    pub fn reset(&mut self) {
-        // SAFETY: valid chain.
-        unsafe { ffi::llama_sampler_reset(self.ptr.as_ptr()) };
     }
 }
 
