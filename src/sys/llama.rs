@@ -261,6 +261,12 @@ impl TokenTable {
 
     /// The table must be `n_embd` x `n_vocab` (llama.cpp's sizes).
     fn check(self, what: &Path, n_embd: usize, n_vocab: usize) -> Result<TokenTable> {
+        if n_vocab == 0 || n_embd == 0 {
+            return Err(Error::InvalidModel(format!(
+                "{}: model has no vocabulary or zero width",
+                what.display()
+            )));
+        }
         if self.ne != [n_embd as u64, n_vocab as u64] {
             return Err(Error::InvalidModel(format!(
                 "{}: token_embd.weight is {:?}, not [{n_embd}, {n_vocab}]",
@@ -370,17 +376,10 @@ impl LlamaModel {
             usize::try_from(n_vocab).unwrap_or(0),
             usize::try_from(n_embd).unwrap_or(0),
         );
-        let bad = vocab.is_null() || n_vocab == 0 || n_embd == 0;
-        let tokens = if bad {
-            Err(Error::InvalidModel(format!(
-                "{}: model has no vocabulary or zero width",
-                path.display()
-            )))
-        } else {
-            table
-                .map_or_else(|| TokenTable::open(path), Ok)
-                .and_then(|t| t.check(path, n_embd, n_vocab))
-        };
+        // A null vocabulary has n_vocab 0, which `check` refuses.
+        let tokens = table
+            .map_or_else(|| TokenTable::open(path), Ok)
+            .and_then(|t| t.check(path, n_embd, n_vocab));
         let tokens = match tokens {
             Ok(t) => t,
             Err(e) => {
