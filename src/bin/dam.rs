@@ -612,8 +612,9 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
 
 fn info(a: ModelArgs) -> Result<()> {
     let print_devices = || {
-        println!("cpu:    {}", dam::sys::ggml::cpu_features().join(" "));
-        for d in dam::sys::ggml::devices() {
+        let info = dam::backend_info();
+        println!("cpu:    {}", info.simd.join(" "));
+        for d in info.backends {
             println!(
                 "device: {} ({}, {}; {:.1} of {:.1} GiB free)",
                 d.name,
