@@ -514,7 +514,7 @@ typedef bool (*dam_progress_callback)(dam_load_stage stage, float progress, void
 typedef void (*dam_log_callback)(dam_log_level level, const char *text, void *user_data);
 
 /**
- * How to load a model. Get one from `dam_model_default_params()` and
+ * How to load a model. Get one from `dam_model_params_default()` and
  * change fields; `struct_size` must stay `sizeof(dam_model_params)`.
  * Frozen at its 1.1 size (64 bytes on 64-bit targets): it is returned by
  * value, and a larger struct would be written past an older program's.
@@ -522,7 +522,7 @@ typedef void (*dam_log_callback)(dam_log_level level, const char *text, void *us
  */
 typedef struct dam_model_params {
     /**
-     * `sizeof(dam_model_params)` (set by `dam_model_default_params`).
+     * `sizeof(dam_model_params)` (set by `dam_model_params_default`).
      */
     uint32_t struct_size;
     /**
@@ -596,7 +596,7 @@ typedef struct dam_device_params {
 } dam_device_params;
 
 /**
- * How to create a session. Get one from `dam_session_default_params()`.
+ * How to create a session. Get one from `dam_session_params_default()`.
  */
 typedef struct dam_session_params {
     /**

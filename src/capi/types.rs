@@ -201,7 +201,7 @@ pub type DamLogCallback =
 
 // ------------------------------------------------------------------ structs
 
-/// How to load a model. Get one from `dam_model_default_params()` and
+/// How to load a model. Get one from `dam_model_params_default()` and
 /// change fields; `struct_size` must stay `sizeof(dam_model_params)`.
 /// Frozen at its 1.1 size (64 bytes on 64-bit targets): it is returned by
 /// value, and a larger struct would be written past an older program's.
@@ -209,7 +209,7 @@ pub type DamLogCallback =
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct DamModelParams {
-    /// `sizeof(dam_model_params)` (set by `dam_model_default_params`).
+    /// `sizeof(dam_model_params)` (set by `dam_model_params_default`).
     pub struct_size: u32,
     /// CPU threads for the vision graph and the LLM, 0 ..= 512; 0 = all cores.
     pub n_threads: i32,
@@ -255,7 +255,7 @@ pub struct DamDeviceParams {
     pub repack: i32,
 }
 
-/// How to create a session. Get one from `dam_session_default_params()`.
+/// How to create a session. Get one from `dam_session_params_default()`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct DamSessionParams {
