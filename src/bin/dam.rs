@@ -570,8 +570,9 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
 
 fn info(a: ModelArgs) -> Result<()> {
     let print_devices = || {
-        println!("cpu:    {}", dam::ggml::cpu_features().join(" "));
-        for d in dam::ggml::devices() {
+        let info = dam::backend_info();
+        println!("cpu:    {}", info.simd.join(" "));
+        for d in info.backends {
             println!(
                 "device: {} ({}, {}; {:.1} of {:.1} GiB free)",
                 d.name,

@@ -113,6 +113,28 @@ pub fn init_backend() {
     });
 }
 
+/// llama.cpp's one-line summary of the CPU features and backends it uses.
+pub fn system_info() -> String {
+    init_backend();
+    // SAFETY: no arguments; the result is NULL or a NUL-terminated string
+    // in llama.cpp's static storage, copied before returning.
+    unsafe {
+        let p = ffi::llama_print_system_info();
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().trim().to_string()
+        }
+    }
+}
+
+/// Whether llama.cpp can offload layers to a GPU in this build/machine.
+pub fn supports_gpu_offload() -> bool {
+    init_backend();
+    // SAFETY: a query without arguments or preconditions.
+    unsafe { ffi::llama_supports_gpu_offload() }
+}
+
 /// Loads the ggml backend modules (CPU variants, CUDA, ...) from the first
 /// folder that has a CPU backend: `DAM_BACKENDS_DIR`, the executable's
 /// folder, then the folder the build installed them in. ggml picks the best
