@@ -214,7 +214,9 @@ fn csharp_bindings() {
 
 /// The first clang >= 16 on PATH (setup.sh installs clang-16).
 fn clang() -> String {
-    for c in ["clang-20", "clang-19", "clang-18", "clang-17", "clang-16", "clang"] {
+    for c in [
+        "clang-20", "clang-19", "clang-18", "clang-17", "clang-16", "clang",
+    ] {
         let v = Command::new(c).arg("-dumpversion").output();
         let major = v.ok().and_then(|o| {
             String::from_utf8_lossy(&o.stdout)
@@ -255,7 +257,12 @@ fn swift_module_map() {
     let built = std::fs::read_dir(&cache)
         .unwrap()
         .flat_map(|d| std::fs::read_dir(d.unwrap().path()).into_iter().flatten())
-        .any(|f| f.unwrap().file_name().to_string_lossy().starts_with("CDam-"));
+        .any(|f| {
+            f.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("CDam-")
+        });
     assert!(built, "no CDam module was built in {}", cache.display());
     let o = run(Command::new(&exe).env("LD_LIBRARY_PATH", deps()));
     let stdout = String::from_utf8_lossy(&o.stdout);
