@@ -49,4 +49,8 @@ internal class ProgressSink(private val f: (LoadStage, Float) -> Boolean) {
     fun onProgress(stage: Int, progress: Float): Boolean = f(LoadStage.values()[stage], progress)
 }
 
-internal fun utf8(s: String): ByteArray = s.toByteArray(Charsets.UTF_8)
+/** UTF-8 for dam's C strings, which end at the first NUL: one inside is refused, not cut. */
+internal fun utf8(s: String): ByteArray {
+    if (s.indexOf('\u0000') >= 0) throw InvalidArgumentException("a string contains NUL")
+    return s.toByteArray(Charsets.UTF_8)
+}

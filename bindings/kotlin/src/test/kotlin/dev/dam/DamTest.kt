@@ -260,6 +260,7 @@ fun main() {
         throws<InvalidArgumentException> { session.describe(DamImage.buffer(ByteBuffer.allocateDirect(16), w, h), mask, greedy) }
         throws<InvalidArgumentException> { session.describe(c1.image(), Region.Scribble(floatArrayOf(1f, 2f, 3f), 4f), greedy) }
         throws<InvalidArgumentException> { session.describe(c1.image(), mask, greedy.copy(maxNewTokens = -1)) }
+        throws<InvalidArgumentException> { session.describe(c1.image(), mask, greedy.copy(query = "a\u0000b")) }
         throws<InvalidRegionException> { session.describe(c1.image(), Region.Alpha, greedy) }
         eq(session.describe(c1.image(), mask, greedy), want)
     }
