@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
-use dam::sys::GgmlType;
+use dam::GgmlType;
 
 const SETUP: &str = "install it with `bash scripts/setup.sh`";
 
