@@ -248,13 +248,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_agree_with_the_public_name_table() {
-        // `weights::LLM_TENSORS` (names only) predates this table.
-        let ours: Vec<(&str, &str)> = LLM_TENSORS.iter().map(|d| (d.gguf, d.hf)).collect();
-        assert_eq!(ours, crate::weights::LLM_TENSORS);
-    }
-
-    #[test]
     fn expand_lists_globals_then_layers() {
         let names: Vec<String> = expand(2).into_iter().map(|n| n.gguf).collect();
         assert_eq!(names.len(), 3 + 2 * 9);
