@@ -1,4 +1,4 @@
-//! Generates the C header from `src/capi.rs` with cbindgen.
+//! Generates the C header from `src/capi/` with cbindgen.
 //!
 //! The header is always written to `$OUT_DIR/dam.h`. The committed copy,
 //! `include/dam.h`, is rewritten only when `DAM_BLESS=1` is set; otherwise a
@@ -13,11 +13,13 @@ use std::path::{Path, PathBuf};
 fn main() {
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let src = root.join("src/capi.rs");
+    let src = root.join("src/capi/mod.rs");
     let config_path = root.join("include/cbindgen.toml");
     let committed = root.join("include/dam.h");
     let generated = out_dir.join("dam.h");
-    for p in [&src, &config_path, &committed] {
+    // A folder: cargo watches every file under it.
+    let src_dir = root.join("src/capi");
+    for p in [&src_dir, &config_path, &committed] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     println!("cargo:rerun-if-changed=build.rs");
@@ -45,7 +47,7 @@ fn main() {
         write_if_changed(&committed, &text);
     } else if current.as_deref() != Some(text.as_str()) {
         println!(
-            "cargo:warning=dam: include/dam.h differs from the header generated from src/capi.rs; \
+            "cargo:warning=dam: include/dam.h differs from the header generated from src/capi/; \
              review the change, then run `DAM_BLESS=1 cargo build --release` to update it"
         );
     }

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # DAM-3B-size performance comparison, in one command:
 #
-#   benches/compare.sh [WORKDIR]          (default WORKDIR: target/native/compare)
+#   benches/compare.sh [WORKDIR]          (default WORKDIR: target/compare)
 #
-# Builds dam with RUSTFLAGS="-C target-cpu=native" in its own target dir
-# (target/native, so the normal build is untouched; llama-cpp-sys-2 then
-# builds llama.cpp/ggml with GGML_NATIVE=ON, i.e. -march=native; with clang
-# when there is one, so that ggml's AMX kernels work: see below),
+# Measures the default build, the one the README's commands make (native:
+# .cargo/config.toml sets target-cpu=native, so llama-cpp-sys-2 builds
+# llama.cpp/ggml with GGML_NATIVE=ON, with clang >= 16 when installed so that
+# ggml's AMX kernels work; scripts/cmake/native.cmake), in target/;
 # builds benches/baseline.c (a
 # plain llama.h program) against the same static llama.cpp libraries and
 # benches/membw.c, synthesizes DAM-3B at f16 (`dam synth`: DAM-3B's exact
@@ -36,7 +36,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=${1:-$ROOT/target/native/compare}
+WORK=${1:-$ROOT/target/compare}
 TOKENS=${TOKENS:-64}
 BASE_TOKENS=${BASE_TOKENS:-$TOKENS}
 THREADS=${THREADS:-$(nproc)}
@@ -65,42 +65,13 @@ step() { # step NAME CMD... : runs CMD, logs its wall time
 }
 
 # ---------------------------------------------------------------- build
-export RUSTFLAGS="-C target-cpu=native"
-# -march=native enables ggml's AMX kernels on CPUs with AMX (Sapphire Rapids
-# and later). GCC 12.2 (Debian 12) miscompiles them: it drops the stores that
-# fill the tile configuration, so the first AMX instruction dies with SIGILL.
-# clang builds them correctly, so the build uses clang when one is installed
-# (CC/CXX override; apt-get install clang-16) and otherwise turns AMX off.
-# NO_AMX=1 forces it off, NO_AMX=0 on.
-if [[ -z ${CC:-} ]]; then
-    for c in clang clang-19 clang-18 clang-17 clang-16; do
-        if command -v "$c" >/dev/null && command -v "${c/clang/clang++}" >/dev/null; then
-            export CC=$c CXX=${c/clang/clang++}
-            break
-        fi
-    done
-fi
-if [[ -z ${NO_AMX:-} ]]; then
-    if [[ ${CC:-cc} == *clang* ]]; then NO_AMX=0; else NO_AMX=1; fi
-fi
-if [[ $NO_AMX == 1 ]]; then
-    export CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-    export CXXFLAGS="$CFLAGS"
-fi
-# llama-cpp-sys-2 does not rebuild llama.cpp when the compiler or CFLAGS
-# change: rebuild it when the existing build was configured otherwise.
-STAMP=$ROOT/target/native/compare-build-config
-WANT="CC=${CC:-cc} NO_AMX=$NO_AMX"
-if [[ -f $STAMP && $(cat "$STAMP") != "$WANT" ]] \
-   || [[ ! -f $STAMP && -d $ROOT/target/native/release ]]; then
-    cargo clean -p llama-cpp-sys-2 --release --manifest-path "$ROOT/Cargo.toml" --target-dir "$ROOT/target/native"
-fi
-mkdir -p "$ROOT/target/native"
-echo "$WANT" > "$STAMP"
-echo "build: $WANT, RUSTFLAGS=$RUSTFLAGS" | tee -a "$LOG" >&2
-step build-dam cargo build --release --manifest-path "$ROOT/Cargo.toml" --target-dir "$ROOT/target/native" --bin dam
-DAM=$ROOT/target/native/release/dam
-LIBDIR=$(dirname "$(ls -t "$ROOT"/target/native/release/build/llama-cpp-sys-2-*/out/lib/libllama.a | head -1)")
+# The default build, as a user gets it (no RUSTFLAGS, no CC: the repository's
+# configuration picks the native route and the compiler).
+unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
+echo "build: default (cargo build --release)" | tee -a "$LOG" >&2
+step build-dam cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin dam
+DAM=$ROOT/target/release/dam
+LIBDIR=$(dirname "$(ls -t "$ROOT"/target/release/build/llama-cpp-sys-2-*/out/lib/libllama.a | head -1)")
 step build-baseline cc -O2 -march=native "$ROOT/benches/baseline.c" -I"$LIBDIR/../include" -L"$LIBDIR" \
     -Wl,--start-group -lllama -lggml -lggml-cpu -lggml-base -Wl,--end-group \
     -lstdc++ -lm -fopenmp -lpthread -o "$WORK/baseline"

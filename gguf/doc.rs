@@ -1,12 +1,13 @@
 //! The generated part of `gguf/README.md`: every key and tensor of both
 //! files, rendered from the same tables the converter and the loader use
-//! (`weights::VISION_TENSORS`, `weights::LLM_TENSORS`, `weights::key`, the LLM
-//! storage rules). A unit test checks the README holds this text verbatim;
+//! (`weights::VISION_TENSORS`, `llm::tensors::LLM_TENSORS`, `weights::key`).
+//! A unit test checks the README holds this text verbatim;
 //! `DAM_BLESS=1 cargo test --release --lib convert::doc` rewrites it.
 
-use super::llm::{llm_key as lk, llm_rule, LDim};
+use super::llm::llm_key as lk;
 use super::vision::WEIGHT_TYPE_KEY;
-use crate::weights::{key, Dim, Kind, Part, LLM_TENSORS, VISION_TENSORS};
+use crate::llm::tensors::{LDim, LLM_TENSORS};
+use crate::weights::{key, Dim, Kind, Part, VISION_TENSORS};
 
 /// One documented key.
 #[derive(Clone, Copy, Debug)]
@@ -165,6 +166,14 @@ fn ne<T: Copy>(shape: &[T], sym: impl Fn(T) -> &'static str) -> String {
     format!("[{}]", v.join(", "))
 }
 
+/// How a tensor of `kind` is stored.
+fn stored(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Matrix => "weight type",
+        Kind::F32 => "f32",
+    }
+}
+
 fn keys_table(out: &mut String, keys: &[KeyDoc]) {
     out.push_str("| key | type | meaning |\n|---|---|---|\n");
     for kd in keys {
@@ -200,17 +209,13 @@ pub fn render() -> String {
             Part::ContextLayer => "context_provider",
             Part::Projector => "mm_projector",
         };
-        let stored = match d.kind {
-            Kind::Matrix => "weight type",
-            Kind::F32 => "f32",
-        };
         s.push_str(&format!(
             "| `{}` | `{}` | {} | {} | {} |\n",
             d.gguf,
             d.hf,
             folder,
             ne(d.shape, vsym),
-            stored
+            stored(d.kind)
         ));
     }
     s.push_str("\n### LLM file (`*-llm-<type>.gguf`): keys\n\n");
@@ -225,22 +230,19 @@ pub fn render() -> String {
          tensors, then layer by layer.\n\n",
     );
     s.push_str("| GGUF name | checkpoint name (`llm/`) | ne | stored as |\n|---|---|---|---|\n");
-    for (g, h) in LLM_TENSORS {
-        let (shape, stored) = match llm_rule(g) {
-            Some(r) => {
-                let perm = if r.permute.is_some() {
-                    " (rows permuted)"
-                } else {
-                    ""
-                };
-                (
-                    ne(r.shape, LDim::symbol),
-                    format!("{}{perm}", if r.matrix { "weight type" } else { "f32" }),
-                )
-            }
-            None => ("?".to_string(), "?".to_string()),
+    for d in LLM_TENSORS {
+        let perm = if d.permute.is_some() {
+            " (rows permuted)"
+        } else {
+            ""
         };
-        s.push_str(&format!("| `{g}` | `{h}` | {shape} | {stored} |\n"));
+        s.push_str(&format!(
+            "| `{}` | `{}` | {} | {}{perm} |\n",
+            d.gguf,
+            d.hf,
+            ne(d.shape, LDim::symbol),
+            stored(d.kind)
+        ));
     }
     s
 }

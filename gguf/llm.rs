@@ -9,9 +9,10 @@ use super::hf::{self, Cfg};
 use super::spm::{self, piece_type};
 use super::{matrix_type, Checkpoint, Fallback, FileOut, Progress, TensorSource};
 use crate::error::{Error, Result};
+use crate::llm::tensors::{expand, LlmDims, LlmTensor, Named};
 use crate::sys::gguf::GgufWriter;
 use crate::sys::GgmlType;
-use crate::weights::{layer_name, LLM_TENSORS};
+use crate::weights::Kind;
 
 fn conv(m: String) -> Error {
     Error::Convert(m)
@@ -20,74 +21,6 @@ fn conv(m: String) -> Error {
 /// llama.cpp's `general.file_type` (llama_ftype) for the types `convert` writes.
 pub fn file_type(ty: GgmlType) -> u32 {
     crate::sys::quantize::llama_ftype(ty)
-}
-
-/// A size in an LLM tensor shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LDim {
-    /// vocab_size.
-    Vocab,
-    /// hidden_size.
-    Hidden,
-    /// intermediate_size.
-    Ff,
-    /// num_attention_heads * head_dim.
-    QRows,
-    /// num_key_value_heads * head_dim.
-    KvRows,
-}
-
-impl LDim {
-    /// The symbol used in `gguf/README.md`.
-    pub fn symbol(self) -> &'static str {
-        match self {
-            LDim::Vocab => "V",
-            LDim::Hidden => "H",
-            LDim::Ff => "F",
-            LDim::QRows => "Hq",
-            LDim::KvRows => "Hkv",
-        }
-    }
-}
-
-/// Which head count the llama.cpp Q/K row permutation uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Permute {
-    Heads,
-    KvHeads,
-}
-
-/// How one LLM tensor is stored.
-#[derive(Clone, Copy, Debug)]
-pub struct LlmRule {
-    /// PyTorch order (rows first).
-    pub shape: &'static [LDim],
-    /// Matrices take the requested type; norms stay f32.
-    pub matrix: bool,
-    pub permute: Option<Permute>,
-}
-
-/// The storage rule of an `LLM_TENSORS` entry (by its GGUF name pattern).
-pub fn llm_rule(gguf: &str) -> Option<LlmRule> {
-    use LDim::*;
-    let r = |shape: &'static [LDim], matrix, permute| LlmRule {
-        shape,
-        matrix,
-        permute,
-    };
-    Some(match gguf {
-        "token_embd.weight" | "output.weight" => r(&[Vocab, Hidden], true, None),
-        "output_norm.weight" | "blk.{i}.attn_norm.weight" | "blk.{i}.ffn_norm.weight" => {
-            r(&[Hidden], false, None)
-        }
-        "blk.{i}.attn_q.weight" => r(&[QRows, Hidden], true, Some(Permute::Heads)),
-        "blk.{i}.attn_k.weight" => r(&[KvRows, Hidden], true, Some(Permute::KvHeads)),
-        "blk.{i}.attn_v.weight" => r(&[KvRows, Hidden], true, None),
-        "blk.{i}.attn_output.weight" => r(&[Hidden, QRows], true, None),
-        "blk.{i}.ffn_gate.weight" | "blk.{i}.ffn_up.weight" => r(&[Ff, Hidden], true, None),
-        "blk.{i}.ffn_down.weight" => r(&[Hidden, Ff], true, None),
-        _ => return None,
-    })
 }
 
 /// The Llama hyper-parameters, from `llm/config.json`.
@@ -107,15 +40,16 @@ pub struct LlmHparams {
 }
 
 impl LlmHparams {
-    pub fn dim(&self, d: LDim) -> u64 {
-        let (a, b) = match d {
-            LDim::Vocab => (self.vocab, 1),
-            LDim::Hidden => (self.hidden, 1),
-            LDim::Ff => (self.ff, 1),
-            LDim::QRows => (self.heads, self.head_dim),
-            LDim::KvRows => (self.kv_heads, self.head_dim),
-        };
-        u64::from(a) * u64::from(b)
+    /// The sizes of the tensor table's shapes.
+    pub fn dims(&self) -> LlmDims {
+        LlmDims {
+            vocab: self.vocab.into(),
+            hidden: self.hidden.into(),
+            ff: self.ff.into(),
+            heads: self.heads.into(),
+            kv_heads: self.kv_heads.into(),
+            head_dim: self.head_dim.into(),
+        }
     }
 
     fn from_cfg(c: &Cfg) -> Result<LlmHparams> {
@@ -360,6 +294,31 @@ pub(crate) struct LlmPlan {
     pub fallbacks: Vec<Fallback>,
 }
 
+/// The stored form of one table tensor (no row permutation), as the
+/// converter and `dam synth` write it.
+pub(crate) fn planned(
+    gguf: String,
+    hf: String,
+    def: &LlmTensor,
+    dims: &LlmDims,
+    ty: GgmlType,
+    fallbacks: &mut Vec<Fallback>,
+) -> Planned {
+    let ne = def.ne(dims);
+    let row = ne.first().copied().unwrap_or(1);
+    let ty = match def.kind {
+        Kind::Matrix => matrix_type(ty, row, &gguf, fallbacks),
+        Kind::F32 => GgmlType::F32,
+    };
+    Planned {
+        gguf,
+        hf,
+        ne,
+        ty,
+        permute: None,
+    }
+}
+
 /// Checks the config, the tokenizer and every tensor.
 pub(crate) fn plan(ck: &Checkpoint, ty: GgmlType) -> Result<LlmPlan> {
     let cfg = ck.sub_cfg("llm")?;
@@ -370,59 +329,31 @@ pub(crate) fn plan(ck: &Checkpoint, ty: GgmlType) -> Result<LlmPlan> {
     let mut tensors = Vec::new();
     let mut fallbacks = Vec::new();
     let mut used = HashSet::new();
-    let global: Vec<_> = LLM_TENSORS
-        .iter()
-        .filter(|(g, _)| !g.contains("{i}"))
-        .collect();
-    let per_layer: Vec<_> = LLM_TENSORS
-        .iter()
-        .filter(|(g, _)| g.contains("{i}"))
-        .collect();
-    let mut entries: Vec<(String, String, &str)> = global
-        .iter()
-        .map(|(g, h)| (g.to_string(), h.to_string(), *g))
-        .collect();
-    for i in 0..hp.layers as usize {
-        for (g, h) in &per_layer {
-            entries.push((layer_name(g, i), layer_name(h, i), *g));
-        }
-    }
-    for (gguf, name, pattern) in entries {
-        let rule = llm_rule(pattern)
-            .ok_or_else(|| conv(format!("internal: no storage rule for {pattern}")))?;
-        if !ts.contains(&name) && gguf == "output.weight" && hp.tie_embeddings {
+    let dims = hp.dims();
+    for Named {
+        gguf,
+        hf: name,
+        def,
+    } in expand(hp.layers as usize)
+    {
+        if !ts.contains(&name) && def.optional && hp.tie_embeddings {
             // Tied head: llama.cpp uses token_embd when output.weight is absent.
             continue;
         }
         let meta = ts.meta(&name)?;
         hf::check_dtype("llm", &name, &meta)?;
-        let want: Vec<usize> = rule.shape.iter().map(|&d| hp.dim(d) as usize).collect();
+        let ne = def.ne(&dims);
+        let want: Vec<usize> = ne.iter().rev().map(|&d| d as usize).collect();
         if meta.shape != want {
             return Err(conv(format!(
                 "llm/: tensor {name} has shape {:?}, expected {want:?} from llm/config.json",
                 meta.shape
             )));
         }
-        let ne: Vec<u64> = want.iter().rev().map(|&d| d as u64).collect();
-        let row = ne.first().copied().unwrap_or(1);
-        let tty = if rule.matrix {
-            matrix_type(ty, row, &gguf, &mut fallbacks)
-        } else {
-            GgmlType::F32
-        };
-        let permute = match rule.permute {
-            None => None,
-            Some(Permute::Heads) => Some(hp.heads),
-            Some(Permute::KvHeads) => Some(hp.kv_heads),
-        };
-        used.insert(name.clone());
-        tensors.push(Planned {
-            gguf,
-            hf: name,
-            ne,
-            ty: tty,
-            permute,
-        });
+        let mut p = planned(gguf, name.clone(), def, &dims, ty, &mut fallbacks);
+        p.permute = def.permute.map(|h| dims.permute_heads(h) as u32);
+        used.insert(name);
+        tensors.push(p);
     }
     let mut ignored: Vec<String> = ts
         .names()
@@ -626,12 +557,5 @@ mod tests {
         assert_eq!(p, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
         assert_eq!(unpermute_rows(&p, 8, 1, 2).unwrap(), w);
         assert!(permute_rows(&w, 8, 1, 3).is_err());
-    }
-
-    #[test]
-    fn every_llm_tensor_has_a_rule() {
-        for (g, _) in LLM_TENSORS {
-            assert!(llm_rule(g).is_some(), "{g}");
-        }
     }
 }

@@ -364,7 +364,7 @@ pub(crate) fn quantize_rows(
 
 /// Threads for the converter's type conversions.
 pub(crate) fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    crate::model::resolve_threads(0).unwrap_or(1)
 }
 
 /// Element count of a ggml shape, checked.

@@ -40,11 +40,12 @@ use std::path::{Path, PathBuf};
 use super::llm::{self, LlmHparams, LlmPlan, Vocab};
 use super::spm::piece_type;
 use super::vision::{self, VisionPlan};
-use super::{matrix_type, output_names, write_atomically, Fallback, TensorSource, CONVERT_TYPES};
+use super::{output_names, write_atomically, Fallback, TensorSource, CONVERT_TYPES};
 use crate::error::{Error, Result};
+use crate::llm::tensors::expand;
 use crate::sys::gguf::GgufWriter;
 use crate::sys::GgmlType;
-use crate::weights::{layer_name, VisionHparams, LLM_TENSORS};
+use crate::weights::VisionHparams;
 
 /// Which model's shapes to synthesize.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,36 +253,12 @@ pub fn synth_plan(preset: Preset, ty: GgmlType) -> Result<SynthPlan> {
     // LLM: the shared table in the converter's order.
     let hp = preset.llm_hparams();
     let mut lfall = Vec::new();
-    let mut ltensors = Vec::new();
-    let mut entries: Vec<(String, String, &str)> = LLM_TENSORS
-        .iter()
-        .filter(|(g, _)| !g.contains("{i}"))
-        .map(|(g, h)| (g.to_string(), h.to_string(), *g))
+    let dims = hp.dims();
+    // Random values need no Q/K permutation.
+    let ltensors: Vec<llm::Planned> = expand(hp.layers as usize)
+        .into_iter()
+        .map(|n| llm::planned(n.gguf, n.hf, n.def, &dims, ty, &mut lfall))
         .collect();
-    for i in 0..hp.layers as usize {
-        for (g, h) in LLM_TENSORS.iter().filter(|(g, _)| g.contains("{i}")) {
-            entries.push((layer_name(g, i), layer_name(h, i), g));
-        }
-    }
-    for (gguf, hf, pattern) in entries {
-        let rule = llm::llm_rule(pattern)
-            .ok_or_else(|| conv(format!("internal: no storage rule for {pattern}")))?;
-        let ne: Vec<u64> = rule.shape.iter().rev().map(|&d| hp.dim(d)).collect();
-        let row = ne.first().copied().unwrap_or(1);
-        let tty = if rule.matrix {
-            matrix_type(ty, row, &gguf, &mut lfall)
-        } else {
-            GgmlType::F32
-        };
-        // Random values need no Q/K permutation.
-        ltensors.push(llm::Planned {
-            gguf,
-            hf,
-            ne,
-            ty: tty,
-            permute: None,
-        });
-    }
     let (tokens, scores, types) = synth_vocab(hp.vocab)?;
     let vocab = Vocab {
         tokens,

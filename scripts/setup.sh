@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 # System packages: cmake + libclang (llama-cpp-sys-2 builds llama.cpp with
 # CMake and its bindings with bindgen), valgrind (memcheck test of the C
 # users), g++ and binutils (the C/C++ examples and the symbol check), and
-# python3-venv for the test environment below. Then clang (optional).
+# python3-venv for the test environment below; the Kotlin, C# and Swift-module
+# binding tests (tests/bindings.rs): a JDK, kotlin (kotlinc), mono-mcs and
+# mono-runtime. Then clang (optional for the build, needed by the module check).
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || need+=(libclang-dev)
@@ -19,6 +21,10 @@ command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v nm >/dev/null 2>&1 || need+=(binutils)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+command -v kotlinc >/dev/null 2>&1 || need+=(kotlin)
+command -v mcs >/dev/null 2>&1 || need+=(mono-mcs)
+command -v mono >/dev/null 2>&1 || need+=(mono-runtime)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

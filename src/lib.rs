@@ -4,7 +4,9 @@ pub mod capi;
 pub mod error;
 pub mod gguf_file;
 pub mod image;
+pub mod info;
 pub mod llm;
+pub mod log;
 pub mod model;
 pub mod overlay;
 
@@ -23,6 +25,7 @@ pub mod convert;
 pub use error::{Error, Result};
 
 pub use image::{ImageView, Mask, PixelFormat, RgbImage};
+pub use info::{backend_info, BackendInfo};
 pub use llm::prompt::LengthControl;
 pub use model::{
     find_model_files, CancelHandle, Caption, Captions, DescribeOptions, Frame, FrameInfo, Model,

@@ -8,19 +8,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::gguf_file::{GgufHeader, Value};
 use crate::image::ImageView;
+use crate::llm::check::check_llm_file;
 use crate::llm::generate::{generate, generate_many, GenerateOptions, Generation, Prompt};
 use crate::llm::prompt::{
     conversation, prompt_ids, tokenize_prompt, user_text, LengthControl, PromptPiece,
 };
 use crate::preprocess::{focal_window, make_views, Views, Window};
-use crate::region::{rasterize, Region};
+use crate::region::{rasterize_any, Region, EMPTY_REGION};
 use crate::sys::ggml::{self, Backend, Device};
 use crate::sys::llama::{
-    self, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, LogLevel,
+    self, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, LogLevel, TokenTable,
 };
-use crate::sys::MappedFile;
 use crate::vision::{Detail, VisionModel, VisionOptions, VisionOutput};
 
 /// How to load a model and create its sessions.
@@ -52,7 +51,7 @@ pub struct ModelParams {
 }
 
 /// Where the vision stage runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum VisionDevice {
     /// On `main_gpu` when ggml has a GPU (weights uploaded once at load),
     /// else on the CPU (one info log line says so).
@@ -112,15 +111,35 @@ impl ModelParams {
         Ok(Some(gpus[i]))
     }
 
-    fn threads(&self) -> usize {
-        if self.threads > 0 {
-            // ggml's thread pools hold at most 512 threads.
-            self.threads.min(512)
-        } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(4)
+    /// How the vision stage loads with these parameters.
+    pub fn vision_options(&self) -> Result<VisionOptions> {
+        Ok(self.vision_options_on(self.gpu()?))
+    }
+
+    /// As [`Self::vision_options`], `gpu` being [`Self::gpu`]'s answer.
+    fn vision_options_on(&self, gpu: Option<Device>) -> VisionOptions {
+        VisionOptions {
+            device: gpu.filter(|_| self.vision_device == VisionDevice::Gpu),
+            flash_attn: self.flash_attn,
+            repack: self.repack,
         }
+    }
+}
+
+/// The most CPU threads dam runs (ggml's GGML_MAX_N_THREADS: its thread
+/// pools hold no more; OpenMP aborts or crashes with far more). Larger
+/// counts are refused, never clamped.
+pub const MAX_THREADS: usize = 512;
+
+/// The thread count for `requested`: itself, or all cores for 0 (4 when
+/// the OS cannot tell). More than [`MAX_THREADS`] is an error.
+pub fn resolve_threads(requested: usize) -> Result<usize> {
+    match requested {
+        0 => Ok(std::thread::available_parallelism().map_or(4, |n| n.get().min(MAX_THREADS))),
+        n if n <= MAX_THREADS => Ok(n),
+        n => Err(Error::InvalidArgument(format!(
+            "{n} threads requested; at most {MAX_THREADS}"
+        ))),
     }
 }
 
@@ -219,20 +238,14 @@ impl Model {
         let mut step = |s| progress(s).then_some(()).ok_or(Error::Cancelled);
         step(LoadStage::Start)?;
         let t0 = Instant::now();
+        resolve_threads(params.threads)?;
         let gpu = params.gpu()?;
-        let vision_gpu = gpu.filter(|_| params.vision_device == VisionDevice::Gpu);
-        let vision = VisionModel::load_with(
-            vision_path,
-            &VisionOptions {
-                device: vision_gpu,
-                flash_attn: params.flash_attn,
-                repack: params.repack,
-            },
-        )?;
+        let vision = VisionModel::load_with(vision_path, &params.vision_options_on(gpu))?;
         step(LoadStage::VisionLoaded)?;
-        check_llm_file(llm_path, vision.hp.llm_hidden)?;
+        let file = check_llm_file(llm_path, vision.hp.llm_hidden)?;
+        let table = TokenTable::new(file.map, &file.token_embd)?;
         llama::init_backend();
-        let llm = Arc::new(LlamaModel::load(
+        let llm = Arc::new(LlamaModel::load_with_table(
             llm_path,
             &llama::ModelParams {
                 n_gpu_layers: if gpu.is_some() {
@@ -244,6 +257,7 @@ impl Model {
                 use_extra_bufts: params.repack,
                 use_mmap: true,
             },
+            Some(table),
         )?);
         if llm.n_embd() != vision.hp.llm_hidden as usize {
             return Err(Error::InvalidModel(format!(
@@ -269,7 +283,7 @@ impl Model {
     /// A new session (KV cache and compute buffers) for one thread at a time.
     pub fn session(self: &Arc<Self>) -> Result<Session> {
         let cancel = Arc::new(AtomicBool::new(false));
-        let threads = self.params.threads();
+        let threads = resolve_threads(self.params.threads)?;
         let n_ctx = if self.params.n_ctx > 0 {
             self.params.n_ctx
         } else {
@@ -300,375 +314,6 @@ impl Model {
     pub fn max_frames(&self) -> usize {
         self.vision.hp.max_frames as usize
     }
-}
-
-/// llama.cpp's limit on layers (`LLAMA_MAX_LAYERS`: more aborts its loader).
-const LLAMA_MAX_LAYERS: u32 = 512;
-
-/// Validates the LLM file before llama.cpp sees it. llama.cpp's loader
-/// aborts the whole process (GGML_ASSERT) on some inconsistent files: a block
-/// count of 0 or above 512, an unknown RoPE scaling type, expert counts
-/// without experts, duplicate vocabulary entries, odd head sizes (at the
-/// first decode). So everything llama.cpp reads for a llama model is checked
-/// here first: each key it needs, with the one type it accepts; the
-/// hyper-parameters against each other and against the vision file's
-/// projector width (`width`); the tokenizer arrays; and the whole tensor
-/// table (`weights::LLM_TENSORS`) against the hyper-parameters.
-fn check_llm_file(path: &Path, width: u32) -> Result<()> {
-    let map = MappedFile::open(path)?;
-    let name = path.display().to_string();
-    let h = GgufHeader::parse(map.bytes(), &name)?;
-    check_llm_header(&h, width).map_err(|e| match e {
-        Error::InvalidModel(m) => Error::InvalidModel(format!("{name}: {m}")),
-        e => e,
-    })
-}
-
-/// A short description of a value for messages (arrays by length only).
-fn show(v: &Value) -> String {
-    match v {
-        Value::U8(x) => format!("u8 {x}"),
-        Value::I8(x) => format!("i8 {x}"),
-        Value::U16(x) => format!("u16 {x}"),
-        Value::I16(x) => format!("i16 {x}"),
-        Value::U32(x) => format!("u32 {x}"),
-        Value::I32(x) => format!("i32 {x}"),
-        Value::F32(x) => format!("f32 {x}"),
-        Value::Bool(x) => format!("bool {x}"),
-        Value::Str(x) if x.len() <= 40 => format!("string {x:?}"),
-        Value::Str(x) => format!("a string of {} bytes", x.len()),
-        Value::U64(x) => format!("u64 {x}"),
-        Value::I64(x) => format!("i64 {x}"),
-        Value::F64(x) => format!("f64 {x}"),
-        Value::Array(a) => format!("an array of {}", a.len()),
-    }
-}
-
-fn check_llm_header(h: &GgufHeader, width: u32) -> Result<()> {
-    fn bad<T>(m: String) -> Result<T> {
-        Err(Error::InvalidModel(m))
-    }
-    let missing = |k: &str| Error::InvalidModel(format!("missing key {k}"));
-    // llama.cpp reads every key with exactly one type.
-    let u32_opt = |k: &str| -> Result<Option<u32>> {
-        match h.get(k) {
-            None => Ok(None),
-            Some(Value::U32(v)) => Ok(Some(*v)),
-            Some(v) => bad(format!("key {k} = {} must be a u32", show(v))),
-        }
-    };
-    let u32_req = |k: &str| u32_opt(k)?.ok_or_else(|| missing(k));
-    let f32_opt = |k: &str| -> Result<Option<f32>> {
-        match h.get(k) {
-            None => Ok(None),
-            Some(Value::F32(v)) if v.is_finite() => Ok(Some(*v)),
-            Some(v) => bad(format!("key {k} = {} must be a finite f32", show(v))),
-        }
-    };
-    let str_opt = |k: &str| -> Result<Option<&str>> {
-        match h.get(k) {
-            None => Ok(None),
-            Some(Value::Str(s)) => Ok(Some(s.as_str())),
-            Some(v) => bad(format!("key {k} = {} must be a string", show(v))),
-        }
-    };
-
-    let arch = h.req_str("general.architecture")?;
-    if arch != "llama" {
-        let hint = if arch == crate::weights::VISION_ARCH {
-            " (is this the vision file?)"
-        } else {
-            ""
-        };
-        return bad(format!("architecture '{arch}', expected 'llama'{hint}"));
-    }
-
-    // Hyper-parameters.
-    let n_embd = u32_req("llama.embedding_length")?;
-    let n_layer = u32_req("llama.block_count")?;
-    let n_head = u32_req("llama.attention.head_count")?;
-    let n_ff = u32_req("llama.feed_forward_length")?;
-    let n_ctx = u32_req("llama.context_length")?;
-    let eps = f32_opt("llama.attention.layer_norm_rms_epsilon")?
-        .ok_or_else(|| missing("llama.attention.layer_norm_rms_epsilon"))?;
-    let n_head_kv = u32_opt("llama.attention.head_count_kv")?.unwrap_or(n_head);
-    if n_embd == 0 || n_embd > 1 << 20 {
-        return bad(format!("embedding length {n_embd}"));
-    }
-    if n_layer == 0 || n_layer > LLAMA_MAX_LAYERS {
-        return bad(format!(
-            "block count {n_layer} (1..={LLAMA_MAX_LAYERS} supported)"
-        ));
-    }
-    if n_ff == 0 || n_ff > 1 << 24 {
-        return bad(format!("feed-forward length {n_ff}"));
-    }
-    if n_ctx == 0 {
-        return bad("context length 0".into());
-    }
-    if eps <= 0.0 {
-        return bad(format!("RMS norm epsilon {eps} must be positive"));
-    }
-    if n_head == 0 || n_head > 1 << 16 {
-        return bad(format!("{n_head} attention heads"));
-    }
-    if n_head_kv == 0 || n_head % n_head_kv != 0 {
-        return bad(format!(
-            "{n_head_kv} key/value heads do not divide {n_head} attention heads"
-        ));
-    }
-    // Head sizes default to width / heads, as in llama.cpp.
-    let head_default = |k: &str| -> Result<u32> {
-        match u32_opt(k)? {
-            Some(v) => Ok(v),
-            None if n_embd % n_head == 0 => Ok(n_embd / n_head),
-            None => bad(format!(
-                "{n_head} attention heads do not divide the width {n_embd} (and {k} is not set)"
-            )),
-        }
-    };
-    let head_k = head_default("llama.attention.key_length")?;
-    let head_v = head_default("llama.attention.value_length")?;
-    if head_k != head_v {
-        return bad(format!(
-            "key length {head_k} and value length {head_v} differ"
-        ));
-    }
-    // RoPE rotates pairs: ggml asserts an even size at the first decode.
-    if head_k == 0 || head_k % 2 != 0 || head_k > 1 << 16 {
-        return bad(format!(
-            "head size {head_k} (a positive even number expected)"
-        ));
-    }
-    let n_rot = u32_opt("llama.rope.dimension_count")?.unwrap_or(head_k);
-    if n_rot != head_k {
-        return bad(format!(
-            "RoPE dimension count {n_rot} differs from the head size {head_k}"
-        ));
-    }
-    if let Some(b) = f32_opt("llama.rope.freq_base")? {
-        if b <= 0.0 {
-            return bad(format!("RoPE frequency base {b} must be positive"));
-        }
-    }
-    f32_opt("llama.rope.scaling.factor")?;
-    if let Some(t) = str_opt("llama.rope.scaling.type")? {
-        if !matches!(t, "none" | "linear" | "yarn" | "longrope") {
-            return bad(format!(
-                "RoPE scaling type '{t}' is not one of none, linear, yarn, longrope"
-            ));
-        }
-    }
-    for k in [
-        "llama.expert_count",
-        "llama.expert_used_count",
-        "llama.expert_group_count",
-        "llama.expert_group_used_count",
-        "llama.nextn_predict_layers",
-    ] {
-        if let Some(v) = h.get(k) {
-            if v.as_i64() != Some(0) {
-                return bad(format!(
-                    "{k} = {}: mixture-of-experts and multi-token prediction files are not supported",
-                    show(v)
-                ));
-            }
-        }
-    }
-    if n_embd != width {
-        return bad(format!(
-            "the vision file projects to width {width} but the LLM's width is {n_embd}: the files belong to different models"
-        ));
-    }
-
-    // Vocabulary: n_vocab is the row count of the embedding table.
-    let embd = h
-        .tensor("token_embd.weight")
-        .ok_or_else(|| Error::InvalidModel("missing tensor token_embd.weight".into()))?;
-    let n_vocab = match embd.ne.as_slice() {
-        [e, v] if *e == n_embd as u64 && *v <= i32::MAX as u64 => *v,
-        ne => {
-            return bad(format!(
-                "tensor token_embd.weight has shape {ne:?}, expected [{n_embd}, n_vocab]"
-            ))
-        }
-    };
-    if let Some(v) = u32_opt("llama.vocab_size")? {
-        if v as u64 != n_vocab {
-            return bad(format!(
-                "llama.vocab_size {v} but token_embd.weight has {n_vocab} rows"
-            ));
-        }
-    }
-    let tok_model =
-        str_opt("tokenizer.ggml.model")?.ok_or_else(|| missing("tokenizer.ggml.model"))?;
-    if !matches!(tok_model, "llama" | "gpt2") {
-        return bad(format!(
-            "tokenizer model '{tok_model}' is not supported (llama or gpt2)"
-        ));
-    }
-    let array = |k: &str, ty: &str, ok: fn(&Value) -> bool| -> Result<Option<&[Value]>> {
-        match h.get(k) {
-            None => Ok(None),
-            Some(Value::Array(a)) if a.iter().all(ok) => {
-                if a.len() as u64 != n_vocab && k != "tokenizer.ggml.merges" {
-                    return bad(format!(
-                        "{k} has {} entries, the vocabulary {n_vocab}",
-                        a.len()
-                    ));
-                }
-                Ok(Some(a))
-            }
-            Some(v) => bad(format!("{k} is not an array of {ty} ({})", show(v))),
-        }
-    };
-    let is_str: fn(&Value) -> bool = |v| matches!(v, Value::Str(_));
-    let tokens = array("tokenizer.ggml.tokens", "strings", is_str)?
-        .ok_or_else(|| missing("tokenizer.ggml.tokens"))?;
-    let is_score: fn(&Value) -> bool = |v| matches!(v, Value::F32(_) | Value::I32(_));
-    array("tokenizer.ggml.scores", "f32 or i32", is_score)?;
-    let is_i32: fn(&Value) -> bool = |v| matches!(v, Value::I32(_));
-    array("tokenizer.ggml.token_type", "i32", is_i32)?;
-    if tok_model == "gpt2" {
-        array("tokenizer.ggml.merges", "strings", is_str)?
-            .ok_or_else(|| missing("tokenizer.ggml.merges"))?;
-    }
-    // llama.cpp reads the entries as C strings (cut at the first NUL),
-    // renames empty ones, and asserts that the results are distinct.
-    let mut ids = std::collections::HashMap::with_capacity(tokens.len());
-    for (i, t) in tokens.iter().enumerate() {
-        let s = t.as_str().unwrap_or_default();
-        let c = s.split('\0').next().unwrap_or_default();
-        let key: std::borrow::Cow<str> = if c.is_empty() {
-            format!("[EMPTY_{i}]").into()
-        } else {
-            c.into()
-        };
-        if let Some(first) = ids.insert(key, i) {
-            return bad(format!(
-                "tokenizer.ggml.tokens has a duplicate entry {s:?} (ids {first} and {i}, as llama.cpp reads them)"
-            ));
-        }
-    }
-    // SentencePiece tokenization falls back to byte tokens for text outside
-    // the vocabulary; llama.cpp throws through its C API (an abort) when
-    // one is missing.
-    if tok_model == "llama" {
-        for b in 0..=255u8 {
-            let hex = format!("<0x{b:02X}>");
-            let plain = (1..0x80).contains(&b).then(|| (b as char).to_string());
-            if !ids.contains_key(hex.as_str())
-                && !plain.is_some_and(|p| ids.contains_key(p.as_str()))
-            {
-                return bad(format!(
-                    "the SentencePiece vocabulary lacks the byte token {hex}, which llama.cpp needs to tokenize arbitrary text"
-                ));
-            }
-        }
-    }
-    for k in [
-        "tokenizer.ggml.bos_token_id",
-        "tokenizer.ggml.eos_token_id",
-        "tokenizer.ggml.unknown_token_id",
-        "tokenizer.ggml.padding_token_id",
-    ] {
-        if let Some(id) = u32_opt(k)? {
-            if id as u64 >= n_vocab {
-                return bad(format!("{k} {id} is outside the vocabulary ({n_vocab})"));
-            }
-        }
-    }
-    for k in [
-        "tokenizer.ggml.add_bos_token",
-        "tokenizer.ggml.add_eos_token",
-        "tokenizer.ggml.add_space_prefix",
-        "tokenizer.ggml.remove_extra_whitespaces",
-    ] {
-        if let Some(v) = h.get(k) {
-            if v.as_bool().is_none() {
-                return bad(format!("key {k} = {} must be a bool", show(v)));
-            }
-        }
-    }
-
-    // Tensors: the table, with shapes from the hyper-parameters.
-    let (e, v, f) = (n_embd as u64, n_vocab, n_ff as u64);
-    let q = n_head as u64 * head_k as u64;
-    let kv = n_head_kv as u64 * head_k as u64;
-    // (name, ggml shape, must be f32, required)
-    let mut expected: Vec<(String, Vec<u64>, bool, bool)> = Vec::new();
-    for (pattern, _) in crate::weights::LLM_TENSORS {
-        let (ne, norm) = match *pattern {
-            "token_embd.weight" | "output.weight" => (vec![e, v], false),
-            "output_norm.weight" | "blk.{i}.attn_norm.weight" | "blk.{i}.ffn_norm.weight" => {
-                (vec![e], true)
-            }
-            "blk.{i}.attn_q.weight" => (vec![e, q], false),
-            "blk.{i}.attn_k.weight" | "blk.{i}.attn_v.weight" => (vec![e, kv], false),
-            "blk.{i}.attn_output.weight" => (vec![q, e], false),
-            "blk.{i}.ffn_gate.weight" | "blk.{i}.ffn_up.weight" => (vec![e, f], false),
-            "blk.{i}.ffn_down.weight" => (vec![f, e], false),
-            p => {
-                return Err(Error::Backend(format!(
-                    "internal: no shape rule for LLM tensor {p}"
-                )))
-            }
-        };
-        let required = *pattern != "output.weight";
-        if pattern.contains("{i}") {
-            for i in 0..n_layer as usize {
-                expected.push((
-                    crate::weights::layer_name(pattern, i),
-                    ne.clone(),
-                    norm,
-                    required,
-                ));
-            }
-        } else {
-            expected.push((pattern.to_string(), ne, norm, required));
-        }
-    }
-    // Optional in llama.cpp's llama loader (Llama 3 style RoPE factors).
-    expected.push((
-        "rope_freqs.weight".into(),
-        vec![n_rot as u64 / 2],
-        true,
-        false,
-    ));
-    let by_name: std::collections::HashMap<&str, &crate::gguf_file::TensorInfo> =
-        h.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    for (name, ne, norm, required) in &expected {
-        let Some(t) = by_name.get(name.as_str()) else {
-            if *required {
-                return bad(format!("missing tensor {name}"));
-            }
-            continue;
-        };
-        if &t.ne != ne {
-            return bad(format!(
-                "tensor {name} has shape {:?}, expected {ne:?}",
-                t.ne
-            ));
-        }
-        if *norm && t.ty != crate::sys::GgmlType::F32 {
-            return bad(format!(
-                "tensor {name} has type {}, expected f32",
-                t.ty.name()
-            ));
-        }
-    }
-    let known: std::collections::HashSet<&str> = expected.iter().map(|x| x.0.as_str()).collect();
-    let extra: Vec<&str> = h
-        .tensors
-        .iter()
-        .map(|t| t.name.as_str())
-        .filter(|n| !known.contains(n))
-        .take(5)
-        .collect();
-    if !extra.is_empty() {
-        return bad(format!("unexpected tensor {}", extra.join(", ")));
-    }
-    Ok(())
 }
 
 /// What to generate.
@@ -703,6 +348,18 @@ impl Default for DescribeOptions {
 }
 
 impl DescribeOptions {
+    /// The generation settings of these options.
+    pub fn generate_options(&self, collect_logits: bool) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            collect_logits,
+        }
+    }
+
     pub fn greedy() -> Self {
         DescribeOptions {
             temperature: 0.0,
@@ -739,17 +396,15 @@ pub struct Timings {
     pub decode_ms: f64,
     pub n_prompt_tokens: usize,
     pub n_generated: usize,
+    /// Single-token decode steps (see [`crate::llm::Timings::n_decoded`]).
+    pub n_decoded: usize,
 }
 
 impl Timings {
-    /// Decode speed: tokens after the first (which comes out of the
-    /// prefill) per second of decoding.
+    /// Decode steps per second (0 if none ran), as
+    /// [`crate::llm::Timings::decode_tokens_per_s`].
     pub fn decode_tokens_per_s(&self) -> f64 {
-        if self.decode_ms > 0.0 && self.n_generated > 1 {
-            (self.n_generated - 1) as f64 * 1e3 / self.decode_ms
-        } else {
-            0.0
-        }
+        crate::llm::generate::steps_per_s(self.n_decoded, self.decode_ms)
     }
 }
 
@@ -833,7 +488,9 @@ impl Session {
         CancelHandle(self.cancel.clone())
     }
 
+    /// Sets the CPU threads of the vision stage and the LLM (0 = all cores).
     pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        let threads = resolve_threads(threads)?;
         self.backend.set_threads(threads);
         self.ctx.set_threads(threads)
     }
@@ -923,7 +580,6 @@ impl Session {
         opts: &DescribeOptions,
         on_text: &mut dyn FnMut(usize, &str) -> bool,
     ) -> Result<Captions> {
-        let model = self.model.clone();
         if regions.is_empty() || regions.len() > MAX_REGIONS {
             return Err(Error::InvalidArgument(format!(
                 "{} regions given; 1..={MAX_REGIONS} per call",
@@ -936,24 +592,17 @@ impl Session {
         let mut views = Vec::with_capacity(regions.len());
         let mut infos = Vec::with_capacity(regions.len());
         for (k, r) in regions.iter().enumerate() {
-            let (v, info) =
-                region_views(&model.vision.hp, image, &rgb, r).map_err(|e| region_err(k, e))?;
+            let (v, info) = self
+                .region_views(image, &rgb, r)
+                .and_then(|v| v.ok_or_else(empty_region))
+                .map_err(|e| region_err(k, e))?;
             views.push(v);
             infos.push(info);
         }
         drop(rgb);
         let preprocess_ms = ms(t0);
-
-        let t1 = Instant::now();
-        let mut embeddings = Vec::with_capacity(views.len());
-        for chunk in views.chunks(VISION_BATCH) {
-            let refs: Vec<&Views> = chunk.iter().collect();
-            let vis = model
-                .vision
-                .encode(&mut self.backend, &refs, Detail::Embeddings)?;
-            embeddings.extend(vis.embeddings);
-        }
-        let vision_ms = ms(t1);
+        let (vis, vision_ms) = self.encode(&views, VISION_BATCH, Detail::Embeddings)?;
+        let embeddings: Vec<&Vec<f32>> = vis.iter().flat_map(|v| &v.embeddings).collect();
 
         let (_, pieces) = self.prompt(1, opts)?;
         let images: Vec<[&[f32]; 1]> = embeddings.iter().map(|e| [e.as_slice()]).collect();
@@ -964,20 +613,12 @@ impl Session {
                 images: img,
             })
             .collect();
-        let gen_opts = GenerateOptions {
-            max_new_tokens: opts.max_new_tokens,
-            temperature: opts.temperature,
-            top_p: opts.top_p,
-            top_k: opts.top_k,
-            seed: opts.seed,
-            collect_logits: false,
-        };
         let t2 = Instant::now();
         let gens = generate_many(
             &mut self.ctx,
-            &model.llm,
+            &self.model.llm,
             &prompts,
-            &gen_opts,
+            &opts.generate_options(false),
             on_text,
             &self.cancel,
         )?;
@@ -990,6 +631,7 @@ impl Session {
             decode_ms: (llm_ms - prefill_ms).max(0.0),
             n_prompt_tokens: gens.iter().map(|g| g.timings.n_prompt_tokens).sum(),
             n_generated: gens.iter().map(|g| g.tokens.len()).sum(),
+            n_decoded: gens.iter().map(|g| g.timings.n_decoded).sum(),
         };
         let captions = gens
             .iter()
@@ -997,6 +639,47 @@ impl Session {
             .map(|(g, info)| caption_of(g, vec![info], Vec::new(), preprocess_ms, vision_ms))
             .collect();
         Ok(Captions { captions, timings })
+    }
+
+    /// Rasterises one region of an image (`rgb` is `image` as RGB) and makes
+    /// its two views; `None` for a region that covers no pixel.
+    fn region_views(
+        &self,
+        image: &ImageView,
+        rgb: &crate::image::RgbImage,
+        region: &Region,
+    ) -> Result<Option<(Views, FrameInfo)>> {
+        let hp = &self.model.vision.hp;
+        let mask = rasterize_any(region, image)?;
+        let Some(mask_box) = mask.bbox() else {
+            return Ok(None);
+        };
+        let window = focal_window(&mask)?;
+        let v = make_views(rgb, &mask, hp.image_size, hp.image_mean, hp.image_std)?;
+        let info = FrameInfo {
+            window,
+            mask_box,
+            mask_pixels: mask.count(),
+            context_applied: !v.focal_is_full,
+        };
+        Ok(Some((v, info)))
+    }
+
+    /// Runs the vision stage on `views`, `batch` per graph; gives one
+    /// output per graph and the time taken.
+    fn encode(
+        &mut self,
+        views: &[Views],
+        batch: usize,
+        detail: Detail,
+    ) -> Result<(Vec<VisionOutput>, f64)> {
+        let t = Instant::now();
+        let mut out = Vec::with_capacity(views.len().div_ceil(batch.max(1)));
+        for chunk in views.chunks(batch.max(1)) {
+            let refs: Vec<&Views> = chunk.iter().collect();
+            out.push(self.model.vision.encode(&mut self.backend, &refs, detail)?);
+        }
+        Ok((out, ms(t)))
     }
 
     /// The conversation for `n_views` images and its tokenized pieces.
@@ -1048,75 +731,58 @@ impl Session {
         keep: bool,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(Caption, Option<Trace>)> {
-        let model = self.model.clone();
-        let hp = &model.vision.hp;
+        let max = self.model.max_frames();
         if frames.is_empty() {
             return Err(Error::InvalidArgument("no frame given".into()));
         }
-        if frames.len() > model.max_frames() {
+        if frames.len() > max {
             return Err(Error::InvalidArgument(format!(
-                "{} frames given, the model takes at most {}",
-                frames.len(),
-                model.max_frames()
+                "{} frames given, the model takes at most {max}",
+                frames.len()
             )));
         }
         check_options(opts)?;
         let video = frames.len() > 1;
 
-        // Regions -> masks -> views.
+        // Regions -> masks -> views; empty regions drop a video frame.
         let t0 = Instant::now();
         let mut views = Vec::new();
         let mut infos = Vec::new();
         let mut dropped = Vec::new();
-        let mut first_err = None;
         for (k, f) in frames.iter().enumerate() {
             let rgb = f.image.to_rgb();
-            match region_views(hp, &f.image, &rgb, &f.region) {
-                Ok((v, info)) => {
+            match self.region_views(&f.image, &rgb, &f.region) {
+                Ok(Some((v, info))) => {
                     views.push(v);
                     infos.push(info);
                 }
-                // Empty regions drop a video frame; anything else is an error.
-                Err(Error::InvalidRegion(m)) if video && m.contains("empty") => {
-                    dropped.push(k);
-                    first_err.get_or_insert(Error::InvalidRegion(m));
-                }
+                Ok(None) if video => dropped.push(k),
+                Ok(None) => return Err(empty_region()),
                 Err(e) => return Err(if video { frame_err(k, e) } else { e }),
             }
         }
         if views.is_empty() {
-            return Err(match first_err {
-                Some(Error::InvalidRegion(m)) => {
-                    Error::InvalidRegion(format!("every frame's region is empty ({m})"))
-                }
-                _ => Error::InvalidRegion("every frame's region is empty".into()),
-            });
+            return Err(Error::InvalidRegion(format!(
+                "every frame's region is empty ({EMPTY_REGION})"
+            )));
         }
         let preprocess_ms = ms(t0);
 
-        // Vision.
-        let t1 = Instant::now();
-        let refs: Vec<&Views> = views.iter().collect();
-        let vis = model.vision.encode(&mut self.backend, &refs, detail)?;
-        let vision_ms = ms(t1);
+        // One graph for all frames (a trace keeps its intermediates).
+        let (vis, vision_ms) = self.encode(&views, views.len(), detail)?;
+        let vis = vis
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Backend("no vision output".into()))?;
 
-        // Prompt.
         let (prompt, pieces) = self.prompt(views.len(), opts)?;
         let images: Vec<&[f32]> = vis.embeddings.iter().map(|e| e.as_slice()).collect();
-        let gen_opts = GenerateOptions {
-            max_new_tokens: opts.max_new_tokens,
-            temperature: opts.temperature,
-            top_p: opts.top_p,
-            top_k: opts.top_k,
-            seed: opts.seed,
-            collect_logits: keep,
-        };
         let g = generate(
             &mut self.ctx,
-            &model.llm,
+            &self.model.llm,
             &pieces,
             &images,
-            &gen_opts,
+            &opts.generate_options(keep),
             on_text,
             &self.cancel,
         )?;
@@ -1131,29 +797,6 @@ impl Session {
         });
         Ok((caption, trace))
     }
-}
-
-/// Rasterises one region of an image (`rgb` is `image` as RGB) and makes
-/// its two views.
-fn region_views(
-    hp: &crate::weights::VisionHparams,
-    image: &ImageView,
-    rgb: &crate::image::RgbImage,
-    region: &Region,
-) -> Result<(Views, FrameInfo)> {
-    let mask = rasterize(region, image)?;
-    let mask_box = mask
-        .bbox()
-        .ok_or_else(|| Error::InvalidRegion("region is empty".into()))?;
-    let window = focal_window(&mask)?;
-    let v = make_views(rgb, &mask, hp.image_size, hp.image_mean, hp.image_std)?;
-    let info = FrameInfo {
-        window,
-        mask_box,
-        mask_pixels: mask.count(),
-        context_applied: !v.focal_is_full,
-    };
-    Ok((v, info))
 }
 
 /// The caption of one generation, with the shared stages' times.
@@ -1177,8 +820,13 @@ fn caption_of(
             decode_ms: g.timings.decode_ms,
             n_prompt_tokens: g.timings.n_prompt_tokens,
             n_generated: g.tokens.len(),
+            n_decoded: g.timings.n_decoded,
         },
     }
+}
+
+fn empty_region() -> Error {
+    Error::InvalidRegion(EMPTY_REGION.into())
 }
 
 fn check_options(opts: &DescribeOptions) -> Result<()> {

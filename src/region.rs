@@ -49,6 +49,19 @@ pub enum Region<'a> {
 /// * `InvalidArgument`: a scribble width that is not finite and > 0.
 /// * `UnsupportedRegion`: points.
 pub fn rasterize(region: &Region, image: &ImageView) -> Result<Mask> {
+    let mask = rasterize_any(region, image)?;
+    if mask.is_empty() {
+        return Err(Error::InvalidRegion(EMPTY_REGION.into()));
+    }
+    Ok(mask)
+}
+
+/// What an empty region is told.
+pub const EMPTY_REGION: &str = "region is empty (it covers no pixel of the image)";
+
+/// As [`rasterize`], but an empty mask is a result, not an error (a video
+/// drops such frames).
+pub fn rasterize_any(region: &Region, image: &ImageView) -> Result<Mask> {
     let (w, h) = (image.width(), image.height());
     let mask = match region {
         Region::Points(_) => {
@@ -85,11 +98,6 @@ pub fn rasterize(region: &Region, image: &ImageView) -> Result<Mask> {
             normalized,
         } => rasterize_scribble(points, *width, *normalized, w, h)?,
     };
-    if mask.is_empty() {
-        return Err(Error::InvalidRegion(
-            "region is empty (it covers no pixel of the image)".into(),
-        ));
-    }
     Ok(mask)
 }
 

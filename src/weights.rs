@@ -417,50 +417,6 @@ pub const VISION_TENSORS: &[TensorDef] = &[
     t("mm.fc2.bias", "layers.4.bias", Projector, &[LlmHidden], F32),
 ];
 
-/// The LLM file's tensors: llama.cpp's llama names <- Hugging Face Llama names.
-/// `{i}` is the layer index. Q and K rows are permuted by the converter.
-pub const LLM_TENSORS: &[(&str, &str)] = &[
-    ("token_embd.weight", "model.embed_tokens.weight"),
-    ("output_norm.weight", "model.norm.weight"),
-    ("output.weight", "lm_head.weight"),
-    (
-        "blk.{i}.attn_norm.weight",
-        "model.layers.{i}.input_layernorm.weight",
-    ),
-    (
-        "blk.{i}.attn_q.weight",
-        "model.layers.{i}.self_attn.q_proj.weight",
-    ),
-    (
-        "blk.{i}.attn_k.weight",
-        "model.layers.{i}.self_attn.k_proj.weight",
-    ),
-    (
-        "blk.{i}.attn_v.weight",
-        "model.layers.{i}.self_attn.v_proj.weight",
-    ),
-    (
-        "blk.{i}.attn_output.weight",
-        "model.layers.{i}.self_attn.o_proj.weight",
-    ),
-    (
-        "blk.{i}.ffn_norm.weight",
-        "model.layers.{i}.post_attention_layernorm.weight",
-    ),
-    (
-        "blk.{i}.ffn_gate.weight",
-        "model.layers.{i}.mlp.gate_proj.weight",
-    ),
-    (
-        "blk.{i}.ffn_up.weight",
-        "model.layers.{i}.mlp.up_proj.weight",
-    ),
-    (
-        "blk.{i}.ffn_down.weight",
-        "model.layers.{i}.mlp.down_proj.weight",
-    ),
-];
-
 /// Substitutes the layer index into a table name.
 pub fn layer_name(pattern: &str, i: usize) -> String {
     pattern.replace("{i}", &i.to_string())

@@ -199,7 +199,7 @@ fn header_is_current() {
     let committed = std::fs::read_to_string(root().join("include/dam.h")).unwrap_or_default();
     assert!(
         committed == generated,
-        "include/dam.h is not the header generated from src/capi.rs; \
+        "include/dam.h is not the header generated from src/capi/; \
          review the difference, then run `DAM_BLESS=1 cargo build --release` and commit include/dam.h"
     );
 }

@@ -284,17 +284,10 @@ fn vision_hf_name(folder: &str, name: &str) -> String {
 
 /// (gguf name, hf name) of every LLM tensor for `layers` layers.
 fn llm_table(layers: usize) -> Vec<(String, String)> {
-    let mut v = Vec::new();
-    for (g, h) in dam::weights::LLM_TENSORS {
-        if g.contains("{i}") {
-            for i in 0..layers {
-                v.push((layer_name(g, i), layer_name(h, i)));
-            }
-        } else {
-            v.push((g.to_string(), h.to_string()));
-        }
-    }
-    v
+    dam::llm::tensors::expand(layers)
+        .into_iter()
+        .map(|n| (n.gguf, n.hf))
+        .collect()
 }
 
 // ------------------------------------------------------------ the checks

@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
     const char *mask_path = NULL;
     float box[4] = {0, 0, 0, 0};
     dam_describe_options opts = dam_describe_options_default();
-    dam_model_params mp = dam_model_default_params();
+    dam_model_params mp = dam_model_params_default();
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

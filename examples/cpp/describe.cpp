@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
     float box[4] = {0, 0, 0, 0};
     dam_device_params device = dam::Model::device_defaults();
     dam::Options opts;
-    dam_model_params params = dam_model_default_params();
+    dam_model_params params = dam_model_params_default();
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         if (a == "--greedy") {

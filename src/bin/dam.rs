@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use dam::image::{load_mask, load_rgb, Mask, RgbImage};
 use dam::llama::{FlashAttn, KvType};
 use dam::model::Trace;
+use dam::model::MAX_THREADS;
 use dam::vision::Detail;
 use dam::GgmlType;
 use dam::{
@@ -59,12 +60,12 @@ struct ModelArgs {
     /// CPU threads (default: all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     threads: usize,
-    /// KV cache type: f16 or f32.
-    #[arg(long, default_value = "f16")]
-    kv_type: String,
-    /// Flash attention: auto, on, off.
-    #[arg(long, default_value = "auto")]
-    flash_attn: String,
+    /// KV cache type.
+    #[arg(long, value_enum, default_value_t = KvType::F16)]
+    kv_type: KvType,
+    /// Flash attention.
+    #[arg(long, value_enum, default_value_t = FlashAttn::Auto)]
+    flash_attn: FlashAttn,
     /// Context length (0 = the model's, at most 4096).
     #[arg(long, default_value_t = 0)]
     ctx: u32,
@@ -74,9 +75,9 @@ struct ModelArgs {
     /// The GPU to use (index in `dam info`'s list of GPUs).
     #[arg(long, default_value_t = 0)]
     main_gpu: i32,
-    /// Where the vision stage runs: gpu (the main GPU when there is one) or cpu.
-    #[arg(long, default_value = "gpu")]
-    vision_device: String,
+    /// Where the vision stage runs (gpu: the main GPU when there is one).
+    #[arg(long, value_enum, default_value_t = VisionDevice::Gpu)]
+    vision_device: VisionDevice,
     /// Keep every CPU weight in the file's layout (no AMX / repacked copies:
     /// less memory, slower matrix products).
     #[arg(long)]
@@ -221,24 +222,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_kv(s: &str) -> Result<KvType> {
-    match s {
-        "f16" => Ok(KvType::F16),
-        "f32" => Ok(KvType::F32),
-        _ => Err(Error::InvalidArgument(format!("--kv-type {s}: f16 or f32"))),
-    }
+/// `--threads`: 0 = all cores; more than the engine's limit is refused.
+fn cli_threads(n: usize) -> Result<usize> {
+    dam::model::resolve_threads(n)
+        .map_err(|_| Error::InvalidArgument(format!("--threads {n}: at most {MAX_THREADS}")))
 }
 
-/// ggml's GGML_MAX_N_THREADS; far more makes OpenMP abort or crash.
-const MAX_THREADS: usize = 512;
-
 fn load_model(a: &ModelArgs, reference: bool) -> Result<std::sync::Arc<Model>> {
-    if a.threads > MAX_THREADS {
-        return Err(Error::InvalidArgument(format!(
-            "--threads {}: at most {MAX_THREADS}",
-            a.threads
-        )));
-    }
+    cli_threads(a.threads)?;
     let (llm, vision) = match (&a.llm, &a.vision, &a.model) {
         (Some(l), Some(v), None) => (l.clone(), v.clone()),
         (None, None, Some(m)) => find_model_files(m)?,
@@ -272,28 +263,11 @@ fn model_params(a: &ModelArgs, reference: bool) -> Result<ModelParams> {
     p.n_gpu_layers = a.n_gpu_layers;
     p.main_gpu = a.main_gpu;
     p.repack = !a.no_repack;
-    p.vision_device = match a.vision_device.as_str() {
-        "gpu" => VisionDevice::Gpu,
-        "cpu" => VisionDevice::Cpu,
-        s => {
-            return Err(Error::InvalidArgument(format!(
-                "--vision-device {s}: gpu or cpu"
-            )))
-        }
-    };
+    p.vision_device = a.vision_device;
     p.n_ctx = a.ctx;
     if !reference {
-        p.kv_type = parse_kv(&a.kv_type)?;
-        p.flash_attn = match a.flash_attn.as_str() {
-            "auto" => FlashAttn::Auto,
-            "on" => FlashAttn::On,
-            "off" => FlashAttn::Off,
-            s => {
-                return Err(Error::InvalidArgument(format!(
-                    "--flash-attn {s}: auto, on or off"
-                )))
-            }
-        };
+        p.kv_type = a.kv_type;
+        p.flash_attn = a.flash_attn;
     }
     Ok(p)
 }
@@ -324,14 +298,8 @@ fn pairs(s: &str, what: &str) -> Result<Vec<(f32, f32)>> {
 struct Inputs {
     images: Vec<(Vec<u8>, u32, u32, PixelFormat)>,
     masks: Vec<Option<Mask>>,
-    region: Option<RegionSpec>,
-}
-
-enum RegionSpec {
-    Box([f32; 4], bool),
-    Scribble(Vec<(f32, f32)>, f32, bool),
-    Points(Vec<(f32, f32)>),
-    Alpha,
+    /// The region of every frame, unless it comes from `masks`.
+    region: Option<Region<'static>>,
 }
 
 fn load_inputs(r: &RegionArgs) -> Result<Inputs> {
@@ -389,17 +357,26 @@ fn load_inputs(r: &RegionArgs) -> Result<Inputs> {
         let [x0, y0, x1, y1] = v[..] else {
             return Err(Error::InvalidArgument("--box: expected x0,y0,x1,y1".into()));
         };
-        Some(RegionSpec::Box([x0, y0, x1, y1], r.normalized))
+        Some(Region::Box {
+            x0,
+            y0,
+            x1,
+            y1,
+            normalized: r.normalized,
+        })
     } else if let Some(s) = &r.scribble {
-        Some(RegionSpec::Scribble(
-            pairs(s, "--scribble")?,
-            r.brush,
-            r.normalized,
-        ))
+        Some(Region::Scribble {
+            points: pairs(s, "--scribble")?,
+            width: r.brush,
+            normalized: r.normalized,
+        })
     } else if let Some(p) = &r.points {
-        Some(RegionSpec::Points(pairs(p, "--points")?))
+        let clicks = pairs(p, "--points")?;
+        Some(Region::Points(
+            clicks.into_iter().map(|(x, y)| (x, y, true)).collect(),
+        ))
     } else if r.alpha_mask {
-        Some(RegionSpec::Alpha)
+        Some(Region::AlphaOfImage)
     } else {
         None
     };
@@ -420,22 +397,7 @@ impl Inputs {
                     dam::ImageView::new(data, *w, *h, *w as usize * fmt.bytes_per_pixel(), *fmt)?;
                 let region = match (mask, &self.region) {
                     (Some(m), _) => Region::Mask(m.view()?),
-                    (None, Some(RegionSpec::Box([x0, y0, x1, y1], n))) => Region::Box {
-                        x0: *x0,
-                        y0: *y0,
-                        x1: *x1,
-                        y1: *y1,
-                        normalized: *n,
-                    },
-                    (None, Some(RegionSpec::Scribble(p, w, n))) => Region::Scribble {
-                        points: p.clone(),
-                        width: *w,
-                        normalized: *n,
-                    },
-                    (None, Some(RegionSpec::Points(p))) => {
-                        Region::Points(p.iter().map(|&(x, y)| (x, y, true)).collect())
-                    }
-                    (None, Some(RegionSpec::Alpha)) => Region::AlphaOfImage,
+                    (None, Some(r)) => r.clone(),
                     (None, None) => return Err(Error::InvalidArgument("no region given".into())),
                 };
                 Ok(Frame { image, region })
@@ -474,12 +436,15 @@ fn describe(a: DescribeArgs) -> Result<()> {
         top_k: a.top_k,
         seed: a.seed,
     };
-    // Rasterise early so region errors come before the model loads.
-    for f in &frames {
-        if frames.len() == 1 {
-            dam::region::rasterize(&f.region, &f.image)?;
-        }
-    }
+    // Rasterise once, early, so that region errors come before the model
+    // loads (a video drops empty frames instead) and for the overlay.
+    let masks = frames
+        .iter()
+        .map(|f| match frames.len() {
+            1 => dam::region::rasterize(&f.region, &f.image),
+            _ => dam::region::rasterize_any(&f.region, &f.image),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let model = load_model(&a.model, false)?;
     let mut session = model.session()?;
     let stdout_tty = std::io::stdout().is_terminal();
@@ -512,7 +477,7 @@ fn describe(a: DescribeArgs) -> Result<()> {
         eprintln!("dam: warning: frame {k} dropped: its region is empty");
     }
     if let Some(path) = &a.overlay {
-        write_overlay(path, &frames, &cap)?;
+        write_overlay(path, &frames, &masks, &cap)?;
     }
     if a.json {
         println!("{}", caption_json(&cap, &model));
@@ -547,20 +512,19 @@ fn caption_json(c: &Caption, m: &Model) -> serde_json::Value {
     })
 }
 
-fn write_overlay(path: &Path, frames: &[Frame], cap: &Caption) -> Result<()> {
+fn write_overlay(path: &Path, frames: &[Frame], masks: &[Mask], cap: &Caption) -> Result<()> {
     // The first used frame (videos: one overlay of the first frame).
     let k = (0..frames.len())
         .find(|k| !cap.dropped_frames.contains(k))
         .unwrap_or(0);
-    let f = &frames[k];
-    let mask = dam::region::rasterize(&f.region, &f.image)?;
+    let (f, mask) = (&frames[k], &masks[k]);
     let info = cap
         .frames
         .first()
         .ok_or_else(|| Error::InvalidArgument("no frame".into()))?;
     let img = dam::overlay::draw(
         &f.image.to_rgb(),
-        &mask,
+        mask,
         info.mask_box,
         info.window.to_array(),
     )?;
@@ -598,13 +562,7 @@ fn convert(a: ConvertArgs) -> Result<()> {
 
 fn quantize(a: QuantizeArgs) -> Result<()> {
     let ty = GgmlType::parse(&a.ty)?;
-    let threads = if a.threads > 0 {
-        a.threads
-    } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(4)
-    };
+    let threads = cli_threads(a.threads)?;
     dam::convert::quantize(&a.input, &a.output, ty, threads)?;
     println!("{}", a.output.display());
     Ok(())
@@ -612,8 +570,9 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
 
 fn info(a: ModelArgs) -> Result<()> {
     let print_devices = || {
-        println!("cpu:    {}", dam::ggml::cpu_features().join(" "));
-        for d in dam::ggml::devices() {
+        let info = dam::backend_info();
+        println!("cpu:    {}", info.simd.join(" "));
+        for d in info.backends {
             println!(
                 "device: {} ({}, {}; {:.1} of {:.1} GiB free)",
                 d.name,
@@ -926,11 +885,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let rgb = load_rgb(&a.image)?;
     let mask = load_mask(&a.mask)?;
-    let threads = if a.model.threads > 0 {
-        a.model.threads
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    };
+    let threads = cli_threads(a.model.threads)?;
     let mut runs = Vec::new();
     let out = if a.vision_only {
         let vision = match (&a.model.vision, &a.model.model) {
@@ -940,15 +895,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         };
         let t0 = Instant::now();
         let p = model_params(&a.model, false)?;
-        let gpu = p.gpu()?.filter(|_| p.vision_device == VisionDevice::Gpu);
-        let vm = dam::vision::VisionModel::load_with(
-            &vision,
-            &dam::vision::VisionOptions {
-                device: gpu,
-                flash_attn: p.flash_attn,
-                repack: p.repack,
-            },
-        )?;
+        let vm = dam::vision::VisionModel::load_with(&vision, &p.vision_options()?)?;
         let load_ms = ms(t0);
         let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut backend = vm.backend(threads, cancel)?;
@@ -1009,10 +956,10 @@ fn bench(a: BenchArgs) -> Result<()> {
                     "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms,
                     "ttft_ms": t.preprocess_ms + t.vision_ms + t.prefill_ms,
                     "first_text_ms": first, "total_ms": total_ms,
-                    "prompt_tokens": t.n_prompt_tokens, "decode_steps": t.n_generated,
+                    "prompt_tokens": t.n_prompt_tokens, "decode_steps": t.n_decoded,
                     "generated_tokens": cap.tokens.len(),
                     "prefill_tokens_per_s": t.n_prompt_tokens as f64 * 1e3 / t.prefill_ms.max(1e-9),
-                    "decode_tokens_per_s": t.n_generated as f64 * 1e3 / t.decode_ms.max(1e-9),
+                    "decode_tokens_per_s": t.decode_tokens_per_s(),
                     "context_provider_applied": cap.frames.iter().all(|f| f.context_applied),
                     "caption": cap.text,
                 }));

@@ -97,11 +97,16 @@ pub struct Timings {
 impl Timings {
     /// Decode steps per second (0 if none ran).
     pub fn decode_tokens_per_s(&self) -> f64 {
-        if self.n_decoded == 0 || self.decode_ms <= 0.0 {
-            0.0
-        } else {
-            self.n_decoded as f64 / (self.decode_ms / 1000.0)
-        }
+        steps_per_s(self.n_decoded, self.decode_ms)
+    }
+}
+
+/// `n` steps in `ms` milliseconds as steps per second (0 if none ran).
+pub fn steps_per_s(n: usize, ms: f64) -> f64 {
+    if n == 0 || ms <= 0.0 {
+        0.0
+    } else {
+        n as f64 * 1e3 / ms
     }
 }
 

@@ -3,8 +3,10 @@
 //! embeddings, sampling, streaming text). Safe Rust only; the FFI lives in
 //! `crate::sys::llama`.
 
+pub mod check;
 pub mod generate;
 pub mod prompt;
+pub mod tensors;
 
 pub use generate::{
     generate, generate_from_embeddings, prefill, prefill_embeddings, GenerateOptions, Generation,

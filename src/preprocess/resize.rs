@@ -103,9 +103,43 @@ fn clip8(ss: i32) -> u8 {
     (ss >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
+/// How the source bytes enter the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Levels {
+    /// As they are.
+    Raw,
+    /// A mask: every non-zero byte as 255 (Pillow's `fromarray(m * 255)`), so a
+    /// mask is resized straight from its buffer, without a 0/255 copy.
+    Binary,
+}
+
+#[inline(always)]
+fn level_u8(v: u8, bin: bool) -> u8 {
+    if bin && v != 0 {
+        255
+    } else {
+        v
+    }
+}
+
+#[inline(always)]
+fn level<const BIN: bool>(v: u8) -> i32 {
+    if BIN {
+        if v != 0 {
+            255
+        } else {
+            0
+        }
+    } else {
+        i32::from(v)
+    }
+}
+
 /// Horizontal pass, `C` channels: fills `out` (whole rows of `out_w * C` bytes) from the
-/// source rows starting at row `first`.
-fn horizontal<const C: usize>(
+/// source rows starting at row `first`. (Plain scalar code: on AVX2 it was as fast
+/// as row-band transposition or `pmaddwd` dot products, which both need extra
+/// passes over the data; see benches/RESULTS.md.)
+fn horizontal<const C: usize, const BIN: bool>(
     src: &[u8],
     stride: usize,
     first: usize,
@@ -121,7 +155,7 @@ fn horizontal<const C: usize>(
             let mut ss = [HALF; C];
             for (p, &kx) in px.chunks_exact(C).zip(k) {
                 for c in 0..C {
-                    ss[c] = ss[c].wrapping_add(i32::from(p[c]).wrapping_mul(kx));
+                    ss[c] = ss[c].wrapping_add(level::<BIN>(p[c]).wrapping_mul(kx));
                 }
             }
             for c in 0..C {
@@ -138,6 +172,7 @@ fn horizontal_any(
     stride: usize,
     first: usize,
     co: &Coeffs,
+    bin: bool,
     out: &mut [u8],
 ) {
     let out_w = co.bounds.len();
@@ -150,7 +185,7 @@ fn horizontal_any(
             ss.fill(HALF);
             for (p, &kx) in px.chunks_exact(channels).zip(k) {
                 for (s, &v) in ss.iter_mut().zip(p) {
-                    *s = s.wrapping_add(i32::from(v).wrapping_mul(kx));
+                    *s = s.wrapping_add(i32::from(level_u8(v, bin)).wrapping_mul(kx));
                 }
             }
             for (o, &s) in opx.iter_mut().zip(&ss) {
@@ -162,7 +197,7 @@ fn horizontal_any(
 
 /// Vertical pass for the output rows `yy0..` that `out` holds: `src` rows (stride
 /// `stride`) of `row_len` bytes, coefficient bounds relative to row `first` of `src`.
-fn vertical(
+fn vertical<const BIN: bool>(
     src: &[u8],
     stride: usize,
     first: usize,
@@ -179,7 +214,7 @@ fn vertical(
             let start = (ymin - first + y) * stride;
             let srow = &src[start..start + row_len];
             for (a, &v) in acc.iter_mut().zip(srow) {
-                *a = a.wrapping_add(i32::from(v).wrapping_mul(ky));
+                *a = a.wrapping_add(level::<BIN>(v).wrapping_mul(ky));
             }
         }
         for (o, &a) in orow.iter_mut().zip(&acc) {
@@ -267,6 +302,33 @@ pub fn resize_bicubic_threads(
     out_height: u32,
     threads: usize,
 ) -> Result<Vec<u8>> {
+    resize_bicubic_levels(
+        src,
+        width,
+        height,
+        stride,
+        channels,
+        out_width,
+        out_height,
+        Levels::Raw,
+        threads,
+    )
+}
+
+/// [`resize_bicubic_threads`] of the source bytes read as `levels` (a mask:
+/// [`Levels::Binary`], the same result as resizing its 0/255 copy).
+#[allow(clippy::too_many_arguments)]
+pub fn resize_bicubic_levels(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    stride: usize,
+    channels: usize,
+    out_width: u32,
+    out_height: u32,
+    levels: Levels,
+    threads: usize,
+) -> Result<Vec<u8>> {
     check_side("source width", width)?;
     check_side("source height", height)?;
     check_side("output width", out_width)?;
@@ -302,10 +364,12 @@ pub fn resize_bicubic_threads(
 
     let need_h = out_width != width;
     let need_v = out_height != height;
+    let bin = levels == Levels::Binary;
     if !need_h && !need_v {
         let mut out = Vec::with_capacity(out_len);
         for y in 0..height as usize {
-            out.extend_from_slice(&src[y * stride..y * stride + in_row]);
+            let row = &src[y * stride..y * stride + in_row];
+            out.extend(row.iter().map(|&v| level_u8(v, bin)));
         }
         return Ok(out);
     }
@@ -320,11 +384,15 @@ pub fn resize_bicubic_threads(
         (0, height as usize)
     };
 
-    let vertical_into = |src: &[u8], stride: usize, first: usize, row_len: usize| {
+    let vertical_into = |src: &[u8], stride: usize, first: usize, row_len: usize, bin: bool| {
         let mut out = vec![0u8; out_len];
         let work = out_len.saturating_mul(cv.ksize);
         par_rows(&mut out, out_row, threads, work, |yy0, band| {
-            vertical(src, stride, first, row_len, &cv, yy0, band)
+            if bin {
+                vertical::<true>(src, stride, first, row_len, &cv, yy0, band)
+            } else {
+                vertical::<false>(src, stride, first, row_len, &cv, yy0, band)
+            }
         });
         out
     };
@@ -336,20 +404,22 @@ pub fn resize_bicubic_threads(
         let work = tmp.len().saturating_mul(ch.ksize);
         par_rows(&mut tmp, out_row, threads, work, |r0, band| {
             let f = first + r0;
-            match channels {
-                1 => horizontal::<1>(src, stride, f, &ch, band),
-                2 => horizontal::<2>(src, stride, f, &ch, band),
-                3 => horizontal::<3>(src, stride, f, &ch, band),
-                4 => horizontal::<4>(src, stride, f, &ch, band),
-                n => horizontal_any(n, src, stride, f, &ch, band),
+            match (channels, bin) {
+                (1, false) => horizontal::<1, false>(src, stride, f, &ch, band),
+                (1, true) => horizontal::<1, true>(src, stride, f, &ch, band),
+                (2, false) => horizontal::<2, false>(src, stride, f, &ch, band),
+                (3, false) => horizontal::<3, false>(src, stride, f, &ch, band),
+                (4, false) => horizontal::<4, false>(src, stride, f, &ch, band),
+                (n, _) => horizontal_any(n, src, stride, f, &ch, bin, band),
             }
         });
         if !need_v {
             return Ok(tmp);
         }
-        Ok(vertical_into(&tmp, out_row, first, out_row))
+        // The intermediate holds filtered levels already.
+        Ok(vertical_into(&tmp, out_row, first, out_row, false))
     } else {
-        Ok(vertical_into(src, stride, 0, in_row))
+        Ok(vertical_into(src, stride, 0, in_row, bin))
     }
 }
 
@@ -431,22 +501,57 @@ mod tests {
 
     #[test]
     fn specialised_and_generic_passes_agree() {
-        // Long runs of 0 / 255 (mask-like) with some noise, one channel.
-        let (w, h) = (301usize, 5usize);
-        let src: Vec<u8> = (0..w * h)
-            .map(|i| match (i % w) / 37 {
-                0 | 2 | 5 => 255,
-                3 => (i * 13 % 256) as u8,
-                _ => 0,
+        // Long runs of 0 / 255 (mask-like) with some noise; band sizes that are
+        // and are not multiples of the row band; every specialised pass.
+        fn check<const C: usize, const BIN: bool>(w: usize, h: usize, first: usize) {
+            let stride = w * C + 3;
+            let src: Vec<u8> = (0..stride * (h + first))
+                .map(|i| match (i % stride) / 37 {
+                    0 | 2 | 5 => 255,
+                    3 => (i * 13 % 256) as u8,
+                    _ => 0,
+                })
+                .collect();
+            for &ow in &[1u32, 7, 40, 150, 301, 700] {
+                let co = precompute(w as u32, ow);
+                let mut fast = vec![0u8; h * ow as usize * C];
+                let mut plain = vec![0u8; h * ow as usize * C];
+                horizontal::<C, BIN>(&src, stride, first, &co, &mut fast);
+                horizontal_any(C, &src, stride, first, &co, BIN, &mut plain);
+                assert_eq!(fast, plain, "C={C} BIN={BIN} {w}x{h} -> {ow}");
+            }
+        }
+        for (h, first) in [(5, 0), (8, 2), (19, 1)] {
+            check::<1, false>(301, h, first);
+            check::<1, true>(301, h, first);
+            check::<2, false>(301, h, first);
+            check::<3, false>(301, h, first);
+            check::<4, false>(301, h, first);
+        }
+    }
+
+    #[test]
+    fn binary_levels_match_the_0_255_copy() {
+        let (w, h) = (97u32, 61u32);
+        let stride = w as usize + 5;
+        let mask: Vec<u8> = (0..stride * h as usize)
+            .map(|i| {
+                if (i * 7919) % 13 < 5 {
+                    (i % 7) as u8
+                } else {
+                    0
+                }
             })
             .collect();
-        for &ow in &[1u32, 7, 40, 150, 301, 700] {
-            let co = precompute(w as u32, ow);
-            let mut fast = vec![0u8; h * ow as usize];
-            let mut plain = vec![0u8; h * ow as usize];
-            horizontal::<1>(&src, w, 0, &co, &mut fast);
-            horizontal_any(1, &src, w, 0, &co, &mut plain);
-            assert_eq!(fast, plain, "{w} -> {ow}");
+        let copy: Vec<u8> = mask.iter().map(|&v| if v != 0 { 255 } else { 0 }).collect();
+        for (ow, oh) in [(40, 40), (97, 30), (40, 61), (97, 61), (200, 150)] {
+            for threads in [1, 3] {
+                let a =
+                    resize_bicubic_levels(&mask, w, h, stride, 1, ow, oh, Levels::Binary, threads)
+                        .unwrap();
+                let b = resize_bicubic_threads(&copy, w, h, stride, 1, ow, oh, threads).unwrap();
+                assert_eq!(a, b, "{w}x{h} -> {ow}x{oh}");
+            }
         }
     }
 

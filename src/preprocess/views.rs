@@ -1,7 +1,7 @@
 //! The two 4-channel views of a region (MODEL.md section 1, fixtures README "Pipeline" 2).
 
 use super::focal::{focal_window, Window};
-use super::resize::resize_bicubic_threads;
+use super::resize::{resize_bicubic_levels, resize_bicubic_threads, Levels};
 use crate::error::{Error, Result};
 use crate::image::{Mask, RgbImage};
 
@@ -60,13 +60,19 @@ fn view(
         threads,
     )?;
     // The mask as an 8-bit image with values 0 / 255 (Pillow: `fromarray(m * 255)`;
-    // its RGB conversion has three equal channels, so one channel suffices).
-    let mut m255 = Vec::with_capacity(w as usize * h as usize);
-    for y in y0..y0 + h as usize {
-        let row = &mask.data[y * iw + x0..y * iw + x0 + w as usize];
-        m255.extend(row.iter().map(|&v| if v != 0 { 255u8 } else { 0 }));
-    }
-    let m = resize_bicubic_threads(&m255, w, h, w as usize, 1, size, size, threads)?;
+    // its RGB conversion has three equal channels, so one channel suffices),
+    // read straight from the mask's window.
+    let m = resize_bicubic_levels(
+        &mask.data[y0 * iw + x0..],
+        w,
+        h,
+        iw,
+        1,
+        size,
+        size,
+        Levels::Binary,
+        threads,
+    )?;
 
     let plane = size as usize * size as usize;
     let mut out = vec![0f32; VIEW_CHANNELS * plane];

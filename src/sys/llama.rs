@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, Once, RwLock};
 use super::types::{dequantize, GgmlType};
 use super::{ffi, MappedFile};
 use crate::error::{Error, Result};
-use crate::gguf_file::GgufHeader;
+use crate::gguf_file::{GgufHeader, TensorInfo};
 
 // ---------------------------------------------------------------- backend, logging
 
@@ -111,6 +111,28 @@ pub fn init_backend() {
         // SAFETY: see above.
         unsafe { ffi::llama_backend_init() };
     });
+}
+
+/// llama.cpp's one-line summary of the CPU features and backends it uses.
+pub fn system_info() -> String {
+    init_backend();
+    // SAFETY: no arguments; the result is NULL or a NUL-terminated string
+    // in llama.cpp's static storage, copied before returning.
+    unsafe {
+        let p = ffi::llama_print_system_info();
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().trim().to_string()
+        }
+    }
+}
+
+/// Whether llama.cpp can offload layers to a GPU in this build/machine.
+pub fn supports_gpu_offload() -> bool {
+    init_backend();
+    // SAFETY: a query without arguments or preconditions.
+    unsafe { ffi::llama_supports_gpu_offload() }
 }
 
 /// Loads the ggml backend modules (CPU variants, CUDA, ...) from the first
@@ -218,39 +240,63 @@ pub struct LlamaModel {
 /// The token embedding table (`token_embd.weight`) read from the mapped
 /// GGUF file. llama.cpp keeps it private, but a prompt that mixes text and
 /// image rows can only go into one llama_decode as embedding rows.
-struct TokenTable {
+pub struct TokenTable {
     file: MappedFile,
     /// Byte offset of row 0 in the file.
     offset: usize,
     row_bytes: usize,
     ty: GgmlType,
+    /// ggml shape [n_embd, n_vocab].
+    ne: Vec<u64>,
 }
 
 impl TokenTable {
-    /// Maps `path` and finds the table, which must be `n_embd` x `n_vocab`.
-    fn open(path: &Path, n_embd: usize, n_vocab: usize) -> Result<TokenTable> {
+    /// The table `t` of a mapped file whose header (`t` from it) has been
+    /// parsed, so that offset + size lie in the file.
+    pub fn new(file: MappedFile, t: &TensorInfo) -> Result<TokenTable> {
+        let row_bytes =
+            t.ne.first()
+                .and_then(|&n| t.ty.row_size(n))
+                .ok_or_else(|| Error::InvalidModel(format!("{} has a bad row size", t.name)))?;
+        Ok(TokenTable {
+            offset: t.offset as usize,
+            row_bytes: row_bytes as usize,
+            ty: t.ty,
+            ne: t.ne.clone(),
+            file,
+        })
+    }
+
+    /// Maps and parses `path` and finds the table.
+    fn open(path: &Path) -> Result<TokenTable> {
         let file = MappedFile::open(path)?;
         let what = path.display().to_string();
         let h = GgufHeader::parse(file.bytes(), &what)?;
         let t = h
             .tensor("token_embd.weight")
             .ok_or_else(|| Error::InvalidModel(format!("{what}: no token_embd.weight tensor")))?;
-        if t.ne.len() != 2 || t.ne[0] != n_embd as u64 || t.ne[1] != n_vocab as u64 {
+        Self::new(file, t).map_err(|e| match e {
+            Error::InvalidModel(m) => Error::InvalidModel(format!("{what}: {m}")),
+            e => e,
+        })
+    }
+
+    /// The table must be `n_embd` x `n_vocab` (llama.cpp's sizes).
+    fn check(self, what: &Path, n_embd: usize, n_vocab: usize) -> Result<TokenTable> {
+        if n_vocab == 0 || n_embd == 0 {
             return Err(Error::InvalidModel(format!(
-                "{what}: token_embd.weight is {:?}, not [{n_embd}, {n_vocab}]",
-                t.ne
+                "{}: model has no vocabulary or zero width",
+                what.display()
             )));
         }
-        // The header parser checked that offset + nbytes lies in the file.
-        let row_bytes = t.ty.row_size(t.ne[0]).ok_or_else(|| {
-            Error::InvalidModel(format!("{what}: token_embd.weight has a bad row size"))
-        })?;
-        Ok(TokenTable {
-            offset: t.offset as usize,
-            row_bytes: row_bytes as usize,
-            ty: t.ty,
-            file,
-        })
+        if self.ne != [n_embd as u64, n_vocab as u64] {
+            return Err(Error::InvalidModel(format!(
+                "{}: token_embd.weight is {:?}, not [{n_embd}, {n_vocab}]",
+                what.display(),
+                self.ne
+            )));
+        }
+        Ok(self)
     }
 
     /// Row `id` as f32 (ggml's `to_float`, the values llama.cpp's
@@ -293,6 +339,16 @@ impl std::fmt::Debug for LlamaModel {
 impl LlamaModel {
     /// Loads a GGUF model file.
     pub fn load(path: &Path, params: &ModelParams) -> Result<LlamaModel> {
+        Self::load_with_table(path, params, None)
+    }
+
+    /// As [`LlamaModel::load`], with the token embedding table of the same
+    /// file when the caller has already mapped and parsed it.
+    pub fn load_with_table(
+        path: &Path,
+        params: &ModelParams,
+        table: Option<TokenTable>,
+    ) -> Result<LlamaModel> {
         init_backend();
         if !path.is_file() {
             return Err(Error::Io(format!("{}: no such file", path.display())));
@@ -342,15 +398,10 @@ impl LlamaModel {
             usize::try_from(n_vocab).unwrap_or(0),
             usize::try_from(n_embd).unwrap_or(0),
         );
-        let bad = vocab.is_null() || n_vocab == 0 || n_embd == 0;
-        let tokens = if bad {
-            Err(Error::InvalidModel(format!(
-                "{}: model has no vocabulary or zero width",
-                path.display()
-            )))
-        } else {
-            TokenTable::open(path, n_embd, n_vocab)
-        };
+        // A null vocabulary has n_vocab 0, which `check` refuses.
+        let tokens = table
+            .map_or_else(|| TokenTable::open(path), Ok)
+            .and_then(|t| t.check(path, n_embd, n_vocab));
         let tokens = match tokens {
             Ok(t) => t,
             Err(e) => {
@@ -443,15 +494,6 @@ impl LlamaModel {
         }
         // SAFETY: valid vocab pointer, token id checked to be in range.
         unsafe { ffi::llama_vocab_is_eog(self.vocab(), tok) }
-    }
-
-    /// Whether `tok` is a control token (`<s>`, `</s>`, ...).
-    pub fn is_control(&self, tok: i32) -> bool {
-        if self.tok_opt(tok).is_none() {
-            return false;
-        }
-        // SAFETY: valid vocab pointer, token id checked to be in range.
-        unsafe { ffi::llama_vocab_is_control(self.vocab(), tok) }
     }
 
     /// Tokenises `text` with llama.cpp's tokenizer (for this model the
@@ -554,41 +596,12 @@ impl LlamaModel {
             (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
         }
     }
-
-    /// A metadata value of the GGUF file rendered as a string.
-    pub fn meta_str(&self, key: &str) -> Option<String> {
-        let ckey = CString::new(key).ok()?;
-        let mut buf = vec![0u8; 256];
-        for _ in 0..2 {
-            // SAFETY: valid model, NUL-terminated key, `buf` has `buf.len()`
-            // writable bytes; llama.cpp writes a NUL-terminated string of at
-            // most that size (snprintf semantics) and returns the full length.
-            let n = unsafe {
-                ffi::llama_model_meta_val_str(
-                    self.raw(),
-                    ckey.as_ptr(),
-                    buf.as_mut_ptr() as *mut c_char,
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                return None;
-            }
-            let n = n as usize;
-            if n < buf.len() {
-                buf.truncate(n);
-                return Some(String::from_utf8_lossy(&buf).into_owned());
-            }
-            buf = vec![0u8; n + 1];
-        }
-        None
-    }
 }
 
 // ---------------------------------------------------------------- context
 
 /// KV-cache element type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum KvType {
     F32,
     F16,
@@ -604,7 +617,7 @@ impl KvType {
 }
 
 /// Flash-attention policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum FlashAttn {
     /// llama.cpp decides (on where the backend supports it).
     Auto,
@@ -648,9 +661,7 @@ pub struct ContextParams {
 
 impl Default for ContextParams {
     fn default() -> Self {
-        let n_threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(4);
+        let n_threads = crate::model::resolve_threads(0).unwrap_or(4);
         ContextParams {
             n_ctx: 4096,
             n_batch: 512,
@@ -1400,12 +1411,6 @@ impl Sampler {
     pub fn accept(&mut self, tok: i32) {
         // SAFETY: valid chain; accept only updates sampler state.
         unsafe { ffi::llama_sampler_accept(self.ptr.as_ptr(), tok) };
-    }
-
-    /// Resets the chain's state (the RNG is re-seeded only by `new`).
-    pub fn reset(&mut self) {
-        // SAFETY: valid chain.
-        unsafe { ffi::llama_sampler_reset(self.ptr.as_ptr()) };
     }
 }
 

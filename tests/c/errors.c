@@ -215,6 +215,14 @@ static void check_static_functions(void) {
     dam_describe_options o = dam_describe_options_default();
     CHECK(o.struct_size == sizeof(dam_describe_options) && o.max_new_tokens == 512 && o.query == NULL);
 
+    /* The 1.3 names and their older aliases give the same defaults. */
+    dam_model_params mp2 = dam_model_params_default();
+    CHECK(memcmp(&mp, &mp2, sizeof mp) == 0);
+    dam_session_params sp2 = dam_session_params_default();
+    CHECK(memcmp(&sp, &sp2, sizeof sp) == 0);
+    DamBatchTokenCallback old_name = (dam_batch_token_callback)NULL;
+    CHECK(old_name == NULL);
+
     /* Frees of NULL, and NULL-tolerant queries. */
     dam_model_free(NULL);
     dam_session_free(NULL);

@@ -264,6 +264,9 @@ impl MappedWeights {
                 }
                 ffi::ggml_backend_tensor_set(p.as_ptr(), data.as_ptr().cast(), 0, data.len());
             }
+            // The copy replaces the mapped tensor: its file pages need not
+            // stay resident (peak memory ~ files, not files + copies).
+            self.map.release(t.offset as usize, t.nbytes as usize);
         }
         for (t, p) in list.iter().zip(made) {
             self.put(t.name.clone(), p);
