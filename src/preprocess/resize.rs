@@ -285,24 +285,6 @@ pub fn resize_bicubic(
     out_height: u32,
 ) -> Result<Vec<u8>> {
     resize_bicubic_threads(
-        src, width, height, stride, channels, out_width, out_height, 1,
-    )
-}
-
-/// [`resize_bicubic`] using up to `threads` threads (0 and 1 both mean the calling thread
-/// only; small images always run on one). The result does not depend on `threads`.
-#[allow(clippy::too_many_arguments)]
-pub fn resize_bicubic_threads(
-    src: &[u8],
-    width: u32,
-    height: u32,
-    stride: usize,
-    channels: usize,
-    out_width: u32,
-    out_height: u32,
-    threads: usize,
-) -> Result<Vec<u8>> {
-    resize_bicubic_levels(
         src,
         width,
         height,
@@ -311,14 +293,16 @@ pub fn resize_bicubic_threads(
         out_width,
         out_height,
         Levels::Raw,
-        threads,
+        1,
     )
 }
 
-/// [`resize_bicubic_threads`] of the source bytes read as `levels` (a mask:
-/// [`Levels::Binary`], the same result as resizing its 0/255 copy).
+/// [`resize_bicubic`] of the source bytes read as `levels` (a mask:
+/// [`Levels::Binary`], the same result as resizing its 0/255 copy), using up to
+/// `threads` threads (0 and 1 both mean the calling thread only; small images
+/// always run on one). The result does not depend on `threads`.
 #[allow(clippy::too_many_arguments)]
-pub fn resize_bicubic_levels(
+pub fn resize_bicubic_threads(
     src: &[u8],
     width: u32,
     height: u32,
@@ -547,9 +531,11 @@ mod tests {
         for (ow, oh) in [(40, 40), (97, 30), (40, 61), (97, 61), (200, 150)] {
             for threads in [1, 3] {
                 let a =
-                    resize_bicubic_levels(&mask, w, h, stride, 1, ow, oh, Levels::Binary, threads)
+                    resize_bicubic_threads(&mask, w, h, stride, 1, ow, oh, Levels::Binary, threads)
                         .unwrap();
-                let b = resize_bicubic_threads(&copy, w, h, stride, 1, ow, oh, threads).unwrap();
+                let b =
+                    resize_bicubic_threads(&copy, w, h, stride, 1, ow, oh, Levels::Raw, threads)
+                        .unwrap();
                 assert_eq!(a, b, "{w}x{h} -> {ow}x{oh}");
             }
         }
@@ -563,15 +549,19 @@ mod tests {
             .collect();
         let one = resize_bicubic(&src, w, h, w as usize * 3, 3, 384, 384).unwrap();
         for t in [0, 2, 3, 16] {
-            let many = resize_bicubic_threads(&src, w, h, w as usize * 3, 3, 384, 384, t).unwrap();
+            let many =
+                resize_bicubic_threads(&src, w, h, w as usize * 3, 3, 384, 384, Levels::Raw, t)
+                    .unwrap();
             assert_eq!(one, many, "{t} threads");
         }
         // width unchanged (vertical pass only) and height unchanged (horizontal only)
         let a = resize_bicubic(&src, w, h, w as usize * 3, 3, w, 100).unwrap();
-        let b = resize_bicubic_threads(&src, w, h, w as usize * 3, 3, w, 100, 4).unwrap();
+        let b =
+            resize_bicubic_threads(&src, w, h, w as usize * 3, 3, w, 100, Levels::Raw, 4).unwrap();
         assert_eq!(a, b);
         let a = resize_bicubic(&src, w, h, w as usize * 3, 3, 100, h).unwrap();
-        let b = resize_bicubic_threads(&src, w, h, w as usize * 3, 3, 100, h, 4).unwrap();
+        let b =
+            resize_bicubic_threads(&src, w, h, w as usize * 3, 3, 100, h, Levels::Raw, 4).unwrap();
         assert_eq!(a, b);
     }
 

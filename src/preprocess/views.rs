@@ -1,7 +1,7 @@
 //! The two 4-channel views of a region (MODEL.md section 1, fixtures README "Pipeline" 2).
 
 use super::focal::{focal_window, Window};
-use super::resize::{resize_bicubic_levels, resize_bicubic_threads, Levels};
+use super::resize::{resize_bicubic_threads, Levels};
 use crate::error::{Error, Result};
 use crate::image::{Mask, RgbImage};
 
@@ -57,12 +57,13 @@ fn view(
         3,
         size,
         size,
+        Levels::Raw,
         threads,
     )?;
     // The mask as an 8-bit image with values 0 / 255 (Pillow: `fromarray(m * 255)`;
     // its RGB conversion has three equal channels, so one channel suffices),
     // read straight from the mask's window.
-    let m = resize_bicubic_levels(
+    let m = resize_bicubic_threads(
         &mask.data[y0 * iw + x0..],
         w,
         h,
