@@ -12,6 +12,7 @@ pub mod overlay;
 
 pub mod preprocess;
 pub mod region;
+pub mod request;
 /// The FFI into llama.cpp, ggml and gguf, with its safe wrappers; private:
 /// what users need is re-exported below.
 pub(crate) mod sys;
