@@ -25,9 +25,9 @@ command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v kotlinc >/dev/null 2>&1 || need+=(kotlin)
 command -v mcs >/dev/null 2>&1 || need+=(mono-mcs)
 command -v mono >/dev/null 2>&1 || need+=(mono-runtime)
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
@@ -46,8 +46,6 @@ have_clang16() {
   return 1
 }
 if ! have_clang16; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   [ ${#need[@]} -gt 0 ] || $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang-16 >/dev/null \
     || echo "setup: clang-16 is not packaged here: ggml builds with the system compiler (AMX left out under GCC 12)"
