@@ -113,6 +113,7 @@ pub enum Levels {
     Binary,
 }
 
+/// A source byte as the filter reads it under `Levels::Binary` (`bin`) or `Raw`.
 #[inline(always)]
 fn level_u8(v: u8, bin: bool) -> u8 {
     if bin && v != 0 {
@@ -122,17 +123,10 @@ fn level_u8(v: u8, bin: bool) -> u8 {
     }
 }
 
+/// [`level_u8`] with the choice fixed at compile time, widened for the sums.
 #[inline(always)]
 fn level<const BIN: bool>(v: u8) -> i32 {
-    if BIN {
-        if v != 0 {
-            255
-        } else {
-            0
-        }
-    } else {
-        i32::from(v)
-    }
+    i32::from(level_u8(v, BIN))
 }
 
 /// Horizontal pass, `C` channels: fills `out` (whole rows of `out_w * C` bytes) from the
