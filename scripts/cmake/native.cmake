@@ -1,6 +1,9 @@
 # Toolchain file for the ggml build of the default (native) route, set by
 # .cargo/config.toml. It only chooses; it never fails:
 # - CC/CXX from the environment are used as given;
+# - a build that is not native (GGML_NATIVE off: the portable route, the
+#   fuzz build) keeps the compiler the cc crate detected, because its flags
+#   were chosen for that compiler (ASan adds GCC-only -fno-ipa-icf-variables);
 # - otherwise clang 16 or newer, when installed, builds ggml: GCC 12.2
 #   (Debian 12) drops the stores that fill ggml's AMX tile configuration
 #   under -march=native, and the first AMX instruction dies with SIGILL;
@@ -10,7 +13,7 @@
 if(CMAKE_SYSTEM_NAME OR ANDROID_ABI)
   return()
 endif()
-if(NOT DEFINED ENV{CC} AND NOT CMAKE_C_COMPILER)
+if(GGML_NATIVE AND NOT DEFINED ENV{CC} AND NOT CMAKE_C_COMPILER)
   find_program(DAM_CLANG NAMES clang-20 clang-19 clang-18 clang-17 clang-16 clang)
   find_program(DAM_CLANGXX NAMES clang++-20 clang++-19 clang++-18 clang++-17 clang++-16 clang++)
   if(DAM_CLANG AND DAM_CLANGXX)
