@@ -193,7 +193,9 @@ pub fn render() -> String {
          (L = layers + 1 + select_layer for a negative select_layer). Shapes are ggml `ne` (row length\n\
          first; PyTorch order is the reverse). \"weight type\" is the requested type, or llama.cpp's\n\
          fallback where the row length is not a multiple of its block (k-quants -> q5_0 / q5_1 / q8_0 /\n\
-         iq4_nl, legacy quants -> f16). In a quantized file FF and CFF are the checkpoint's widths\n\
+         iq4_nl, legacy quants -> f16), except that q4_k falls back to q4_0 here: ggml's CPU backend\n\
+         repacks q4_0 for AVX2 / AVX-512 / AMX / NEON and not q5_0, which made the q4_k vision file\n\
+         slower than the smaller q4_0 one (`GgmlType::repackable_fallback_for_row`). In a quantized file FF and CFF are the checkpoint's widths\n\
          rounded up to a multiple of the type's block where that adds at most 1/8 (SigLIP's 4304 ->\n\
          4320 for 32-blocks, 4352 for k-quants): the added units have zero `ffn_up` rows and bias and\n\
          zero `ffn_down` columns, so outputs are unchanged and `ffn_down` is stored in the requested\n\

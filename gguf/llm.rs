@@ -307,7 +307,8 @@ pub(crate) fn planned(
     let ne = def.ne(dims);
     let row = ne.first().copied().unwrap_or(1);
     let ty = match def.kind {
-        Kind::Matrix => matrix_type(ty, row, &gguf, fallbacks),
+        // llama.cpp's fallback table, so dam's and llama.cpp's quantizations agree.
+        Kind::Matrix => matrix_type(ty, row, GgmlType::fallback_for_row, &gguf, fallbacks),
         Kind::F32 => GgmlType::F32,
     };
     Planned {

@@ -288,14 +288,15 @@ pub(crate) fn write_atomically<T>(path: &Path, f: impl FnOnce(&Path) -> Result<T
 }
 
 /// The stored type of a weight matrix with rows of `row` elements, recording
-/// a fallback when `ty` does not fit.
+/// a fallback (chosen by `rule`) when `ty` does not fit.
 pub(crate) fn matrix_type(
     ty: GgmlType,
     row: u64,
+    rule: fn(GgmlType, u64) -> GgmlType,
     tensor: &str,
     fallbacks: &mut Vec<Fallback>,
 ) -> GgmlType {
-    let used = ty.fallback_for_row(row);
+    let used = rule(ty, row);
     if used != ty {
         merge_fallbacks(
             fallbacks,
@@ -469,9 +470,18 @@ mod tests {
     #[test]
     fn fallbacks_are_merged() {
         let mut f = Vec::new();
-        assert_eq!(matrix_type(GgmlType::Q8_0, 48, "a", &mut f), GgmlType::F16);
-        assert_eq!(matrix_type(GgmlType::Q8_0, 48, "b", &mut f), GgmlType::F16);
-        assert_eq!(matrix_type(GgmlType::Q8_0, 64, "c", &mut f), GgmlType::Q8_0);
+        assert_eq!(
+            matrix_type(GgmlType::Q8_0, 48, GgmlType::fallback_for_row, "a", &mut f),
+            GgmlType::F16
+        );
+        assert_eq!(
+            matrix_type(GgmlType::Q8_0, 48, GgmlType::fallback_for_row, "b", &mut f),
+            GgmlType::F16
+        );
+        assert_eq!(
+            matrix_type(GgmlType::Q8_0, 64, GgmlType::fallback_for_row, "c", &mut f),
+            GgmlType::Q8_0
+        );
         assert_eq!(f.len(), 1);
         assert_eq!((f[0].tensors, f[0].example.as_str()), (2, "a"));
     }

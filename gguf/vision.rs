@@ -155,7 +155,14 @@ pub(crate) fn planned(
     let ne = fhp.ne(def);
     let tty = match def.kind {
         Kind::F32 => GgmlType::F32,
-        Kind::Matrix => matrix_type(ty, ne.first().copied().unwrap_or(1), &gguf, fallbacks),
+        // Fallbacks that ggml's CPU backend repacks (4-bit k-quants -> q4_0).
+        Kind::Matrix => matrix_type(
+            ty,
+            ne.first().copied().unwrap_or(1),
+            GgmlType::repackable_fallback_for_row,
+            &gguf,
+            fallbacks,
+        ),
     };
     Planned {
         gguf,

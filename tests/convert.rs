@@ -361,7 +361,7 @@ fn check_converted(ck: &Path, r: &ConvertReport, ty: GgmlType) {
         let t = v.h.tensor(&g).unwrap();
         let want_ty = match def.kind {
             Kind::F32 => GgmlType::F32,
-            Kind::Matrix => ty.fallback_for_row(t.ne[0]),
+            Kind::Matrix => ty.repackable_fallback_for_row(t.ne[0]),
         };
         assert_eq!(t.ty, want_ty, "{g}");
         let orig = &vals[folder][&vision_hf_name(folder, &hf)];
@@ -1046,7 +1046,7 @@ fn quantize_both_files_of_both_fixtures() {
                 |name| want_hp.ne(defs[name]),
                 |name, ne0, t| match defs[name].kind {
                     Kind::F32 => t == GgmlType::F32,
-                    Kind::Matrix => t == ty.fallback_for_row(ne0),
+                    Kind::Matrix => t == ty.repackable_fallback_for_row(ne0),
                 },
             );
             for (name, _, _) in rows.iter().filter(|r| r.1 == GgmlType::F32) {
@@ -1064,7 +1064,7 @@ fn quantize_both_files_of_both_fixtures() {
                 q.fallbacks.iter().map(|f| f.to_string()).collect::<Vec<_>>()
             );
             for f in &q.fallbacks {
-                assert_eq!(f.used, ty.fallback_for_row(f.row));
+                assert_eq!(f.used, ty.repackable_fallback_for_row(f.row));
             }
             // Every key is carried over (the MLP widths as checked above).
             assert_eq!(o.h.keys, vsrc.h.keys);

@@ -148,6 +148,20 @@ impl GgmlType {
         Some(n)
     }
 
+    /// As [`fallback_for_row`](Self::fallback_for_row), but a 4-bit k-quant
+    /// falls back to q4_0 rather than llama.cpp's q5_0: ggml's CPU backend
+    /// repacks q4_0 (and q8_0) for AVX2 / AVX-512 / AMX / NEON, not q5_0.
+    /// The vision tower's 1152-wide rows do not fit 256-blocks, and their q5_0
+    /// kept the "q4_k" vision file (the larger one) 1.5x slower than q4_0
+    /// (benches/RESULTS.md). The LLM keeps llama.cpp's table, so that dam's and
+    /// llama.cpp's own quantizations of it agree.
+    pub fn repackable_fallback_for_row(self, ne0: u64) -> GgmlType {
+        match self {
+            GgmlType::Q4_K if self.row_size(ne0).is_none() => GgmlType::Q4_0.fallback_for_row(ne0),
+            _ => self.fallback_for_row(ne0),
+        }
+    }
+
     /// The type llama.cpp falls back to when rows of `ne0` elements do not fit
     /// this type's block size: k-quants to the nearest legacy quant, legacy
     /// quants to f16 (which always fits).
@@ -281,6 +295,22 @@ mod tests {
         assert_eq!(GgmlType::Q6_K.fallback_for_row(1152), GgmlType::Q8_0);
         assert_eq!(GgmlType::Q8_0.fallback_for_row(4304), GgmlType::F16);
         assert_eq!(GgmlType::Q4_K.fallback_for_row(2560), GgmlType::Q4_K);
+        assert_eq!(
+            GgmlType::Q4_K.repackable_fallback_for_row(1152),
+            GgmlType::Q4_0
+        );
+        assert_eq!(
+            GgmlType::Q4_K.repackable_fallback_for_row(4352),
+            GgmlType::Q4_K
+        );
+        assert_eq!(
+            GgmlType::Q4_K.repackable_fallback_for_row(48),
+            GgmlType::F16
+        );
+        assert_eq!(
+            GgmlType::Q6_K.repackable_fallback_for_row(1152),
+            GgmlType::Q8_0
+        );
     }
 
     #[test]
