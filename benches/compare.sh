@@ -22,7 +22,11 @@
 #     q8_0, q4_k (`dam bench`: one greedy request on a 2048x1365 photo);
 #   - load-to-ready time (files in the page cache) and peak RSS vs the
 #     files' size;
-#   - 1 vs THREADS threads (q4_k).
+#   - 1 vs THREADS threads (q4_k);
+#   - with a Python that has torch, numpy, gguf (and transformers), the same
+#     weights in PyTorch: the vision stage (benches/torch_vision.py) and the
+#     whole request (benches/torch_pipeline.py: vision, prefill with the image
+#     rows spliced in, greedy decode), bf16 and f32 (TORCH_PYTHON).
 # The report (markdown) is printed and written to WORKDIR/report.md; the raw
 # JSON of every run stays in WORKDIR/json/.
 #
@@ -135,6 +139,20 @@ if "$TORCH_PYTHON" -c "import torch, gguf, numpy" 2>/dev/null; then
 else
     echo "no torch in $TORCH_PYTHON: the PyTorch vision comparison is skipped" | tee -a "$LOG"
 fi
+# The whole request in PyTorch (benches/torch_pipeline.py: the vision stage, then
+# transformers' LlamaForCausalLM prefilled with the image rows spliced in, then
+# greedy decode), on the f16 files' weights with dam's prompt length: the anchor
+# for the time-to-first-token ratios. Needs transformers too.
+if "$TORCH_PYTHON" -c "import torch, gguf, numpy, transformers" 2>/dev/null; then
+    TEXT_TOKENS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['runs'][0]['prompt_tokens'] - $N_IMG)" "$J/dam-f16.json")
+    for dt in bf16 f32; do
+        have "$J/torch-pipeline-$dt.json" || step "torch-pipeline-$dt" sh -c "'$TORCH_PYTHON' '$ROOT/benches/torch_pipeline.py' \
+            --llm '$L16' --vision '$V16' --dtype $dt --threads $THREADS --tokens $TOKENS --text-tokens $TEXT_TOKENS \
+            --runs 1 --warmup 1 > '$J/torch-pipeline-$dt.json'"
+    done
+else
+    echo "no torch + transformers in $TORCH_PYTHON: the PyTorch pipeline comparison is skipped" | tee -a "$LOG"
+fi
 T_END=$(date +%s)
 
 # ---------------------------------------------------------------- report
@@ -242,6 +260,34 @@ if os.path.exists(os.path.join(J, "torch-bf16.json")):
     p("|---|---|---|---|")
     for dt in ("bf16", "f32"):
         p(f"| {dt} | {tv[dt]['min_ms']:.0f} | {best:.0f} | {tv[dt]['min_ms'] / best:.2f} |")
+    p()
+if os.path.exists(os.path.join(J, "torch-pipeline-bf16.json")):
+    tp = {dt: ld(f"torch-pipeline-{dt}.json") for dt in ("bf16", "f32")}
+    p(f"### Whole request vs PyTorch (benches/torch_pipeline.py: torch {tp['bf16']['torch_version']}, "
+      f"transformers {tp['bf16']['transformers_version']}, same f16 weights, {tp['bf16']['prompt_positions']} positions)")
+    p()
+    p("| run | vision ms | prefill ms | prefill tok/s | time to first token ms | decode tok/s | 64-token caption ms |")
+    p("|---|---|---|---|---|---|---|")
+    def lat64(r, steps):
+        return r["ttft_ms"] + 63 * r["decode_ms"] / max(steps, 1)
+    rows = {}
+    for dt in ("bf16", "f32"):
+        r = tp[dt]["min"]
+        rows[f"PyTorch {dt}"] = (r["vision_ms"], r["prefill_ms"], tp[dt]["prompt_positions"], r["ttft_ms"],
+                                 r["decode_tokens_per_s"], lat64(r, r["decode_steps"]))
+    for t in ("f16", "q8_0", "q4_k"):
+        r = dam[t]["runs"][0]
+        rows[f"dam {t}"] = (r["vision_ms"], r["prefill_ms"], r["prompt_tokens"], r["ttft_ms"],
+                            r["decode_tokens_per_s"], lat64(r, r["decode_steps"]))
+    for name, (v, pf, n, ttft, dec, l64) in rows.items():
+        p(f"| {name} | {v:.0f} | {pf:.0f} | {n * 1e3 / pf:.1f} | {ttft:.0f} | {dec:.2f} | {l64:.0f} |")
+    p()
+    torch_best = lambda i: min(v[i] for k, v in rows.items() if k.startswith("PyTorch"))
+    dam_best = lambda i: min(v[i] for k, v in rows.items() if k.startswith("dam"))
+    p(f"Ratios against PyTorch's faster dtype (issue #15 goals): vision speed-up "
+      f"{torch_best(0) / dam_best(0):.2f}x (goal >= 1.5), prefill speed-up {torch_best(1) / dam_best(1):.2f}x "
+      f"(goal >= 1.2), time to first token dam / PyTorch {dam_best(3) / torch_best(3):.2f} (goal <= 0.6), "
+      f"the dam rows' best of each column.")
     p()
 p("### Step times")
 p()
