@@ -1,7 +1,7 @@
 """Python bindings of dam, an inference engine for NVIDIA's Describe Anything Model.
 
-A thin ctypes layer over the C API (include/dam.h); no compiler needed. The library is
-found through $DAM_LIBRARY, next to this package, or a checkout's target/release.
+A thin ctypes layer over the C API (include/dam.h). The library is $DAM_LIBRARY when set,
+else the one `pip install` bundled in this package, else a checkout's target/release.
 
     import dam
     model = dam.Model("models/m-llm-f16.gguf", "models/m-vision-f16.gguf")

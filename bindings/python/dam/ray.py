@@ -7,7 +7,7 @@
     out.write_parquet("captions/")
 
 or ``ds.map_batches(dam.ray.Captioner, fn_constructor_kwargs={"llm": "models/"},
-concurrency=4, num_cpus=2, batch_format="pyarrow")`` directly.
+compute=ray.data.ActorPoolStrategy(size=4), num_cpus=2, batch_format="pyarrow")`` directly.
 
 Input columns (one row = one region):
 
@@ -189,12 +189,14 @@ def caption_dataset(
     batch_size: int = 16,
     options: Optional[Dict[str, Any]] = None,
     model_options: Optional[Dict[str, Any]] = None,
-    max_restarts: int = 3,
     cls: type = Captioner,
 ) -> Any:
     """``ds.map_batches`` with ``actors`` Captioner actors of ``threads`` CPUs (and
-    ``num_gpus`` GPUs) each. A dead actor is restarted and its batch retried (up to
-    ``max_restarts`` times each), so no row is lost or written twice."""
+    ``num_gpus`` GPUs) each. Ray Data restarts a dead actor and retries its batch (its actor
+    pools default to max_restarts=-1, max_task_retries=-1), so no row is lost or written
+    twice."""
+    import ray
+
     return ds.map_batches(
         cls,
         fn_constructor_kwargs={
@@ -206,9 +208,7 @@ def caption_dataset(
         },
         batch_format="pyarrow",
         batch_size=batch_size,
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=threads,
         num_gpus=num_gpus,
-        max_restarts=max_restarts,
-        max_task_retries=max_restarts,
     )

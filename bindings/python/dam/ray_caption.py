@@ -72,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Reading, filtering and writing reserve no CPU, so they run beside the actors; Ray's
     # file listing still takes one: leave one CPU of the cluster free (actors x threads < CPUs).
     light = {"num_cpus": 0}
-    ds = ray.data.read_parquet(a.input, ray_remote_args=light)
+    ds = ray.data.read_parquet(a.input, num_cpus=0)
     if skip:
         value_set = pa.array(sorted(skip))
 

@@ -51,6 +51,12 @@ def table() -> pa.Table:
     return pa.Table.from_pylist(rows())
 
 
+def dataset():
+    """The rows in blocks of 8: one task per block, so both actors get work."""
+    t = table()
+    return ray.data.from_arrow([t.slice(i, 8) for i in range(0, t.num_rows, 8)])
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     env = {}
@@ -99,7 +105,7 @@ def model_args(model_files) -> dict:
 
 
 def test_captions_errors_schema(local_ray, model_files, expected):
-    ds = ray.data.from_arrow(table())
+    ds = dataset()
     out = dam_ray.caption_dataset(ds, **model_args(model_files), actors=2, threads=1, batch_size=8)
     check(pa.concat_tables(ray.get(out.to_arrow_refs())), expected)
 
@@ -124,7 +130,7 @@ class CrashOnce(dam_ray.Captioner):
 def test_actor_killed_mid_run(local_ray, model_files, expected, tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     CrashOnce.marker = str(tmp_path / "crashed")
-    ds = ray.data.from_arrow(table())
+    ds = dataset()
     out = dam_ray.caption_dataset(ds, **model_args(model_files), actors=1, threads=1, batch_size=8, cls=CrashOnce)
     check(pa.concat_tables(ray.get(out.to_arrow_refs())), expected)
     assert os.path.exists(CrashOnce.marker)  # it did die
