@@ -1,7 +1,7 @@
 """Python bindings of dam, an inference engine for NVIDIA's Describe Anything Model.
 
-A thin ctypes layer over the C API (include/dam.h); no compiler needed. The library is
-found through $DAM_LIBRARY, next to this package, or a checkout's target/release.
+A thin ctypes layer over the C API (include/dam.h). The library is $DAM_LIBRARY when set,
+else the one `pip install` bundled in this package, else a checkout's target/release.
 
     import dam
     model = dam.Model("models/m-llm-f16.gguf", "models/m-vision-f16.gguf")
@@ -85,47 +85,47 @@ class DamError(Exception):
 
 
 class InvalidArgumentError(DamError, ValueError):
-    pass
+    """A bad argument (a null pointer, a value out of range, a closed handle)."""
 
 
 class InvalidRegionError(DamError, ValueError):
-    pass
+    """A region that selects nothing, or does not fit the image."""
 
 
 class UnsupportedRegionError(DamError, NotImplementedError):
-    pass
+    """A region kind this build cannot use (clicks need a segmenter)."""
 
 
 class InvalidModelError(DamError):
-    pass
+    """GGUF files that are not a DAM model pair, or do not match each other."""
 
 
 class DamIOError(DamError, OSError):
-    pass
+    """A file that cannot be read."""
 
 
 class ContextOverflowError(DamError):
-    pass
+    """The prompt and caption do not fit the context (raise ``n_ctx``)."""
 
 
 class CancelledError(DamError):
-    pass
+    """The call was cancelled (``Session.cancel`` or a callback returning False)."""
 
 
 class BackendError(DamError):
-    pass
+    """The compute backend failed (device out of memory, driver error)."""
 
 
 class VersionMismatchError(DamError):
-    pass
+    """The library implements another C API version than these bindings."""
 
 
 class BufferTooSmallError(DamError):
-    pass
+    """An output buffer was too small (handled inside the bindings)."""
 
 
 class InternalError(DamError):
-    pass
+    """A bug in dam: please report it."""
 
 
 _ERRORS = {

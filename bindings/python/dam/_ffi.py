@@ -1,9 +1,10 @@
-"""ctypes declarations of dam's C API (include/dam.h, API 1.0) and the library lookup."""
+"""ctypes declarations of dam's C API (include/dam.h, API 1.2) and the library lookup."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.machinery
 import os
 import sys
 from pathlib import Path
@@ -137,20 +138,22 @@ class Timings(ctypes.Structure):
 
 
 def _candidates() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    # The library a wheel bundles: built by setuptools-rust as the extension dam._libdam,
+    # so it carries the interpreter's extension suffix (_libdam.cpython-311-x86_64-linux-gnu.so).
+    found = [here / ("_libdam" + s) for s in importlib.machinery.EXTENSION_SUFFIXES]
     names = {"linux": ["libdam.so"], "darwin": ["libdam.dylib"], "win32": ["dam.dll"]}.get(
         sys.platform, ["libdam.so"]
     )
-    here = Path(__file__).resolve().parent
-    dirs = [here]  # a wheel may ship the library next to the package
     # A checkout: bindings/python/dam -> repository root -> target/release.
     repo = here.parent.parent.parent
-    dirs += [repo / "target" / "release", repo / "target" / "debug"]
-    return [d / n for d in dirs for n in names]
+    dirs = [here, repo / "target" / "release", repo / "target" / "debug"]
+    return found + [d / n for d in dirs for n in names]
 
 
 def find_library() -> str:
-    """Where libdam is: $DAM_LIBRARY, next to this package, the checkout's
-    target/release, or the system's library path."""
+    """Where libdam is: $DAM_LIBRARY, else the library bundled in this package (pip
+    install), else a checkout's target/release, else the system's library path."""
     env = os.environ.get("DAM_LIBRARY")
     if env:
         if not Path(env).is_file():
@@ -163,7 +166,8 @@ def find_library() -> str:
     if found:
         return found
     raise OSError(
-        "cannot find libdam: set DAM_LIBRARY to its path, or build it with `cargo build --release`"
+        "cannot find libdam: `pip install` the package, set DAM_LIBRARY to its path, "
+        "or build it with `cargo build --release`"
     )
 
 

@@ -1,7 +1,9 @@
 """Fixtures of the bindings' tests: the tiny test model and the dam CLI.
 
-tests/capi.rs runs this suite with DAM_LIBRARY, DAM_CLI, DAM_TEST_LLM and DAM_TEST_VISION set;
-standalone, the model is converted from tests/fixtures/tiny with the CLI in target/release.
+tests/capi.rs runs this suite on the source tree with DAM_LIBRARY, DAM_CLI, DAM_TEST_LLM and
+DAM_TEST_VISION set; tests/python_pkg.rs runs it on the wheel installed in a fresh venv
+(DAM_TEST_INSTALLED=1: the package and its bundled library, not this checkout's). Standalone,
+the model is converted from tests/fixtures/tiny with the CLI in target/release.
 """
 
 import os
@@ -12,7 +14,9 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the package in bindings/python/dam
+INSTALLED = os.environ.get("DAM_TEST_INSTALLED") == "1"
+if not INSTALLED:
+    sys.path.insert(0, str(HERE.parent))  # the package in bindings/python/dam
 
 REPO = HERE.parent.parent.parent
 CASES = REPO / "tests" / "fixtures" / "tiny" / "cases"

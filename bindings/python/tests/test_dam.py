@@ -1,8 +1,12 @@
 """The Python bindings on the tiny test model: captions equal the CLI's, every input kind,
 streaming, typed errors, sessions, callbacks."""
 
+import ctypes
+import os
 import subprocess
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +31,7 @@ def cli_caption(cli, model_files, *args):
 
 def test_library_and_version():
     assert dam.version()
-    assert dam.library_path().endswith(("libdam.so", "libdam.dylib", "dam.dll"))
+    assert Path(dam.library_path()).name.startswith(("libdam.", "_libdam.", "dam.dll"))
     info = dam.backend_info()
     v = dam._L().dam_api_version()
     assert info["api_version"] == f"{v >> 16}.{v & 0xFFFF}"
@@ -217,6 +221,43 @@ def test_sessions_in_threads(model, case):
     assert got == [want, want]
 
 
+def test_gil_released_while_describing(model, case):
+    """Two Python threads caption at once while a third keeps running Python: ctypes drops the
+    GIL around each C call (CDLL, not PyDLL), so the middle of every call sees the ticker run."""
+    assert not dam._L().dam_describe._flags_ & ctypes._FUNCFLAG_PYTHONAPI
+    image = np.asarray(Image.open(case["image"]).convert("RGB"))
+    mask = np.asarray(Image.open(case["mask"]).convert("L"))
+    want = model.describe(image, mask=mask, greedy=True, max_tokens=N)
+    calls, got, ticks = [], [], []
+    done = threading.Event()
+
+    def work():
+        with model.session(threads=1) as s:
+            for _ in range(2):
+                t0 = time.perf_counter()
+                got.append(s.describe(image, mask=mask, greedy=True, max_tokens=N))
+                calls.append((t0, time.perf_counter()))
+
+    def tick():
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.0005)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    ts = [threading.Thread(target=work) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    done.set()
+    ticker.join()
+    assert got == [want] * 4
+    for t0, t1 in calls:  # the middle half of a call is inside the C library
+        q = (t1 - t0) / 4
+        assert any(t0 + q < t < t1 - q for t in ticks), (t0, t1)
+
+
 def test_log_and_progress(model_files):
     lines, stages = [], []
     m = dam.Model(*model_files, threads=1, log=lambda lvl, text: lines.append((lvl, text)), log_level="debug",
@@ -289,3 +330,15 @@ def test_session_threading_rules(model, case):
             next(gen)
     with pytest.raises(dam.InvalidArgumentError):
         s.describe(case["image"], mask=case["mask"])
+
+
+def test_package_layout():
+    """py.typed ships; the public API has docstrings; installed, the bundled library loads."""
+    pkg = Path(dam.__file__).parent
+    assert (pkg / "py.typed").is_file()
+    for name in dam.__all__:
+        assert getattr(dam, name).__doc__, name
+    if os.environ.get("DAM_TEST_INSTALLED") == "1":
+        assert "bindings" not in pkg.parts, pkg  # the wheel's copy, not the checkout
+        assert "DAM_LIBRARY" not in os.environ
+        assert Path(dam.library_path()).parent == pkg
