@@ -34,7 +34,8 @@ fn conv(m: String) -> Error {
     Error::Convert(m)
 }
 
-/// Reads the hyper-parameters from config.json and preprocessor_config.json.
+/// Reads the hyper-parameters from config.json and the processor config
+/// (long: one checked key per field, SAM's defaults where absent).
 fn hparams(dir: &Path) -> Result<SegmenterHparams> {
     let top = hf::read_json(&dir.join("config.json"))?;
     let sub = |k: &str| {
@@ -88,6 +89,60 @@ fn hparams(dir: &Path) -> Result<SegmenterHparams> {
                 ))
             })?,
     };
+    let image_size = v.u32_or("image_size", 1024)?;
+    let pre = processor(dir, image_size)?;
+    let out = v.u32_or("output_channels", 256)?;
+    for (c, key) in [(&p, "hidden_size"), (&d, "hidden_size")] {
+        let x = c.u32_or(key, 256)?;
+        if x != out {
+            return Err(conv(format!(
+                "{}: {key} {x} differs from the neck's output_channels {out}",
+                c.what
+            )));
+        }
+    }
+    let hp = SegmenterHparams {
+        image_size,
+        patch_size: v.u32_or("patch_size", 16)?,
+        hidden,
+        heads: v.u32_or("num_attention_heads", 12)?,
+        layers: v.u32_or("num_hidden_layers", 12)?,
+        ff,
+        eps: v.f32_or("layer_norm_eps", 1e-6)?,
+        window: v.u32_or("window_size", 14)?,
+        global_layers,
+        out,
+        mask_in: p.u32_or("mask_input_channels", 16)?,
+        dec_layers: d.u32_or("num_hidden_layers", 2)?,
+        dec_heads: d.u32_or("num_attention_heads", 8)?,
+        dec_ff: d.u32_or("mlp_dim", 2048)?,
+        dec_eps: d.f32_or("layer_norm_eps", 1e-6)?,
+        downsample: d.u32_or("attention_downsample_rate", 2)?,
+        multimask: d.u32_or("num_multimask_outputs", 3)?,
+        iou_depth: d.u32_or("iou_head_depth", 3)?,
+        iou_hidden: d.u32_or("iou_head_hidden_dim", 256)?,
+        longest_edge: pre.longest_edge,
+        image_mean: pre.mean,
+        image_std: pre.std,
+    };
+    hp.validate().map_err(|e| match e {
+        Error::InvalidModel(m) => conv(format!("unsupported SAM configuration: {m}")),
+        e => e,
+    })?;
+    Ok(hp)
+}
+
+/// The image processor's values, from preprocessor_config.json
+/// (transformers 4) or the "image_processor" dict of processor_config.json
+/// (transformers 5); SAM's defaults where absent. Only the processing SAM
+/// does is accepted (bilinear resize, 1/255, normalise, pad to the input).
+struct Processor {
+    longest_edge: u32,
+    mean: [f32; 3],
+    std: [f32; 3],
+}
+
+fn processor(dir: &Path, image_size: u32) -> Result<Processor> {
     // transformers 4 writes preprocessor_config.json; 5 nests the same
     // dict under "image_processor" in processor_config.json.
     let pre = match hf::read_json_opt(&dir.join("preprocessor_config.json"))? {
@@ -106,7 +161,6 @@ fn hparams(dir: &Path) -> Result<SegmenterHparams> {
             .and_then(|s| s.get(field))
             .and_then(|x| x.as_u64())
     };
-    let image_size = v.u32_or("image_size", 1024)?;
     let longest_edge = side("size", "longest_edge").map_or(Ok(1024), |x| {
         u32::try_from(x).map_err(|_| conv("size.longest_edge is too large".into()))
     })?;
@@ -159,45 +213,11 @@ fn hparams(dir: &Path) -> Result<SegmenterHparams> {
             Some(_) => Err(conv(format!("{}: {key} is not 3 numbers", pre.what))),
         }
     };
-    let out = v.u32_or("output_channels", 256)?;
-    for (c, key) in [(&p, "hidden_size"), (&d, "hidden_size")] {
-        let x = c.u32_or(key, 256)?;
-        if x != out {
-            return Err(conv(format!(
-                "{}: {key} {x} differs from the neck's output_channels {out}",
-                c.what
-            )));
-        }
-    }
-    let hp = SegmenterHparams {
-        image_size,
-        patch_size: v.u32_or("patch_size", 16)?,
-        hidden,
-        heads: v.u32_or("num_attention_heads", 12)?,
-        layers: v.u32_or("num_hidden_layers", 12)?,
-        ff,
-        eps: v.f32_or("layer_norm_eps", 1e-6)?,
-        window: v.u32_or("window_size", 14)?,
-        global_layers,
-        out,
-        mask_in: p.u32_or("mask_input_channels", 16)?,
-        dec_layers: d.u32_or("num_hidden_layers", 2)?,
-        dec_heads: d.u32_or("num_attention_heads", 8)?,
-        dec_ff: d.u32_or("mlp_dim", 2048)?,
-        dec_eps: d.f32_or("layer_norm_eps", 1e-6)?,
-        downsample: d.u32_or("attention_downsample_rate", 2)?,
-        multimask: d.u32_or("num_multimask_outputs", 3)?,
-        iou_depth: d.u32_or("iou_head_depth", 3)?,
-        iou_hidden: d.u32_or("iou_head_hidden_dim", 256)?,
+    Ok(Processor {
         longest_edge,
-        image_mean: triple("image_mean", IMAGENET_MEAN)?,
-        image_std: triple("image_std", IMAGENET_STD)?,
-    };
-    hp.validate().map_err(|e| match e {
-        Error::InvalidModel(m) => conv(format!("unsupported SAM configuration: {m}")),
-        e => e,
-    })?;
-    Ok(hp)
+        mean: triple("image_mean", IMAGENET_MEAN)?,
+        std: triple("image_std", IMAGENET_STD)?,
+    })
 }
 
 /// The checkpoint shape a file tensor of shape `file` is made from.
