@@ -1,12 +1,14 @@
-//! The generated part of `gguf/README.md`: every key and tensor of both
+//! The generated part of `gguf/README.md`: every key and tensor of the
 //! files, rendered from the same tables the converter and the loader use
-//! (`weights::VISION_TENSORS`, `llm::tensors::LLM_TENSORS`, `weights::key`).
+//! (`weights::VISION_TENSORS`, `llm::tensors::LLM_TENSORS`, `weights::key`,
+//! `segmenter::tensors`).
 //! A unit test checks the README holds this text verbatim;
 //! `DAM_BLESS=1 cargo test --release --lib convert::doc` rewrites it.
 
 use super::llm::llm_key as lk;
 use super::vision::WEIGHT_TYPE_KEY;
 use crate::llm::tensors::{LDim, LLM_TENSORS};
+use crate::segmenter::tensors::{self as seg, key as sk, SEGMENTER_TENSORS};
 use crate::weights::{key, Dim, Kind, Part, VISION_TENSORS};
 
 /// One documented key.
@@ -146,6 +148,105 @@ pub const LLM_KEYS: &[KeyDoc] = &[
     ),
 ];
 
+/// Every key of the segmenter file, in the order the converter writes them.
+pub const SEGMENTER_KEYS: &[KeyDoc] = &[
+    k("general.architecture", "string", "`dam-segmenter`"),
+    k(
+        sk::IMAGE_SIZE,
+        "u32",
+        "encoder input side S (the processor pads to S x S)",
+    ),
+    k(
+        sk::PATCH_SIZE,
+        "u32",
+        "patch size P; G = S / P embedding positions per side",
+    ),
+    k(sk::HIDDEN, "u32", "encoder width C"),
+    k(sk::HEADS, "u32", "encoder attention heads (D = C / heads)"),
+    k(sk::LAYERS, "u32", "encoder layers"),
+    k(sk::FF, "u32", "encoder MLP width FF"),
+    k(
+        sk::WINDOW,
+        "u32",
+        "attention window side of the windowed layers",
+    ),
+    k(sk::OUT, "u32", "neck / prompt / decoder width O"),
+    k(
+        sk::MASK_IN,
+        "u32",
+        "mask-input channels MI of the prompt encoder's mask branch",
+    ),
+    k(sk::DEC_LAYERS, "u32", "two-way transformer layers"),
+    k(sk::DEC_HEADS, "u32", "decoder attention heads"),
+    k(sk::DEC_FF, "u32", "decoder MLP width DF"),
+    k(
+        sk::DOWNSAMPLE,
+        "u32",
+        "cross-attention downsample rate r (inner width O / r)",
+    ),
+    k(
+        sk::MULTIMASK,
+        "u32",
+        "multimask outputs (3); K = outputs + 1 mask tokens",
+    ),
+    k(sk::IOU_DEPTH, "u32", "IoU head layers"),
+    k(sk::IOU_HIDDEN, "u32", "IoU head width IH"),
+    k(
+        sk::LONGEST_EDGE,
+        "u32",
+        "processor resize target of the longest side (= S)",
+    ),
+    k(sk::EPS, "f32", "encoder LayerNorm epsilon"),
+    k(sk::DEC_EPS, "f32", "two-way transformer LayerNorm epsilon"),
+    k(
+        sk::GLOBAL_LAYERS,
+        "i32[]",
+        "encoder layers with global attention (the others are windowed)",
+    ),
+    k(
+        sk::IMAGE_MEAN,
+        "f32[3]",
+        "normalisation mean per RGB channel",
+    ),
+    k(sk::IMAGE_STD, "f32[3]", "normalisation std per RGB channel"),
+    k(
+        sk::RESAMPLE,
+        "string",
+        "resize filter (`bilinear`, PIL semantics)",
+    ),
+    k(
+        "general.name",
+        "string",
+        "model name given to the converter",
+    ),
+];
+
+fn ssym(d: seg::Dim) -> &'static str {
+    use seg::Dim::*;
+    match d {
+        Hidden => "C",
+        Ff => "FF",
+        HeadDim => "D",
+        Patch => "P",
+        Rgb => "3",
+        Grid => "G",
+        RelPos => "2s-1",
+        Out => "O",
+        Out2 => "O/2",
+        Out4 => "O/4",
+        Out8 => "O/8",
+        Inner => "O/r",
+        DecFf => "DF",
+        MaskIn => "MI",
+        MaskIn4 => "MI/4",
+        MaskTokens => "K",
+        IouHidden => "IH",
+        One => "1",
+        Two => "2",
+        Three => "3",
+    }
+}
+
 fn vsym(d: Dim) -> &'static str {
     match d {
         Dim::Hidden => "C",
@@ -246,7 +347,32 @@ pub fn render() -> String {
             stored(d.kind)
         ));
     }
+    render_segmenter(&mut s);
     s
+}
+
+fn render_segmenter(s: &mut String) {
+    s.push_str("\n### Segmenter file (`*-segmenter-<type>.gguf`): keys\n\n");
+    keys_table(s, SEGMENTER_KEYS);
+    s.push_str(
+        "\n### Segmenter file: tensors\n\n\
+         From a Hugging Face `SamModel` folder. Symbols as in the keys; s is the attention side of\n\
+         encoder layer i (the window, or G for a global layer). `{i}` runs over the encoder layers\n\
+         (`enc.blk`), the decoder layers (`dec.blk`), the 4 point embeddings, the K hypernetwork MLPs\n\
+         or the IoU head's middle layers. Shapes are ggml `ne`; trailing 1s are not stored. `qkv`\n\
+         is split into thirds; `ConvTranspose2d` weights [in, out, kh, kw] are stored as\n\
+         [kh, kw, out, in] (ne [in, out, 2, 2]); the 1x1 neck convolution as a matrix.\n\n",
+    );
+    s.push_str("| GGUF name | checkpoint name | ne | stored as |\n|---|---|---|---|\n");
+    for d in SEGMENTER_TENSORS.iter().flat_map(|g| g.iter()) {
+        s.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            d.row.gguf,
+            d.row.hf,
+            ne(d.row.shape, ssym),
+            stored(d.row.kind)
+        ));
+    }
 }
 
 /// Marker lines around the generated section of gguf/README.md.
@@ -333,8 +459,51 @@ mod tests {
     }
 
     #[test]
+    fn write_keys_writes_exactly_the_documented_segmenter_keys() {
+        let hp = seg::SegmenterHparams {
+            image_size: 64,
+            patch_size: 16,
+            hidden: 8,
+            heads: 2,
+            layers: 2,
+            ff: 16,
+            eps: 1e-6,
+            window: 2,
+            global_layers: vec![1],
+            out: 8,
+            mask_in: 4,
+            dec_layers: 1,
+            dec_heads: 2,
+            dec_ff: 16,
+            dec_eps: 1e-6,
+            downsample: 2,
+            multimask: 3,
+            iou_depth: 3,
+            iou_hidden: 8,
+            longest_edge: 64,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+        };
+        let mut w = crate::sys::gguf::GgufWriter::with_capacity(1).unwrap();
+        hp.write_keys(&mut w).unwrap();
+        let path = std::env::temp_dir().join(format!("dam-doc-skeys-{}.gguf", std::process::id()));
+        w.begin(&path).unwrap().finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let h = crate::gguf_file::GgufHeader::parse(&bytes, "keys").unwrap();
+        let written: Vec<&str> = h.keys.iter().map(|s| s.as_str()).collect();
+        let documented: Vec<&str> = SEGMENTER_KEYS
+            .iter()
+            .map(|kd| kd.key)
+            .filter(|k| *k != "general.name")
+            .collect();
+        assert_eq!(written, documented);
+        assert_eq!(seg::SegmenterHparams::from_gguf(&h).unwrap(), hp);
+    }
+
+    #[test]
     fn every_key_is_documented_once_per_file() {
-        for keys in [VISION_KEYS, LLM_KEYS] {
+        for keys in [VISION_KEYS, LLM_KEYS, SEGMENTER_KEYS] {
             let mut seen = std::collections::HashSet::new();
             for kd in keys {
                 assert!(seen.insert(kd.key), "{} documented twice", kd.key);

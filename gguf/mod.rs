@@ -14,6 +14,7 @@
 mod hf;
 mod llm;
 mod quant;
+mod segmenter;
 mod spm;
 mod synth;
 mod vision;
@@ -28,6 +29,7 @@ use crate::sys::GgmlType;
 
 pub use llm::{llm_key, permute_rows, unpermute_rows, LlmHparams};
 pub use quant::{quantize, QuantizeReport, QUANTIZE_TYPES};
+pub use segmenter::{convert_segmenter, SegmenterReport};
 pub use spm::{parse as parse_sentencepiece, piece_type, Piece, SpModel};
 pub use synth::{
     synth, synth_plan, synth_vocab, Preset, SynthOptions, SynthPlan, SynthReport, SynthTensor,

@@ -13,6 +13,7 @@ pub mod overlay;
 pub mod preprocess;
 pub mod region;
 pub mod request;
+pub mod segmenter;
 /// The FFI into llama.cpp, ggml and gguf, with its safe wrappers; private:
 /// what users need is re-exported below.
 pub(crate) mod sys;

@@ -85,14 +85,16 @@ pub enum Part {
     Projector,
 }
 
-/// One row of the tensor table. Shapes are in PyTorch order (outermost first);
-/// the GGUF `ne` is the reverse.
+/// One row of a tensor table. Shapes are in PyTorch order (outermost first);
+/// the GGUF `ne` is the reverse. `P` says which instances a file holds and
+/// `D` names the sizes (the vision file's [`Part`] and [`Dim`] by default;
+/// the segmenter has its own).
 #[derive(Clone, Copy, Debug)]
-pub struct TensorDef {
+pub struct TensorDef<P = Part, D: 'static = Dim> {
     pub gguf: &'static str,
     pub hf: &'static str,
-    pub part: Part,
-    pub shape: &'static [Dim],
+    pub part: P,
+    pub shape: &'static [D],
     pub kind: Kind,
 }
 
@@ -100,13 +102,14 @@ use Dim::*;
 use Kind::{Matrix, F32};
 use Part::*;
 
-const fn t(
+/// A table row.
+pub const fn t<P: Copy, D: 'static>(
     gguf: &'static str,
     hf: &'static str,
-    part: Part,
-    shape: &'static [Dim],
+    part: P,
+    shape: &'static [D],
     kind: Kind,
-) -> TensorDef {
+) -> TensorDef<P, D> {
     TensorDef {
         gguf,
         hf,
@@ -458,9 +461,32 @@ pub struct VisionHparams {
 }
 
 /// Limits that keep a hostile file from asking for absurd graphs.
-const MAX_SIDE: u32 = 4096;
-const MAX_WIDTH: u32 = 65536;
-const MAX_LAYERS: u32 = 1024;
+pub(crate) const MAX_SIDE: u32 = 4096;
+pub(crate) const MAX_WIDTH: u32 = 65536;
+pub(crate) const MAX_LAYERS: u32 = 1024;
+
+/// The checks every ViT's hyper-parameters need before a graph: an image
+/// side that patches fit into, widths in range (`hidden` and `widths`),
+/// heads that divide `hidden`.
+pub(crate) fn check_tower(
+    (image_size, patch_size): (u32, u32),
+    (hidden, heads): (u32, u32),
+    widths: &[(&str, u32)],
+) -> Result<()> {
+    let bad = |m: String| Err(Error::InvalidModel(m));
+    if patch_size == 0 || image_size < patch_size || image_size > MAX_SIDE {
+        return bad(format!("image size {image_size} / patch size {patch_size}"));
+    }
+    for &(n, v) in [("hidden", hidden)].iter().chain(widths) {
+        if v == 0 || v > MAX_WIDTH {
+            return bad(format!("{n} size {v}"));
+        }
+    }
+    if heads == 0 || hidden % heads != 0 {
+        return bad(format!("{heads} heads do not divide width {hidden}"));
+    }
+    Ok(())
+}
 
 impl VisionHparams {
     /// Patches per side (the stride-P convolution ignores trailing pixels).
@@ -560,28 +586,15 @@ impl VisionHparams {
     /// Checks the values are usable before any ggml call.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidModel(m));
-        if self.patch_size == 0 || self.image_size < self.patch_size || self.image_size > MAX_SIDE {
-            return bad(format!(
-                "image size {} / patch size {}",
-                self.image_size, self.patch_size
-            ));
-        }
-        for (n, v) in [
-            ("hidden", self.hidden),
-            ("ff", self.ff),
-            ("ctx ff", self.ctx_ff),
-            ("llm hidden", self.llm_hidden),
-        ] {
-            if v == 0 || v > MAX_WIDTH {
-                return bad(format!("{n} size {v}"));
-            }
-        }
-        if self.heads == 0 || self.hidden % self.heads != 0 {
-            return bad(format!(
-                "{} heads do not divide width {}",
-                self.heads, self.hidden
-            ));
-        }
+        check_tower(
+            (self.image_size, self.patch_size),
+            (self.hidden, self.heads),
+            &[
+                ("ff", self.ff),
+                ("ctx ff", self.ctx_ff),
+                ("llm hidden", self.llm_hidden),
+            ],
+        )?;
         if self.ctx_heads == 0 || self.hidden % self.ctx_heads != 0 {
             return bad(format!(
                 "{} context heads do not divide width {}",
@@ -714,42 +727,12 @@ impl VisionHparams {
     /// shape and an allowed type, and nothing unexpected.
     pub fn check_tensors(&self, h: &GgufHeader) -> Result<()> {
         let expected = self.tensor_names();
-        for (name, def) in &expected {
-            let t = h
-                .tensor(name)
-                .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))?;
-            let ne = self.ne(def);
-            if t.ne != ne {
-                return Err(Error::InvalidModel(format!(
-                    "tensor {name} has shape {:?}, expected {ne:?}",
-                    t.ne
-                )));
-            }
-            let ok = match def.kind {
-                Kind::F32 => t.ty == GgmlType::F32,
-                Kind::Matrix => true, // any supported type; the row fit was checked by the reader
-            };
-            if !ok {
-                return Err(Error::InvalidModel(format!(
-                    "tensor {name} has type {}, expected f32",
-                    t.ty.name()
-                )));
-            }
-        }
-        if h.tensors.len() != expected.len() {
-            let extra: Vec<_> = h
-                .tensors
+        check_tensor_set(
+            h,
+            expected
                 .iter()
-                .filter(|t| !expected.iter().any(|(n, _)| *n == t.name))
-                .map(|t| t.name.as_str())
-                .take(5)
-                .collect();
-            return Err(Error::InvalidModel(format!(
-                "unexpected tensors: {}",
-                extra.join(", ")
-            )));
-        }
-        Ok(())
+                .map(|(name, def)| (name.as_str(), self.ne(def), def.kind)),
+        )
     }
 
     /// Writes the keys of this struct (the converter's half of `from_gguf`).
@@ -786,4 +769,46 @@ impl VisionHparams {
         w.set_u32(key::MAX_FRAMES, self.max_frames)?;
         Ok(())
     }
+}
+
+/// Checks that a file holds exactly the `expected` tensors (name, GGUF
+/// shape, kind): each with its shape, f32 where the kind says so, and
+/// nothing else. Matrices may have any type (the reader checked the rows).
+pub fn check_tensor_set<'a>(
+    h: &GgufHeader,
+    expected: impl Iterator<Item = (&'a str, Vec<u64>, Kind)>,
+) -> Result<()> {
+    let mut names = std::collections::HashSet::new();
+    for (name, ne, kind) in expected {
+        let t = h
+            .tensor(name)
+            .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))?;
+        if t.ne != ne {
+            return Err(Error::InvalidModel(format!(
+                "tensor {name} has shape {:?}, expected {ne:?}",
+                t.ne
+            )));
+        }
+        if kind == Kind::F32 && t.ty != GgmlType::F32 {
+            return Err(Error::InvalidModel(format!(
+                "tensor {name} has type {}, expected f32",
+                t.ty.name()
+            )));
+        }
+        names.insert(name);
+    }
+    if h.tensors.len() != names.len() {
+        let extra: Vec<_> = h
+            .tensors
+            .iter()
+            .filter(|t| !names.contains(t.name.as_str()))
+            .map(|t| t.name.as_str())
+            .take(5)
+            .collect();
+        return Err(Error::InvalidModel(format!(
+            "unexpected tensors: {}",
+            extra.join(", ")
+        )));
+    }
+    Ok(())
 }

@@ -6,5 +6,5 @@ pub mod resize;
 pub mod views;
 
 pub use focal::{focal_window, Window, MIN_BOX_SIDE};
-pub use resize::{resize_bicubic, resize_bicubic_threads, Levels, MAX_OUTPUT_BYTES};
+pub use resize::{resize_bicubic, resize_threads, Filter, Levels, MAX_OUTPUT_BYTES};
 pub use views::{make_views, make_views_threads, Views, MAX_VIEW_SIZE, VIEW_CHANNELS};

@@ -1,10 +1,12 @@
-//! Pillow-exact bicubic resize of 8-bit images.
+//! Pillow-exact bicubic and bilinear resize of 8-bit images.
 //!
-//! Reproduces `PIL.Image.resize((w, h), Image.BICUBIC)` (Pillow's `Resample.c`, 8 bits
-//! per channel) bit for bit, for any number of interleaved channels:
+//! Reproduces `PIL.Image.resize((w, h), Image.BICUBIC)` (and `BILINEAR`, which SAM's
+//! processor uses; Pillow's `Resample.c`, 8 bits per channel) bit for bit, for any
+//! number of interleaved channels:
 //!
-//! * coefficients per output pixel (`precompute_coeffs`): Keys cubic with a = -0.5,
-//!   support 2 scaled by the downscale factor (antialiasing), bounds rounded with C
+//! * coefficients per output pixel (`precompute_coeffs`): Keys cubic with a = -0.5
+//!   (support 2) or the triangle (support 1),
+//!   support scaled by the downscale factor (antialiasing), bounds rounded with C
 //!   `(int)` truncation, weights normalised by their sum;
 //! * fixed point with 22 fractional bits (`normalize_coeffs_8bpc`);
 //! * horizontal pass first (only when the width changes), on just the source rows that
@@ -38,6 +40,33 @@ fn bicubic(x: f64) -> f64 {
     }
 }
 
+/// Pillow's `bilinear_filter` (the triangle).
+fn bilinear(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 {
+        1.0 - x
+    } else {
+        0.0
+    }
+}
+
+/// The resampling filter (Pillow's `Image.BICUBIC` / `Image.BILINEAR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    Bicubic,
+    Bilinear,
+}
+
+impl Filter {
+    /// The kernel and its support before scaling.
+    fn kernel(self) -> (fn(f64) -> f64, f64) {
+        match self {
+            Filter::Bicubic => (bicubic, 2.0),
+            Filter::Bilinear => (bilinear, 1.0),
+        }
+    }
+}
+
 /// Fixed-point filter coefficients for one axis.
 #[derive(Debug, Clone)]
 struct Coeffs {
@@ -58,12 +87,12 @@ impl Coeffs {
 }
 
 /// `precompute_coeffs` + `normalize_coeffs_8bpc` of Pillow, for the box `[0, in_size)`.
-fn precompute(in_size: u32, out_size: u32) -> Coeffs {
-    const SUPPORT: f64 = 2.0;
+fn precompute(in_size: u32, out_size: u32, filter: Filter) -> Coeffs {
+    let (kernel, base_support) = filter.kernel();
     // C: `(double)(in1 - in0) / outSize` with float in0 = 0, in1 = in_size (exact).
     let scale = f64::from(in_size as f32) / f64::from(out_size);
     let filterscale = scale.max(1.0);
-    let support = SUPPORT * filterscale;
+    let support = base_support * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let ss = 1.0 / filterscale;
     let mut bounds = Vec::with_capacity(out_size as usize);
@@ -79,7 +108,7 @@ fn precompute(in_size: u32, out_size: u32) -> Coeffs {
         let xmin = xmin as usize;
         let mut ww = 0.0;
         for (x, wx) in w.iter_mut().enumerate().take(n) {
-            let v = bicubic(((x + xmin) as f64 - center + 0.5) * ss);
+            let v = kernel(((x + xmin) as f64 - center + 0.5) * ss);
             *wx = v;
             ww += v;
         }
@@ -278,7 +307,7 @@ pub fn resize_bicubic(
     out_width: u32,
     out_height: u32,
 ) -> Result<Vec<u8>> {
-    resize_bicubic_threads(
+    resize_threads(
         src,
         width,
         height,
@@ -286,17 +315,18 @@ pub fn resize_bicubic(
         channels,
         out_width,
         out_height,
+        Filter::Bicubic,
         Levels::Raw,
         1,
     )
 }
 
-/// [`resize_bicubic`] of the source bytes read as `levels` (a mask:
+/// [`resize_bicubic`] with any `filter`, of the source bytes read as `levels` (a mask:
 /// [`Levels::Binary`], the same result as resizing its 0/255 copy), using up to
 /// `threads` threads (0 and 1 both mean the calling thread only; small images
 /// always run on one). The result does not depend on `threads`.
 #[allow(clippy::too_many_arguments)]
-pub fn resize_bicubic_threads(
+pub fn resize_threads(
     src: &[u8],
     width: u32,
     height: u32,
@@ -304,6 +334,7 @@ pub fn resize_bicubic_threads(
     channels: usize,
     out_width: u32,
     out_height: u32,
+    filter: Filter,
     levels: Levels,
     threads: usize,
 ) -> Result<Vec<u8>> {
@@ -352,7 +383,7 @@ pub fn resize_bicubic_threads(
         return Ok(out);
     }
 
-    let cv = precompute(height, out_height);
+    let cv = precompute(height, out_height, filter);
     // Source rows the vertical pass reads (all rows when there is no vertical pass).
     let (first, last) = if need_v {
         let (f, _) = cv.bounds[0];
@@ -376,7 +407,7 @@ pub fn resize_bicubic_threads(
     };
 
     if need_h {
-        let ch = precompute(width, out_width);
+        let ch = precompute(width, out_width, filter);
         let rows = last - first;
         let mut tmp = vec![0u8; rows * out_row];
         let work = tmp.len().saturating_mul(ch.ksize);
@@ -424,7 +455,7 @@ mod tests {
             (1, 7),
             (7, 1),
         ] {
-            let c = precompute(i, o);
+            let c = precompute(i, o, Filter::Bicubic);
             for xx in 0..o as usize {
                 let (min, k) = c.taps(xx);
                 assert!(min + k.len() <= i as usize);
@@ -491,7 +522,7 @@ mod tests {
                 })
                 .collect();
             for &ow in &[1u32, 7, 40, 150, 301, 700] {
-                let co = precompute(w as u32, ow);
+                let co = precompute(w as u32, ow, Filter::Bicubic);
                 let mut fast = vec![0u8; h * ow as usize * C];
                 let mut plain = vec![0u8; h * ow as usize * C];
                 horizontal::<C, BIN>(&src, stride, first, &co, &mut fast);
@@ -524,12 +555,32 @@ mod tests {
         let copy: Vec<u8> = mask.iter().map(|&v| if v != 0 { 255 } else { 0 }).collect();
         for (ow, oh) in [(40, 40), (97, 30), (40, 61), (97, 61), (200, 150)] {
             for threads in [1, 3] {
-                let a =
-                    resize_bicubic_threads(&mask, w, h, stride, 1, ow, oh, Levels::Binary, threads)
-                        .unwrap();
-                let b =
-                    resize_bicubic_threads(&copy, w, h, stride, 1, ow, oh, Levels::Raw, threads)
-                        .unwrap();
+                let a = resize_threads(
+                    &mask,
+                    w,
+                    h,
+                    stride,
+                    1,
+                    ow,
+                    oh,
+                    Filter::Bicubic,
+                    Levels::Binary,
+                    threads,
+                )
+                .unwrap();
+                let b = resize_threads(
+                    &copy,
+                    w,
+                    h,
+                    stride,
+                    1,
+                    ow,
+                    oh,
+                    Filter::Bicubic,
+                    Levels::Raw,
+                    threads,
+                )
+                .unwrap();
                 assert_eq!(a, b, "{w}x{h} -> {ow}x{oh}");
             }
         }
@@ -543,20 +594,17 @@ mod tests {
             .collect();
         let one = resize_bicubic(&src, w, h, w as usize * 3, 3, 384, 384).unwrap();
         for t in [0, 2, 3, 16] {
-            let many =
-                resize_bicubic_threads(&src, w, h, w as usize * 3, 3, 384, 384, Levels::Raw, t)
-                    .unwrap();
+            let (f, l) = (Filter::Bicubic, Levels::Raw);
+            let many = resize_threads(&src, w, h, w as usize * 3, 3, 384, 384, f, l, t).unwrap();
             assert_eq!(one, many, "{t} threads");
         }
         // width unchanged (vertical pass only) and height unchanged (horizontal only)
-        let a = resize_bicubic(&src, w, h, w as usize * 3, 3, w, 100).unwrap();
-        let b =
-            resize_bicubic_threads(&src, w, h, w as usize * 3, 3, w, 100, Levels::Raw, 4).unwrap();
-        assert_eq!(a, b);
-        let a = resize_bicubic(&src, w, h, w as usize * 3, 3, 100, h).unwrap();
-        let b =
-            resize_bicubic_threads(&src, w, h, w as usize * 3, 3, 100, h, Levels::Raw, 4).unwrap();
-        assert_eq!(a, b);
+        for (ow, oh) in [(w, 100), (100, h)] {
+            let a = resize_bicubic(&src, w, h, w as usize * 3, 3, ow, oh).unwrap();
+            let (f, l) = (Filter::Bicubic, Levels::Raw);
+            let b = resize_threads(&src, w, h, w as usize * 3, 3, ow, oh, f, l, 4).unwrap();
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The two 4-channel views of a region (MODEL.md section 1, fixtures README "Pipeline" 2).
 
 use super::focal::{focal_window, Window};
-use super::resize::{resize_bicubic_threads, Levels};
+use super::resize::{resize_threads, Filter, Levels};
 use crate::error::{Error, Result};
 use crate::image::{Mask, RgbImage};
 
@@ -49,7 +49,7 @@ fn view(
     let iw = image.width as usize;
     let (x0, y0) = (win.x0 as usize, win.y0 as usize);
     // Window inside the image (checked by the caller): offsets are in range.
-    let rgb = resize_bicubic_threads(
+    let rgb = resize_threads(
         &image.data[(y0 * iw + x0) * 3..],
         w,
         h,
@@ -57,13 +57,14 @@ fn view(
         3,
         size,
         size,
+        Filter::Bicubic,
         Levels::Raw,
         threads,
     )?;
     // The mask as an 8-bit image with values 0 / 255 (Pillow: `fromarray(m * 255)`;
     // its RGB conversion has three equal channels, so one channel suffices),
     // read straight from the mask's window.
-    let m = resize_bicubic_threads(
+    let m = resize_threads(
         &mask.data[y0 * iw + x0..],
         w,
         h,
@@ -71,6 +72,7 @@ fn view(
         1,
         size,
         size,
+        Filter::Bicubic,
         Levels::Binary,
         threads,
     )?;

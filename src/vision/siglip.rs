@@ -82,12 +82,15 @@ pub enum Act {
     GeluTanhFast,
     /// `gelu` (erf).
     GeluErf,
+    /// `relu` (SAM's mask decoder).
+    Relu,
 }
 
 impl Act {
     pub fn forward<'g>(self, g: &'g Graph<'_>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         match self {
             Act::GeluErf => g.unary(x, Unary::GeluErf),
+            Act::Relu => g.unary(x, Unary::Relu),
             Act::GeluTanhFast => g.unary(x, Unary::GeluTable),
             Act::GeluTanhExact => {
                 // 0.5 x (1 + tanh(c x (1 + 0.044715 x^2))), c = sqrt(2/pi)

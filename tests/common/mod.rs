@@ -84,36 +84,7 @@ impl Case {
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap())
                 .unwrap();
-        let bytes = std::fs::read(dir.join(format!("{name}.safetensors"))).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut tensors = HashMap::new();
-        let mut ids = HashMap::new();
-        for (k, v) in st.tensors() {
-            let d = v.data();
-            match v.dtype() {
-                safetensors::Dtype::F32 => {
-                    let data = d
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                        .collect();
-                    tensors.insert(
-                        k.to_string(),
-                        Arr {
-                            shape: v.shape().to_vec(),
-                            data,
-                        },
-                    );
-                }
-                safetensors::Dtype::I64 => {
-                    let data = d
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                        .collect();
-                    ids.insert(k.to_string(), data);
-                }
-                other => panic!("unexpected dtype {other:?}"),
-            }
-        }
+        let (tensors, ids) = read_safetensors(&dir.join(format!("{name}.safetensors")));
         Case {
             model: model.into(),
             name: name.into(),
@@ -159,6 +130,43 @@ impl Case {
         let n = a.data.len() / f;
         a.data.chunks(n).collect()
     }
+}
+
+/// A fixture safetensors file: its f32 tensors and its i64 tensors.
+pub fn read_safetensors(
+    path: &std::path::Path,
+) -> (HashMap<String, Arr>, HashMap<String, Vec<i64>>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors = HashMap::new();
+    let mut ids = HashMap::new();
+    for (k, v) in st.tensors() {
+        let d = v.data();
+        match v.dtype() {
+            safetensors::Dtype::F32 => {
+                let data = d
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                tensors.insert(
+                    k.to_string(),
+                    Arr {
+                        shape: v.shape().to_vec(),
+                        data,
+                    },
+                );
+            }
+            safetensors::Dtype::I64 => {
+                let data = d
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                ids.insert(k.to_string(), data);
+            }
+            other => panic!("unexpected dtype {other:?}"),
+        }
+    }
+    (tensors, ids)
 }
 
 /// max |a - b| / max(1, max |b|): the fixtures' metric (b = reference).

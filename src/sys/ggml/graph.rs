@@ -19,6 +19,7 @@ pub enum Unary {
     GeluTable,
     /// Exact GELU with erf.
     GeluErf,
+    Relu,
 }
 
 fn err(op: &str, msg: String) -> Error {
@@ -302,6 +303,7 @@ impl<'w> Graph<'w> {
                 Unary::Sqr => (ffi::ggml_sqr(c, a.raw()), "sqr"),
                 Unary::GeluTable => (ffi::ggml_gelu(c, a.raw()), "gelu"),
                 Unary::GeluErf => (ffi::ggml_gelu_erf(c, a.raw()), "gelu_erf"),
+                Unary::Relu => (ffi::ggml_relu(c, a.raw()), "relu"),
             }
         };
         self.wrap(p, name)
@@ -427,40 +429,58 @@ impl<'w> Graph<'w> {
         self.wrap(p, "soft_max")
     }
 
-    /// Non-overlapping patch embedding (a stride-`P` convolution without
-    /// padding): kernel [P, P, IC, OC], input [W, H, IC, N] -> [OC, OW*OH, N],
-    /// tokens row-major. Unlike `ggml_conv_2d`, the im2col stays f32
-    /// (ggml's conv_2d rounds it to f16).
+    /// Non-overlapping patch embedding: a stride-`P` convolution without
+    /// padding (see [`Graph::conv2d`]).
     pub fn patch_embed<'g>(&'g self, kernel: Tensor<'_>, input: Tensor<'_>) -> Result<Tensor<'g>> {
-        let c = self.begin("patch_embed", &[kernel, input])?;
+        let p = kernel.ne()[0] as i32;
+        self.conv2d(kernel, input, p, 0)
+    }
+
+    /// 2-D convolution without bias, square kernel, the same `stride` and
+    /// zero `pad` on both axes: kernel [K, K, IC, OC], input [W, H, IC, N]
+    /// -> [OC, OW*OH, N], positions row-major. Unlike `ggml_conv_2d`, the
+    /// im2col stays f32 (ggml's conv_2d rounds it to f16).
+    pub fn conv2d<'g>(
+        &'g self,
+        kernel: Tensor<'_>,
+        input: Tensor<'_>,
+        stride: i32,
+        pad: i32,
+    ) -> Result<Tensor<'g>> {
+        let c = self.begin("conv2d", &[kernel, input])?;
         let (k, x) = (kernel.ne(), input.ne());
         if k[2] != x[2]
             || k[0] != k[1]
-            || k[0] > x[0]
-            || k[1] > x[1]
+            || stride < 1
+            || pad < 0
+            || k[0] > x[0] + 2 * i64::from(pad)
+            || k[1] > x[1] + 2 * i64::from(pad)
             || kernel.ty() != ffi::GGML_TYPE_F32
             || !kernel.is_contiguous()
         {
-            return Err(err("patch_embed", format!("kernel {k:?} on {x:?}")));
+            return Err(err(
+                "conv2d",
+                format!("kernel {k:?} on {x:?}, stride {stride}, pad {pad}"),
+            ));
         }
-        let p = k[0] as i32;
-        // SAFETY: channels agree and the output is non-empty (checked).
+        // SAFETY: channels agree, stride >= 1 and the padded input holds
+        // the kernel, so the output is non-empty (checked).
         let cols = unsafe {
             ffi::ggml_im2col(
                 c,
                 kernel.raw(),
                 input.raw(),
-                p,
-                p,
-                0,
-                0,
+                stride,
+                stride,
+                pad,
+                pad,
                 1,
                 1,
                 true,
                 ffi::GGML_TYPE_F32,
             )
         };
-        let cols = self.wrap(cols, "im2col")?; // [IC*P*P, OW, OH, N]
+        let cols = self.wrap(cols, "im2col")?; // [IC*K*K, OW, OH, N]
         let [kk, ow, oh, n] = cols.ne();
         let cols = self.reshape(cols, &[kk, ow * oh * n])?;
         let w = self.reshape(kernel, &[kk, k[3]])?;

@@ -1,0 +1,323 @@
+//! Click to mask: SAM (ViT image encoder, prompt encoder, two-way mask
+//! decoder) from a `dam-segmenter` GGUF file, on the same ggml graph layer
+//! as the vision stage. Points and boxes in image pixels become three
+//! candidate masks with predicted IoU; the best is upsampled to the image
+//! size exactly as transformers' `SamProcessor.post_process_masks` does.
+//!
+//! The image embedding is cached per image, so a second prompt on the same
+//! image runs only the decoder.
+
+pub(crate) mod image_encoder;
+pub(crate) mod mask_decoder;
+pub mod postprocess;
+pub mod preprocess;
+pub(crate) mod prompt_encoder;
+pub mod tensors;
+
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gguf_file::{GgufHeader, TensorInfo};
+use crate::image::{ImageView, Mask};
+use crate::sys::ggml::{Backend, Graph, MappedWeights};
+use crate::sys::{GgmlType, MappedFile};
+use image_encoder::{ImageEncoder, RelIndex};
+use mask_decoder::MaskDecoder;
+pub use preprocess::Preprocessed;
+pub use prompt_encoder::PointLabel;
+use prompt_encoder::PromptEncoder;
+pub use tensors::{SegmenterHparams, SEGMENTER_ARCH};
+
+/// A click.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    /// Image pixels (x right, y down).
+    pub x: f32,
+    pub y: f32,
+    pub label: PointLabel,
+}
+
+/// What to segment: clicks, a box, or both.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prompt {
+    pub points: Vec<Point>,
+    /// `[x0, y0, x1, y1]` in image pixels.
+    pub bbox: Option<[f32; 4]>,
+    /// Three candidate masks (SAM's multimask output, what the reference
+    /// uses) instead of one.
+    pub multimask: bool,
+}
+
+/// The decoder's result for one prompt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segmentation {
+    /// Candidate masks' logits, each `low_res_side`^2 row-major.
+    pub low_res: Vec<Vec<f32>>,
+    pub low_res_side: u32,
+    /// Predicted IoU of each candidate.
+    pub iou: Vec<f32>,
+    /// The candidate with the highest predicted IoU.
+    pub best: usize,
+    /// The best candidate at the image's size (1 = inside).
+    pub mask: Mask,
+}
+
+/// The cached embedding of the last image.
+struct Cached {
+    key: u64,
+    pre: Preprocessed,
+    /// [O, g*g] token layout (channels fastest).
+    embedding: Vec<f32>,
+}
+
+/// A loaded segmenter: weights, a CPU backend and the last image's
+/// embedding. One thread at a time (`&mut self`).
+pub struct Segmenter {
+    pub hp: SegmenterHparams,
+    weights: MappedWeights,
+    encoder: ImageEncoder,
+    prompt: PromptEncoder,
+    decoder: MaskDecoder,
+    /// The grid's positional encoding [O, g*g], fixed per model.
+    dense_pe: Vec<f32>,
+    backend: Backend,
+    threads: usize,
+    cache: Option<Cached>,
+}
+
+impl Segmenter {
+    /// Maps and validates a `dam-segmenter` GGUF file (every key, shape
+    /// and type is checked before ggml sees a tensor); runs on the CPU with
+    /// `threads` threads (0: all cores).
+    pub fn load(path: &Path, threads: usize) -> Result<Segmenter> {
+        let named = |e: Error| match e {
+            Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
+            e => e,
+        };
+        let map = Arc::new(MappedFile::open(path)?);
+        let h = GgufHeader::parse(map.bytes(), &path.display().to_string())?;
+        let hp = SegmenterHparams::from_gguf(&h).map_err(named)?;
+        hp.check_tensors(&h).map_err(named)?;
+        if let Some(t) = h.tensors.iter().find(|t| t.offset % 32 != 0) {
+            return Err(named(Error::InvalidModel(format!(
+                "tensor {} is not 32-byte aligned",
+                t.name
+            ))));
+        }
+        let infos: Vec<&TensorInfo> = h.tensors.iter().collect();
+        let weights = MappedWeights::new(map, &infos, None, false)?;
+        let encoder = ImageEncoder::load(&weights, &hp).map_err(named)?;
+        let prompt = PromptEncoder::load(&weights, hp.image_size, hp.grid()).map_err(named)?;
+        if prompt.width() != hp.out as usize {
+            return Err(named(Error::InvalidModel(
+                "Fourier features do not match the decoder width".into(),
+            )));
+        }
+        let decoder = MaskDecoder::load(&weights, &hp).map_err(named)?;
+        let threads = crate::model::resolve_threads(threads)?;
+        let backend = Backend::new(threads, Arc::new(AtomicBool::new(false)), None)?;
+        Ok(Segmenter {
+            dense_pe: prompt.dense_pe(),
+            hp,
+            weights,
+            encoder,
+            prompt,
+            decoder,
+            backend,
+            threads,
+            cache: None,
+        })
+    }
+
+    /// The processor's preprocessing of `image` (for this model's size).
+    pub fn preprocess(&self, image: &ImageView<'_>) -> Result<Preprocessed> {
+        let hp = &self.hp;
+        preprocess::preprocess(
+            image,
+            hp.longest_edge,
+            hp.image_mean,
+            hp.image_std,
+            self.threads,
+        )
+    }
+
+    /// The image embedding of preprocessed pixels, [O, g*g] with channels
+    /// fastest (`embedding_chw` gives PyTorch's [O, g, g]).
+    pub fn encode(&mut self, pre: &Preprocessed) -> Result<Vec<f32>> {
+        let s = self.hp.image_size as usize;
+        if pre.side as usize != s || pre.pixels.len() != 3 * s * s {
+            return Err(Error::InvalidArgument(format!(
+                "pixels are not 3 x {s} x {s} (made for another model?)"
+            )));
+        }
+        let g = Graph::new(&self.weights)?;
+        let px = self.encoder.input(&g)?;
+        let (emb, index): (_, RelIndex<'_>) = self.encoder.forward(&g, px)?;
+        g.output(emb, "image_embeddings")?;
+        self.backend.alloc(&g)?;
+        self.backend.set_f32(&g, px, &pre.pixels)?;
+        for (side, t) in index.inputs() {
+            self.backend.set_i32(&g, t, &RelIndex::values(side))?;
+        }
+        self.backend.compute(&g)?;
+        self.backend.get_f32(&g, emb)
+    }
+
+    /// [O, g*g] token layout -> PyTorch's [O, g, g].
+    pub fn embedding_chw(&self, tokens: &[f32]) -> Vec<f32> {
+        let (o, n) = (self.hp.out as usize, self.hp.grid() as usize);
+        let n2 = n * n;
+        let mut out = vec![0f32; tokens.len()];
+        for (p, row) in tokens.chunks_exact(o).enumerate().take(n2) {
+            for (c, &v) in row.iter().enumerate() {
+                out[c * n2 + p] = v;
+            }
+        }
+        out
+    }
+
+    /// Runs the decoder on an image embedding: every mask token's
+    /// low-resolution logits and predicted IoU (multimask or not chosen by
+    /// the caller), after checking the prompt against the image size.
+    pub fn decode(
+        &mut self,
+        embedding: &[f32],
+        pre: &Preprocessed,
+        prompt: &Prompt,
+    ) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+        let sparse = self.sparse_tokens(pre, prompt)?;
+        let (o, n) = (self.hp.out as i64, i64::from(self.hp.grid()));
+        if embedding.len() != (o * n * n) as usize {
+            return Err(Error::InvalidArgument("embedding of another model".into()));
+        }
+        let g = Graph::new(&self.weights)?;
+        let f32t = GgmlType::F32;
+        let image = g.input("dec.image", f32t, &[o, n * n])?;
+        let pe = g.input("dec.pe", f32t, &[o, n * n])?;
+        let t = (sparse.len() / o as usize) as i64;
+        let sp = if t > 0 {
+            Some(g.input("dec.sparse", f32t, &[o, t])?)
+        } else {
+            None
+        };
+        let nodes = self.decoder.forward(&g, image, pe, sp)?;
+        g.output(nodes.masks, "masks")?;
+        g.output(nodes.iou, "iou")?;
+        self.backend.alloc(&g)?;
+        self.backend.set_f32(&g, image, embedding)?;
+        self.backend.set_f32(&g, pe, &self.dense_pe)?;
+        if let Some(sp) = sp {
+            self.backend.set_f32(&g, sp, &sparse)?;
+        }
+        self.backend.compute(&g)?;
+        let masks = self.backend.get_f32(&g, nodes.masks)?;
+        let iou = self.backend.get_f32(&g, nodes.iou)?;
+        let plane = masks.len() / iou.len().max(1);
+        let range = if prompt.multimask { 1..iou.len() } else { 0..1 };
+        Ok((
+            range
+                .clone()
+                .map(|m| masks[m * plane..(m + 1) * plane].to_vec())
+                .collect(),
+            iou[range].to_vec(),
+        ))
+    }
+
+    /// Checks the prompt (finite, inside the image, a proper box, at least
+    /// one point or a box) and encodes it into sparse tokens [O, T].
+    fn sparse_tokens(&self, pre: &Preprocessed, prompt: &Prompt) -> Result<Vec<f32>> {
+        let (h, w) = (pre.original.0 as f32, pre.original.1 as f32);
+        let inside = |x: f32, y: f32| {
+            x.is_finite() && y.is_finite() && (0.0..=w).contains(&x) && (0.0..=h).contains(&y)
+        };
+        if prompt.points.is_empty() && prompt.bbox.is_none() {
+            return Err(Error::InvalidArgument(
+                "a prompt needs a point or a box".into(),
+            ));
+        }
+        let mut points = Vec::with_capacity(prompt.points.len());
+        for p in &prompt.points {
+            if !inside(p.x, p.y) {
+                return Err(Error::InvalidArgument(format!(
+                    "point ({}, {}) is outside the {w}x{h} image",
+                    p.x, p.y
+                )));
+            }
+            points.push((
+                preprocess::map_point([p.x, p.y], pre.original, pre.resized)?,
+                p.label,
+            ));
+        }
+        let bbox = match prompt.bbox {
+            None => None,
+            Some(b) => {
+                if !inside(b[0], b[1]) || !inside(b[2], b[3]) || b[2] <= b[0] || b[3] <= b[1] {
+                    return Err(Error::InvalidArgument(format!(
+                        "box {b:?} is not a box inside the {w}x{h} image"
+                    )));
+                }
+                let p0 = preprocess::map_point([b[0], b[1]], pre.original, pre.resized)?;
+                let p1 = preprocess::map_point([b[2], b[3]], pre.original, pre.resized)?;
+                Some([p0[0], p0[1], p1[0], p1[1]])
+            }
+        };
+        Ok(self.prompt.sparse(&points, bbox))
+    }
+
+    /// Segments `image` with `prompt`: the embedding comes from the cache
+    /// when `image` is the last one seen (same size, format and bytes).
+    pub fn segment(&mut self, image: &ImageView<'_>, prompt: &Prompt) -> Result<Segmentation> {
+        let key = image_key(image);
+        if self.cache.as_ref().is_none_or(|c| c.key != key) {
+            self.cache = None;
+            let pre = self.preprocess(image)?;
+            let embedding = self.encode(&pre)?;
+            self.cache = Some(Cached {
+                key,
+                pre,
+                embedding,
+            });
+        }
+        let cached = self
+            .cache
+            .take()
+            .ok_or_else(|| Error::Backend("no embedding".into()))?;
+        let result = self.decode(&cached.embedding, &cached.pre, prompt);
+        let pre = cached.pre.clone();
+        self.cache = Some(cached);
+        let (low_res, iou) = result?;
+        let best = iou
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, &v)| if v > iou[b] { i } else { b });
+        let low_res_side = 4 * self.hp.grid();
+        let (oh, ow) = pre.original;
+        let data = postprocess::upscale_mask(
+            &low_res[best],
+            low_res_side as usize,
+            pre.side as usize,
+            (pre.resized.0 as usize, pre.resized.1 as usize),
+            (oh as usize, ow as usize),
+        );
+        Ok(Segmentation {
+            mask: Mask::new(ow, oh, data)?,
+            low_res,
+            low_res_side,
+            iou,
+            best,
+        })
+    }
+}
+
+/// Identity of an image for the embedding cache.
+fn image_key(image: &ImageView<'_>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (image.width(), image.height(), image.format()).hash(&mut h);
+    for y in 0..image.height() {
+        image.row(y).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}
