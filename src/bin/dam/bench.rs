@@ -1,0 +1,248 @@
+//! `dam bench`: times each stage of greedy requests (JSON on stdout).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use dam::image::{load_mask, load_rgb, Mask, RgbImage};
+use dam::vision::Detail;
+use dam::{find_model_files, DescribeOptions, Error, ImageView, Region, Result, Session};
+use serde_json::{json, Value};
+
+use crate::common::{cli_threads, load_model, model_params, ModelArgs};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, short = 'i')]
+    image: PathBuf,
+    #[arg(long)]
+    mask: PathBuf,
+    /// New tokens per request (greedy; a synthetic model never stops early).
+    #[arg(long, short = 'n', default_value_t = 64)]
+    max_tokens: usize,
+    /// Measured requests.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Requests run first and not reported.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// Only preprocessing and the vision stage (the LLM file is not loaded).
+    #[arg(long)]
+    vision_only: bool,
+    /// With K > 1, each run also describes K regions (the mask and K - 1
+    /// boxes) as K sequential calls and as one describe_many batch.
+    #[arg(long, default_value_t = 1)]
+    regions: usize,
+}
+
+/// Milliseconds since `t`.
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Peak resident memory of this process (VmHWM), bytes.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes of LLM weights one decode step reads: every tensor but the token
+/// embedding (of which one row is read).
+fn llm_bytes_per_token(path: &Path) -> Result<u64> {
+    let map = dam::ggml::MappedFile::open(path)?;
+    let h = dam::gguf_file::GgufHeader::parse(map.bytes(), &path.display().to_string())?;
+    Ok(h.tensors
+        .iter()
+        .filter(|t| t.name != "token_embd.weight")
+        .map(|t| t.nbytes)
+        .sum())
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let rgb = load_rgb(&a.image)?;
+    let mask = load_mask(&a.mask)?;
+    let threads = cli_threads(a.model.threads)?;
+    let out = if a.vision_only {
+        bench_vision(&a, &rgb, &mask, threads)?
+    } else {
+        bench_model(&a, &rgb, &mask, threads)?
+    };
+    println!("{out}");
+    Ok(())
+}
+
+/// `--vision-only`: preprocessing and the vision stage, no LLM.
+fn bench_vision(a: &BenchArgs, rgb: &RgbImage, mask: &Mask, threads: usize) -> Result<Value> {
+    let vision = match (&a.model.vision, &a.model.model) {
+        (Some(v), _) => v.clone(),
+        (None, Some(m)) => find_model_files(m)?.1,
+        (None, None) => return Err(Error::InvalidArgument("give --vision or --model".into())),
+    };
+    let t0 = Instant::now();
+    let p = model_params(&a.model, false)?;
+    let vm = dam::vision::VisionModel::load_with(&vision, &p.vision_options()?)?;
+    let load_ms = ms(t0);
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut backend = vm.backend(threads, cancel)?;
+    let hp = &vm.hp;
+    let mut runs = Vec::new();
+    for k in 0..a.warmup + a.runs {
+        let t0 = Instant::now();
+        let views =
+            dam::preprocess::make_views(rgb, mask, hp.image_size, hp.image_mean, hp.image_std)?;
+        let preprocess_ms = ms(t0);
+        let t1 = Instant::now();
+        let o = vm.encode(&mut backend, &[&views], Detail::Embeddings)?;
+        let vision_ms = ms(t1);
+        let finite = o.embeddings.iter().flatten().all(|x| x.is_finite());
+        if k >= a.warmup {
+            runs.push(json!({
+                "preprocess_ms": preprocess_ms, "vision_ms": vision_ms,
+                "context_provider_applied": !views.focal_is_full, "finite": finite,
+            }));
+        }
+    }
+    Ok(json!({
+        "vision": vision, "vision_file_bytes": file_size(&vision),
+        "vision_weight_type": vm.weight_type.name(),
+        "vision_repacked_matrices": vm.n_repacked(),
+        "threads": threads, "load_ms": load_ms, "runs": runs,
+        "peak_rss_bytes": peak_rss(),
+    }))
+}
+
+/// The whole model: load, requests on the mask, and with `--regions` the
+/// sequential / batched comparison.
+fn bench_model(a: &BenchArgs, rgb: &RgbImage, mask: &Mask, threads: usize) -> Result<Value> {
+    let t0 = Instant::now();
+    let model = load_model(&a.model, false)?;
+    let load_ms = ms(t0);
+    let t1 = Instant::now();
+    let mut session = model.session()?;
+    let session_ms = ms(t1);
+    let image = rgb.view()?;
+    let region = Region::Mask(mask.view()?);
+    let opts = DescribeOptions {
+        max_new_tokens: a.max_tokens,
+        ..DescribeOptions::greedy()
+    };
+    let mut runs = Vec::new();
+    for k in 0..a.warmup + a.runs {
+        let run = bench_request(&mut session, &image, &region, &opts)?;
+        if k >= a.warmup {
+            runs.push(run);
+        }
+    }
+    let batches = if a.regions > 1 {
+        bench_batches(a, &mut session, &image, region, &opts)?
+    } else {
+        Vec::new()
+    };
+    Ok(json!({
+        "llm": model.llm_path, "vision": model.vision_path,
+        "llm_file_bytes": file_size(&model.llm_path),
+        "vision_file_bytes": file_size(&model.vision_path),
+        "llm_weight_bytes_per_token": llm_bytes_per_token(&model.llm_path)?,
+        "vision_weight_type": model.vision.weight_type.name(),
+        "vision_repacked_matrices": model.vision.n_repacked(),
+        "threads": threads, "load_ms": load_ms, "session_ms": session_ms,
+        "ready_ms": load_ms + session_ms, "runs": runs, "batches": batches,
+        "peak_rss_bytes": peak_rss(),
+    }))
+}
+
+/// One streamed request and its timings.
+fn bench_request(
+    session: &mut Session,
+    image: &ImageView,
+    region: &Region,
+    opts: &DescribeOptions,
+) -> Result<Value> {
+    let t0 = Instant::now();
+    let mut first: Option<f64> = None;
+    let cap = session.describe_stream(image, region, opts, &mut |_| {
+        first.get_or_insert_with(|| ms(t0));
+        true
+    })?;
+    let total_ms = ms(t0);
+    let t = &cap.timings;
+    Ok(json!({
+        "preprocess_ms": t.preprocess_ms, "vision_ms": t.vision_ms,
+        "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms,
+        "ttft_ms": t.preprocess_ms + t.vision_ms + t.prefill_ms,
+        "first_text_ms": first, "total_ms": total_ms,
+        "prompt_tokens": t.n_prompt_tokens, "decode_steps": t.n_decoded,
+        "generated_tokens": cap.tokens.len(),
+        "prefill_tokens_per_s": t.n_prompt_tokens as f64 * 1e3 / t.prefill_ms.max(1e-9),
+        "decode_tokens_per_s": t.decode_tokens_per_s(),
+        "context_provider_applied": cap.frames.iter().all(|f| f.context_applied),
+        "caption": cap.text,
+    }))
+}
+
+/// `--regions K`: the mask and K - 1 boxes, as K calls and as one batch.
+fn bench_batches(
+    a: &BenchArgs,
+    session: &mut Session,
+    image: &ImageView,
+    region: Region,
+    opts: &DescribeOptions,
+) -> Result<Vec<Value>> {
+    let mut regions = vec![region];
+    for k in 1..a.regions {
+        let f = (k % 4) as f32 * 0.15;
+        regions.push(Region::Box {
+            x0: 0.05 + f,
+            y0: 0.1 + f * 0.5,
+            x1: 0.5 + f,
+            y1: 0.6 + f * 0.5,
+            normalized: true,
+        });
+    }
+    let mut batches = Vec::new();
+    for k in 0..a.warmup + a.runs {
+        let t0 = Instant::now();
+        let mut single = Vec::new();
+        for r in &regions {
+            single.push(session.describe(image, r, opts)?);
+        }
+        let sequential_ms = ms(t0);
+        let t1 = Instant::now();
+        let many = session.describe_many(image, &regions, opts, &mut |_, _| true)?;
+        let batched_ms = ms(t1);
+        let equal = many
+            .captions
+            .iter()
+            .zip(&single)
+            .all(|(b, s)| b.tokens == s.tokens);
+        let tokens: usize = single.iter().map(|c| c.tokens.len()).sum();
+        let t = &many.timings;
+        if k >= a.warmup {
+            batches.push(json!({
+                "regions": regions.len(), "tokens": tokens,
+                "sequential_ms": sequential_ms, "batched_ms": batched_ms,
+                "throughput_ratio": sequential_ms / batched_ms.max(1e-9),
+                "equal_to_single_calls": equal,
+                "sequential_vision_ms": single.iter().map(|c| c.timings.vision_ms).sum::<f64>(),
+                "sequential_decode_ms": single.iter().map(|c| c.timings.decode_ms).sum::<f64>(),
+                "batched_vision_ms": t.vision_ms, "batched_prefill_ms": t.prefill_ms,
+                "batched_decode_ms": t.decode_ms,
+            }));
+        }
+    }
+    Ok(batches)
+}
