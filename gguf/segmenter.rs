@@ -305,9 +305,14 @@ pub fn convert_segmenter(
         }
         let tty = match def.row.kind {
             Kind::F32 => GgmlType::F32,
-            Kind::Matrix => {
-                matrix_type(ty, file.last().copied().unwrap_or(1), &gguf, &mut fallbacks)
-            }
+            // As the vision file: fallbacks that ggml's CPU backend repacks.
+            Kind::Matrix => matrix_type(
+                ty,
+                file.last().copied().unwrap_or(1),
+                GgmlType::repackable_fallback_for_row,
+                &gguf,
+                &mut fallbacks,
+            ),
         };
         planned.push((gguf, hf_name, def, i, tty));
     }
