@@ -44,6 +44,14 @@ enum Cmd {
     Synth(SynthArgs),
     /// Time each stage of greedy requests (JSON on stdout).
     Bench(BenchArgs),
+    /// Serve captions over HTTP: an OpenAI-compatible chat-completions API.
+    #[cfg(feature = "server")]
+    Serve {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        serve: dam::server::ServeArgs,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -212,6 +220,10 @@ fn main() -> ExitCode {
         Cmd::Info(a) => info(a),
         Cmd::Synth(a) => synth(a),
         Cmd::Bench(a) => bench(a),
+        #[cfg(feature = "server")]
+        Cmd::Serve { model, serve } => {
+            load_model(&model, false).and_then(|m| dam::server::run(m, serve))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
