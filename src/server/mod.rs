@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// "compat" field overrides it.
     #[arg(long, value_enum, default_value_t = Compat::Reference)]
     pub compat: Compat,
+    /// Images one request may send (0 = the model's frame limit; 1 serves
+    /// an image model: a second image is an error).
+    #[arg(long, default_value_t = 0)]
+    pub max_images: usize,
     /// The model name requests use (besides "describe_anything_model");
     /// default: the model file's name before "-llm-".
     #[arg(long)]
@@ -119,7 +123,10 @@ pub fn run(model: Arc<Model>, args: ServeArgs) -> Result<()> {
     let app = Arc::new(App {
         parse: Arc::new(ParseCtx {
             model_names: names,
-            max_frames: model.max_frames(),
+            max_frames: match args.max_images {
+                0 => model.max_frames(),
+                n => n.min(model.max_frames()),
+            },
             max_pixels: args.max_image_pixels,
             max_regions: crate::MAX_REGIONS,
         }),
