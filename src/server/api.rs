@@ -233,7 +233,7 @@ pub fn parse(body: &[u8], ctx: &ParseCtx) -> Result<Parsed, ApiError> {
         serde_json::error::Category::Data => ApiError::bad("invalid_request", e.to_string()),
         _ => ApiError::bad("invalid_json", format!("the body is not valid JSON: {e}")),
     })?;
-    if !ctx.model_names.iter().any(|n| *n == req.model) {
+    if !ctx.model_names.contains(&req.model) {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!(
@@ -350,9 +350,8 @@ fn options(req: &ChatRequest, text: &str) -> Result<DescribeOptions, ApiError> {
         // OpenAI's seed is any integer; the engine's is 32 bits.
         o.seed = s as u32;
     }
-    if !(o.temperature.is_finite() && (0.0..=100.0).contains(&o.temperature))
-        || !(o.top_p > 0.0 && o.top_p <= 1.0)
-    {
+    let in_range = o.temperature.is_finite() && o.temperature >= 0.0;
+    if !(in_range && o.top_p > 0.0 && o.top_p <= 1.0) {
         return Err(ApiError::bad(
             "invalid_parameter",
             format!(

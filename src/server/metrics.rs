@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bounds (seconds) of the time-to-first-token histogram's buckets.
 const TTFT_BUCKETS: [f64; 12] = [
@@ -12,8 +12,8 @@ const TTFT_BUCKETS: [f64; 12] = [
 ];
 
 /// Counters shared by the handlers and the engine workers.
-#[derive(Default)]
 pub struct Metrics {
+    started: Instant,
     /// Chat requests received (valid or not).
     pub requests: AtomicU64,
     /// Requests answered with a caption.
@@ -31,6 +31,24 @@ pub struct Metrics {
     /// Error answers by error code.
     errors: Mutex<BTreeMap<&'static str, u64>>,
     ttft: Mutex<Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            requests: AtomicU64::default(),
+            completed: AtomicU64::default(),
+            cancelled: AtomicU64::default(),
+            batches: AtomicU64::default(),
+            batched_regions: AtomicU64::default(),
+            tokens: AtomicU64::default(),
+            decode_us: AtomicU64::default(),
+            in_flight: AtomicU64::default(),
+            errors: Mutex::default(),
+            ttft: Mutex::default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -62,79 +80,35 @@ impl Metrics {
 
     /// The Prometheus text exposition of every counter.
     pub fn render(&self, queue_depth: usize) -> String {
+        let get = |a: &AtomicU64| a.load(Relaxed) as f64;
+        let decode_s = get(&self.decode_us) / 1e6;
+        let tps = if decode_s > 0.0 {
+            get(&self.tokens) / decode_s
+        } else {
+            0.0
+        };
+        // name, kind, help, value: one row per metric.
+        #[rustfmt::skip]
+        let rows: [(&str, &str, &str, f64); 11] = [
+            ("requests_total", "counter", "Chat completion requests received.", get(&self.requests)),
+            ("requests_completed_total", "counter", "Requests answered with captions.", get(&self.completed)),
+            ("requests_cancelled_total", "counter", "Requests cancelled (client gone or shutdown).", get(&self.cancelled)),
+            ("queue_depth", "gauge", "Requests waiting for the engine.", queue_depth as f64),
+            ("requests_in_flight", "gauge", "Requests in an engine call.", get(&self.in_flight)),
+            ("batches_total", "counter", "Engine calls.", get(&self.batches)),
+            ("batched_regions_total", "counter", "Regions captioned by engine calls.", get(&self.batched_regions)),
+            ("generated_tokens_total", "counter", "Generated tokens.", get(&self.tokens)),
+            ("decode_seconds_total", "counter", "Time spent generating tokens.", decode_s),
+            ("tokens_per_second", "gauge", "Generated tokens per second of decoding, since start.", tps),
+            ("uptime_seconds", "gauge", "Seconds since the server started.", self.started.elapsed().as_secs_f64()),
+        ];
         let mut o = String::new();
-        let mut counter = |name: &str, help: &str, kind: &str, v: String| {
+        for (name, kind, help, v) in rows {
             let _ = write!(
                 o,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+                "# HELP dam_{name} {help}\n# TYPE dam_{name} {kind}\ndam_{name} {v}\n"
             );
-        };
-        let get = |a: &AtomicU64| a.load(Relaxed).to_string();
-        counter(
-            "dam_requests_total",
-            "Chat completion requests received.",
-            "counter",
-            get(&self.requests),
-        );
-        counter(
-            "dam_requests_completed_total",
-            "Requests answered with captions.",
-            "counter",
-            get(&self.completed),
-        );
-        counter(
-            "dam_requests_cancelled_total",
-            "Requests cancelled (client gone or shutdown).",
-            "counter",
-            get(&self.cancelled),
-        );
-        counter(
-            "dam_queue_depth",
-            "Requests waiting for the engine.",
-            "gauge",
-            queue_depth.to_string(),
-        );
-        counter(
-            "dam_requests_in_flight",
-            "Requests in an engine call.",
-            "gauge",
-            get(&self.in_flight),
-        );
-        counter(
-            "dam_batches_total",
-            "Engine calls.",
-            "counter",
-            get(&self.batches),
-        );
-        counter(
-            "dam_batched_regions_total",
-            "Regions captioned by engine calls.",
-            "counter",
-            get(&self.batched_regions),
-        );
-        counter(
-            "dam_generated_tokens_total",
-            "Generated tokens.",
-            "counter",
-            get(&self.tokens),
-        );
-        let decode_s = self.decode_us.load(Relaxed) as f64 / 1e6;
-        counter(
-            "dam_decode_seconds_total",
-            "Time spent generating tokens.",
-            "counter",
-            format!("{decode_s}"),
-        );
-        let tps = match decode_s {
-            s if s > 0.0 => self.tokens.load(Relaxed) as f64 / s,
-            _ => 0.0,
-        };
-        counter(
-            "dam_tokens_per_second",
-            "Generated tokens per second of decoding, since start.",
-            "gauge",
-            format!("{tps}"),
-        );
+        }
         self.render_errors(&mut o);
         self.render_ttft(&mut o);
         o
