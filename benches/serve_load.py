@@ -150,6 +150,13 @@ def main():
             after = rss_mib(srv.pid)
             print(f"\nsoak: {a.soak} requests at 4 clients in {wall:.0f} s ({tput:.2f}/s), {errs} errors; "
                   f"RSS {before:.0f} -> {after:.0f} MiB")
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        c.request("GET", "/metrics")
+        m = dict(l.split(" ", 1) for l in c.getresponse().read().decode().splitlines() if l and l[0] != "#")
+        done = float(m["dam_requests_completed_total"])
+        print(f"\n{float(m['dam_generated_tokens_total']) / done:.1f} tokens per caption on average "
+              f"(random weights: greedy captions often end early at EOS); "
+              f"{float(m['dam_batched_regions_total']) / float(m['dam_batches_total']):.2f} regions per engine call")
     finally:
         srv.terminate()
         try:
