@@ -132,7 +132,7 @@ def main():
         rss0 = rss_mib(srv.pid)
         print(f"`{' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)}`, "
               f"max_tokens {a.max_tokens}, greedy, streaming; RSS after warm-up {rss0:.0f} MiB\n")
-        print("| clients | requests | captions/s | x one client | server CPU s / caption | x one client "
+        print("| clients | requests | captions/s | x one client | server CPU s / caption | CPU gain "
               "| TTFT p50 (s) | TTFT p99 (s) | errors | RSS after (MiB) |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         base = None
