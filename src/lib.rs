@@ -14,6 +14,9 @@ pub mod preprocess;
 pub mod region;
 pub mod request;
 pub mod segmenter;
+/// `dam serve`: the OpenAI-compatible captioning server (feature "server").
+#[cfg(feature = "server")]
+pub mod server;
 /// The FFI into llama.cpp, ggml and gguf, with its safe wrappers; private:
 /// what users need is re-exported below.
 pub(crate) mod sys;

@@ -439,34 +439,58 @@ impl Session {
         opts: &DescribeOptions,
         on_text: &mut dyn FnMut(usize, &str) -> bool,
     ) -> Result<Captions> {
-        let r = self.describe_many_inner(image, regions, opts, on_text);
+        let frames: Vec<Frame> = regions
+            .iter()
+            .map(|r| Frame {
+                image: *image,
+                region: r.clone(),
+            })
+            .collect();
+        self.describe_batch(&frames, opts, on_text)
+    }
+
+    /// As [`Session::describe_many`], each region on its own image: one
+    /// caption per frame (not a video). Consecutive frames of the same image
+    /// share its RGB conversion. Servers batch requests for different images
+    /// through it.
+    pub fn describe_batch(
+        &mut self,
+        frames: &[Frame],
+        opts: &DescribeOptions,
+        on_text: &mut dyn FnMut(usize, &str) -> bool,
+    ) -> Result<Captions> {
+        let r = self.describe_batch_inner(frames, opts, on_text);
         self.cancel.store(false, Ordering::Relaxed);
         r
     }
 
-    fn describe_many_inner(
+    fn describe_batch_inner(
         &mut self,
-        image: &ImageView,
-        regions: &[Region],
+        frames: &[Frame],
         opts: &DescribeOptions,
         on_text: &mut dyn FnMut(usize, &str) -> bool,
     ) -> Result<Captions> {
-        if regions.is_empty() || regions.len() > MAX_REGIONS {
+        if frames.is_empty() || frames.len() > MAX_REGIONS {
             return Err(Error::InvalidArgument(format!(
                 "{} regions given; 1..={MAX_REGIONS} per call",
-                regions.len()
+                frames.len()
             )));
         }
         check_options(opts)?;
         let t0 = Instant::now();
-        let rgb = image.to_rgb();
-        let mut views = Vec::with_capacity(regions.len());
-        let mut infos = Vec::with_capacity(regions.len());
-        for (k, r) in regions.iter().enumerate() {
+        let mut views = Vec::with_capacity(frames.len());
+        let mut infos = Vec::with_capacity(frames.len());
+        let mut rgb: Option<(ImageView, crate::image::RgbImage)> = None;
+        for (k, f) in frames.iter().enumerate() {
+            let cached = match rgb.take() {
+                Some((img, c)) if same_image(&img, &f.image) => (img, c),
+                _ => (f.image, f.image.to_rgb()),
+            };
             let (v, info) = self
-                .region_views(image, &rgb, r)
+                .region_views(&f.image, &cached.1, &f.region)
                 .and_then(|v| v.ok_or_else(empty_region))
                 .map_err(|e| region_err(k, e))?;
+            rgb = Some(cached);
             views.push(v);
             infos.push(info);
         }
@@ -694,6 +718,13 @@ fn caption_of(
             n_decoded: g.timings.n_decoded,
         },
     }
+}
+
+/// Whether two views show the same pixels of the same memory.
+fn same_image(a: &ImageView, b: &ImageView) -> bool {
+    std::ptr::eq(a.data(), b.data())
+        && (a.width(), a.height(), a.stride(), a.format())
+            == (b.width(), b.height(), b.stride(), b.format())
 }
 
 fn empty_region() -> Error {

@@ -50,7 +50,10 @@ pub fn conversation(user: &str) -> String {
 /// not documented anywhere we can check; we use the grammatical singular
 /// (` in 1 word`, ` in 1 sentence`), and digits for every count as in the
 /// examples above.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// In JSON (the server's `length` field): `{"words": 20}`, `{"about_words": 20}`,
+/// `{"more_than_words": 20}` or `{"sentences": 2}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LengthControl {
     /// ` in {n} words`
     Words(u32),

@@ -14,6 +14,8 @@ mod dump;
 mod info;
 mod inputs;
 mod quantize;
+#[cfg(feature = "server")]
+mod serve;
 mod synth;
 
 use std::process::ExitCode;
@@ -47,6 +49,9 @@ enum Cmd {
     Synth(synth::SynthArgs),
     /// Time each stage of greedy requests (JSON on stdout).
     Bench(bench::BenchArgs),
+    /// Serve captions over HTTP: an OpenAI-compatible chat-completions API.
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +64,8 @@ fn main() -> ExitCode {
         Cmd::Info(a) => info::run(a),
         Cmd::Synth(a) => synth::run(a),
         Cmd::Bench(a) => bench::run(a),
+        #[cfg(feature = "server")]
+        Cmd::Serve(a) => serve::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,265 @@
+//! The bounded request queue and the engine workers. Each worker owns one
+//! [`Session`]; it takes the oldest request and, when that one is a single
+//! image, every other waiting single-image request with the same options
+//! (up to `max_batch` regions), and runs them as one
+//! [`Session::describe_batch`]: one batched vision pass, captions decoded as
+//! parallel sequences.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::api::Parsed;
+use super::metrics::Metrics;
+use crate::{Caption, Error, Frame, Region, Session};
+
+/// What a worker tells the request's handler.
+pub enum Event {
+    /// A piece of region `.0`'s caption.
+    Piece(usize, String),
+    /// The captions, one per region (a video has one), or the failure.
+    Done(Result<Vec<Caption>, Error>),
+}
+
+/// One request waiting for, or in, the engine.
+pub struct Job {
+    pub req: Parsed,
+    pub events: UnboundedSender<Event>,
+    /// Set when the client goes away: its generation stops.
+    pub cancel: Arc<AtomicBool>,
+    pub arrived: Instant,
+}
+
+impl Job {
+    fn batchable(&self) -> bool {
+        !self.req.is_video()
+    }
+
+    fn send(&self, e: Event) {
+        if self.events.send(e).is_err() {
+            self.cancel.store(true, Relaxed);
+        }
+    }
+}
+
+/// The queue shared by the handlers (push) and the workers (pop).
+pub struct Queue {
+    state: Mutex<State>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+struct State {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queue {
+    pub fn new(capacity: usize) -> Self {
+        Queue {
+            state: Mutex::new(State {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            capacity,
+        }
+    }
+
+    /// Queues a job; gives it back when the queue is full or closed.
+    pub fn push(&self, job: Job) -> Result<(), Box<Job>> {
+        let Ok(mut s) = self.state.lock() else {
+            return Err(Box::new(job));
+        };
+        if s.closed || s.jobs.len() >= self.capacity {
+            return Err(Box::new(job));
+        }
+        s.jobs.push_back(job);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    pub fn depth(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.jobs.len())
+    }
+
+    /// Wakes every worker; they finish what is queued, then stop.
+    pub fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.closed = true;
+        }
+        self.ready.notify_all();
+    }
+
+    /// Waits for the next batch; None once closed and empty. Jobs whose
+    /// client has gone are dropped here.
+    fn pop_batch(&self, max_regions: usize) -> Option<Vec<Job>> {
+        let mut s = self.state.lock().ok()?;
+        loop {
+            while let Some(j) = s.jobs.front() {
+                if !j.cancel.load(Relaxed) {
+                    break;
+                }
+                s.jobs.pop_front();
+            }
+            if let Some(first) = s.jobs.pop_front() {
+                let mut batch = vec![first];
+                if batch[0].batchable() {
+                    let mut n = batch[0].req.regions.len();
+                    let mut i = 0;
+                    while i < s.jobs.len() {
+                        let j = &s.jobs[i];
+                        let fits = n + j.req.regions.len() <= max_regions;
+                        if fits && j.batchable() && j.req.opts == batch[0].req.opts {
+                            n += j.req.regions.len();
+                            batch.extend(s.jobs.remove(i));
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+                return Some(batch);
+            }
+            if s.closed {
+                return None;
+            }
+            s = self.ready.wait(s).ok()?;
+        }
+    }
+}
+
+/// A worker's loop: batches from `queue` through `session` until the queue
+/// closes. `stop` (shutdown) cancels what is running.
+pub fn work(
+    mut session: Session,
+    queue: &Queue,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+    max_batch: usize,
+) {
+    while let Some(batch) = queue.pop_batch(max_batch) {
+        if stop.load(Relaxed) {
+            for job in &batch {
+                job.send(Event::Done(Err(Error::Cancelled)));
+            }
+            continue;
+        }
+        metrics.in_flight.fetch_add(batch.len() as u64, Relaxed);
+        let n = batch.len() as u64;
+        run(&mut session, &batch, metrics, stop);
+        metrics.in_flight.fetch_sub(n, Relaxed);
+    }
+}
+
+/// Runs one batch and answers each of its jobs. If a batch of several
+/// fails, each job is retried alone, so that one request's failure is not
+/// its neighbours'.
+fn run(session: &mut Session, batch: &[Job], metrics: &Metrics, stop: &AtomicBool) {
+    // Region k of the batch -> (job, region within the job).
+    let owner: Vec<(usize, usize)> = batch
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| (0..job.req.regions.len()).map(move |r| (j, r)))
+        .collect();
+    let mut started = vec![false; batch.len()];
+    let mut on_text = |k: usize, piece: &str| {
+        let Some(&(j, r)) = owner.get(k) else {
+            return false;
+        };
+        let job = &batch[j];
+        if stop.load(Relaxed) || job.cancel.load(Relaxed) {
+            return false;
+        }
+        if !std::mem::replace(&mut started[j], true) {
+            metrics.first_token(job.arrived.elapsed());
+        }
+        job.send(Event::Piece(r, piece.to_string()));
+        !job.cancel.load(Relaxed)
+    };
+    let result = describe(session, batch, &mut on_text);
+    metrics.batches.fetch_add(1, Relaxed);
+    metrics
+        .batched_regions
+        .fetch_add(owner.len() as u64, Relaxed);
+    match result {
+        Ok(captions) => {
+            let mut it = captions.into_iter();
+            for job in batch {
+                let caps: Vec<Caption> = it.by_ref().take(job.req.regions.len()).collect();
+                for c in &caps {
+                    metrics
+                        .tokens
+                        .fetch_add(c.timings.n_generated as u64, Relaxed);
+                    let us = (c.timings.decode_ms * 1e3) as u64;
+                    metrics.decode_us.fetch_add(us, Relaxed);
+                }
+                job.send(Event::Done(Ok(caps)));
+            }
+        }
+        Err(e) if batch.len() > 1 && e != Error::Cancelled => {
+            for job in batch {
+                run(session, std::slice::from_ref(job), metrics, stop);
+            }
+        }
+        Err(e) => {
+            for job in batch {
+                job.send(Event::Done(Err(e.clone())));
+            }
+        }
+    }
+}
+
+/// One engine call for a batch: a video alone, else every region of every
+/// job through `describe_batch`.
+fn describe(
+    session: &mut Session,
+    batch: &[Job],
+    on_text: &mut dyn FnMut(usize, &str) -> bool,
+) -> Result<Vec<Caption>, Error> {
+    let first = &batch[0].req;
+    fn views(job: &Job) -> crate::Result<Vec<crate::ImageView<'_>>> {
+        job.req.images.iter().map(|i| i.view()).collect()
+    }
+    if first.is_video() {
+        let images = views(&batch[0])?;
+        let regions = first
+            .regions
+            .iter()
+            .map(|r| r.region())
+            .collect::<crate::Result<Vec<_>>>()?;
+        let frames: Vec<Frame> = images
+            .iter()
+            .enumerate()
+            .map(|(k, image)| Frame {
+                image: *image,
+                region: regions.get(k).unwrap_or(&regions[0]).clone(),
+            })
+            .collect();
+        return Ok(vec![session.describe_video(
+            &frames,
+            &first.opts,
+            &mut |s| on_text(0, s),
+        )?]);
+    }
+    let images = batch.iter().map(views).collect::<crate::Result<Vec<_>>>()?;
+    let regions: Vec<Vec<Region>> = batch
+        .iter()
+        .map(|j| j.req.regions.iter().map(|r| r.region()).collect())
+        .collect::<crate::Result<_>>()?;
+    let frames: Vec<Frame> = images
+        .iter()
+        .zip(&regions)
+        .flat_map(|(imgs, rs)| {
+            rs.iter().map(|r| Frame {
+                image: imgs[0],
+                region: r.clone(),
+            })
+        })
+        .collect();
+    Ok(session
+        .describe_batch(&frames, &first.opts, on_text)?
+        .captions)
+}

@@ -1,0 +1,329 @@
+"""Client checks of `dam serve`, run by tests/server.rs against a running server.
+
+usage: client.py MODE URL EXPECTED_JSON CASES_DIR
+  MODE main:  the official `openai` client in both compat modes, streaming and
+              not; raw HTTP for the SSE bytes; extension fields; concurrent
+              requests; the bad-input corpus, each case followed by a good
+              request; a client that disconnects mid-stream.
+  MODE busy:  a server with --queue 1: a burst gets 503 + Retry-After;
+              with --max-images 1, two images are refused.
+EXPECTED_JSON: {"alpha": greedy caption of c2 with its mask (dam describe),
+                "box": the same for --box 10,10,60,50, "max_tokens": N}
+Every call has a timeout; loops are bounded; loopback only.
+"""
+
+import base64
+import concurrent.futures as cf
+import http.client
+import io
+import json
+import struct
+import sys
+import time
+import urllib.parse
+import zlib
+
+from PIL import Image
+
+import openai
+
+TIMEOUT = 60
+
+
+def png_bytes(img):
+    b = io.BytesIO()
+    img.save(b, "PNG")
+    return b.getvalue()
+
+
+def data_url(raw, mime="image/png"):
+    return f"data:{mime};base64," + base64.b64encode(raw).decode()
+
+
+class Server:
+    def __init__(self, url):
+        u = urllib.parse.urlparse(url)
+        assert u.hostname == "127.0.0.1", url
+        self.host, self.port, self.url = u.hostname, u.port, url
+
+    def request(self, method, path, body=None, headers=None):
+        """(status, headers, body bytes) of one request on a fresh connection."""
+        c = http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
+        try:
+            h = {"Content-Type": "application/json"}
+            h.update(headers or {})
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            return r.status, dict(r.getheaders()), r.read()
+        finally:
+            c.close()
+
+    def chat(self, body):
+        raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        return self.request("POST", "/v1/chat/completions", raw)
+
+    def metric(self, name):
+        _, _, m = self.request("GET", "/metrics")
+        for line in m.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"{name} not in /metrics")
+
+
+def message(url, text="<image>\nDescribe the masked region in detail.", extra=()):
+    items = [{"type": "image_url", "image_url": {"url": url}}, *extra]
+    return [{"role": "user", "content": items + [{"type": "text", "text": text}]}]
+
+
+class Main:
+    def __init__(self, server, expected, cases):
+        self.s = server
+        self.exp = expected
+        self.n = expected["max_tokens"]
+        rgb = Image.open(f"{cases}/c2_image.png").convert("RGB")
+        mask = Image.open(f"{cases}/c2_mask.png").convert("L")
+        rgba = rgb.convert("RGBA")
+        rgba.putalpha(mask)
+        self.rgb_url = data_url(png_bytes(rgb))
+        self.rgba_url = data_url(png_bytes(rgba))
+        self.mask_url = data_url(png_bytes(mask))
+        empty = rgb.convert("RGBA")
+        empty.putalpha(0)
+        self.empty_url = data_url(png_bytes(empty))
+        self.client = openai.OpenAI(
+            base_url=server.url + "/v1", api_key="none", timeout=TIMEOUT, max_retries=0
+        )
+
+    def good(self, **kw):
+        """A request (greedy unless `kw` says otherwise) through the openai client."""
+        args = dict(model="describe_anything_model", messages=message(self.rgba_url),
+                    temperature=0, max_tokens=self.n)
+        args.update(kw)
+        return self.client.chat.completions.create(**args)
+
+    def openai_modes(self):
+        r = self.good()
+        c = r.choices[0]
+        assert c.message.role == "assistant", r
+        assert c.message.content == self.exp["alpha"], (c.message.content, self.exp["alpha"])
+        assert c.finish_reason in ("stop", "length"), c
+        assert isinstance(r.created, int) and r.usage.completion_tokens > 0, r
+        assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+        # The loaded model's own name works too.
+        r = self.client.chat.completions.create(
+            model="tiny", messages=message(self.rgba_url), temperature=0, max_tokens=self.n
+        )
+        assert r.choices[0].message.content == self.exp["alpha"]
+        # Streaming, OpenAI spelling: delta.content is a string.
+        text, finish = "", None
+        for ch in self.good(stream=True, extra_body={"compat": "openai"}):
+            for c in ch.choices:
+                if c.delta.content:
+                    assert isinstance(c.delta.content, str), c
+                    text += c.delta.content
+                finish = c.finish_reason or finish
+        assert text == self.exp["alpha"] and finish in ("stop", "length"), (text, finish)
+        # Streaming, the reference's spelling (the default): a list of text items.
+        text, finish = "", None
+        for ch in self.good(stream=True):
+            for c in ch.choices:
+                content = c.delta.content
+                if content:
+                    assert isinstance(content, list), content
+                    text += "".join(i["text"] for i in content)
+                finish = c.finish_reason or finish
+        assert text == self.exp["alpha"] and finish in ("stop", "length"), (text, finish)
+
+    def sse_bytes(self):
+        body = {
+            "model": "describe_anything_model",
+            "messages": message(self.rgba_url),
+            "temperature": 0,
+            "max_tokens": self.n,
+            "stream": True,
+        }
+        status, headers, raw = self.s.chat(body)
+        assert status == 200, (status, raw)
+        assert headers["content-type"].startswith("text/event-stream"), headers
+        text = raw.decode()
+        assert text.endswith("data: [DONE]\n\n"), text[-200:]
+        events = text.split("\n\n")[:-1]
+        assert all(e.startswith("data: ") and "\n" not in e for e in events), events[:3]
+        chunks = [json.loads(e[6:]) for e in events[:-1]]
+        assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length"), chunks[-1]
+        assert chunks[-1]["choices"][0]["delta"] == {}, chunks[-1]
+        pieces = [c["choices"][0]["delta"]["content"] for c in chunks[:-1]]
+        assert all(p[0]["type"] == "text" for p in pieces), pieces[:2]
+        assert "".join(p[0]["text"] for p in pieces) == self.exp["alpha"]
+        assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+
+    def extensions(self):
+        def ask(**extra):
+            r = self.client.chat.completions.create(
+                model="describe_anything_model",
+                messages=message(self.rgb_url),
+                temperature=0,
+                max_tokens=self.n,
+                extra_body=extra,
+            )
+            return [c.message.content for c in r.choices]
+
+        assert ask(box=[10, 10, 60, 50]) == [self.exp["box"]]
+        frac = ask(box=[10 / 97, 10 / 61, 60 / 97, 50 / 61], normalized=True)
+        assert frac == [self.exp["box"]], frac
+        # Many regions of one image: one choice each, as alone.
+        many = ask(regions=[{"box": [10, 10, 60, 50]}, {"mask": self.mask_url}])
+        assert many == [self.exp["box"], self.exp["alpha"]], many
+        # A mask item next to the image.
+        r = self.client.chat.completions.create(
+            model="describe_anything_model",
+            messages=message(self.rgb_url, extra=[{"type": "mask_url", "mask_url": {"url": self.mask_url}}]),
+            temperature=0,
+            max_tokens=self.n,
+        )
+        assert r.choices[0].message.content == self.exp["alpha"]
+        assert ask(scribble=[[20, 20], [50, 40]], brush=8)[0]
+        # Sampling parameters are honoured: a seed reproduces its caption.
+        a = self.good(temperature=0.9, seed=7, top_p=0.9)
+        b = self.good(temperature=0.9, seed=7, top_p=0.9)
+        assert a.choices[0].message.content == b.choices[0].message.content
+        r = self.good(max_tokens=3)
+        assert r.usage.completion_tokens <= 3 and r.choices[0].finish_reason in ("stop", "length")
+
+    def concurrent(self):
+        """Concurrent requests (batched by the server) give the lone answer."""
+        with cf.ThreadPoolExecutor(8) as ex:
+            outs = list(ex.map(lambda _: self.good().choices[0].message.content, range(8)))
+        assert all(o == self.exp["alpha"] for o in outs), outs
+
+    def corpus(self):
+        big = json.dumps({"model": "x", "pad": "a" * (2 << 20)})
+        bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 6, 0, 0, 0))
+        bomb += chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+        ok = {"model": "describe_anything_model", "max_tokens": 2}
+
+        def req(url=None, **kw):
+            b = dict(ok, messages=message(url or self.rgba_url))
+            b.update(kw)
+            return b
+
+        cases = [
+            ("invalid json", "{not json", 400, "invalid_json"),
+            ("not an object", "[1, 2]", 400, "invalid_request"),
+            ("wrong model", req(model="gpt-4o"), 404, "model_not_found"),
+            ("no image", dict(ok, messages=[{"role": "user", "content": "Describe."}]), 400, "no_image"),
+            ("nine frames", dict(ok, messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": self.rgba_url}}] * 9}]), 400, "too_many_images"),
+            ("rgb without alpha", req(self.rgb_url), 400, "no_alpha"),
+            ("empty alpha", req(self.empty_url), 400, "empty_alpha"),
+            ("bad base64", req("data:image/png;base64,@@@not-base64@@@"), 400, "invalid_base64"),
+            ("not an image", req(data_url(b"hello, I am text")), 400, "invalid_image"),
+            ("truncated png", req(data_url(png_bytes(Image.new("RGBA", (8, 8)))[:40])), 400, "invalid_image"),
+            ("decompression bomb", req(data_url(bomb)), 400, "image_too_large"),
+            ("body over the limit", big, 413, "body_too_large"),
+            ("http url", req("http://169.254.169.254/latest/meta-data"), 400, "remote_url_refused"),
+            ("https url", req("https://example.com/a.png"), 400, "remote_url_refused"),
+            ("file url", req("file:///etc/passwd"), 400, "invalid_image_url"),
+            ("negative temperature", req(temperature=-1), 400, "invalid_parameter"),
+            ("zero max_tokens", req(max_tokens=0), 400, "invalid_parameter"),
+            ("box outside", req(self.rgb_url, box=[500, 500, 600, 600]), 400, "invalid_region"),
+            ("inverted box", req(self.rgb_url, box=[50, 50, 10, 10]), 400, "invalid_region"),
+            ("two region kinds", req(self.rgb_url, box=[1, 1, 9, 9], scribble=[[1, 1]]), 400, "invalid_region"),
+            ("too many regions", req(self.rgb_url, regions=[{"box": [1, 1, 9, 9]}] * 65), 400, "invalid_region"),
+            ("empty messages", dict(ok, messages=[]), 400, "no_image"),
+            ("messages not a list", dict(ok, messages="hi"), 400, "invalid_request"),
+        ]
+        for name, body, want, code in cases:
+            status, headers, raw = self.s.chat(body)
+            assert status == want, (name, status, raw[:300])
+            err = json.loads(raw)["error"]
+            assert err["code"] == code and err["message"] and err["type"], (name, err)
+            # The server keeps serving.
+            r = self.good(max_tokens=2)
+            assert r.choices[0].message.content is not None, name
+        return len(cases)
+
+    def disconnect(self):
+        """A client that leaves mid-stream cancels its generation."""
+        before = self.s.metric("dam_requests_cancelled_total")
+        body = json.dumps({
+            "model": "describe_anything_model", "messages": message(self.rgba_url),
+            "max_tokens": 400, "temperature": 0, "stream": True,
+        })
+        c = http.client.HTTPConnection(self.s.host, self.s.port, timeout=TIMEOUT)
+        c.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        assert r.status == 200
+        assert r.readline().startswith(b"data: ")
+        c.sock.close()
+        c.close()
+        for _ in range(100):
+            if self.s.metric("dam_requests_cancelled_total") > before:
+                break
+            time.sleep(0.1)
+        assert self.s.metric("dam_requests_cancelled_total") > before
+        self.good(max_tokens=2)
+
+    def endpoints(self):
+        status, _, raw = self.s.request("GET", "/health")
+        assert status == 200 and json.loads(raw)["status"] == "ok"
+        ids = [m.id for m in self.client.models.list()]
+        assert "describe_anything_model" in ids and "tiny" in ids, ids
+        _, headers, m = self.s.request("GET", "/metrics")
+        m = m.decode()
+        for name in ["dam_requests_total", "dam_queue_depth", "dam_tokens_per_second",
+                     'dam_errors_total{code="no_alpha"}', "dam_time_to_first_token_seconds_bucket"]:
+            assert name in m, name
+        assert self.s.metric("dam_time_to_first_token_seconds_count") > 0
+        status, _, raw = self.s.request("POST", "/chat/completions", json.dumps({
+            "model": "describe_anything_model", "messages": message(self.rgba_url),
+            "temperature": 0, "max_tokens": self.n}))
+        assert status == 200 and json.loads(raw)["choices"][0]["message"]["content"] == self.exp["alpha"]
+
+
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def busy(server, cases):
+    """Against --queue 1 --max-batch 1 --max-images 1: a burst overflows the queue."""
+    rgba = Image.open(f"{cases}/c2_image.png").convert("RGBA")
+    rgba.putalpha(Image.open(f"{cases}/c2_mask.png").convert("L"))
+    body = {"model": "describe_anything_model", "messages": message(data_url(png_bytes(rgba))),
+            "max_tokens": 64, "temperature": 0}
+    with cf.ThreadPoolExecutor(12) as ex:
+        outs = list(ex.map(lambda _: server.chat(body), range(12)))
+    busy = [(h, b) for s, h, b in outs if s == 503]
+    assert busy, [s for s, _, _ in outs]
+    assert all(s in (200, 503) for s, _, _ in outs), [s for s, _, _ in outs]
+    h, b = busy[0]
+    assert h.get("retry-after") or h.get("Retry-After"), h
+    assert json.loads(b)["error"]["code"] == "queue_full"
+    status, _, _ = server.chat(body)
+    assert status in (200, 503)
+    # --max-images 1 (an image model): two images are refused.
+    two = dict(body, messages=[{"role": "user", "content": body["messages"][0]["content"][:1] * 2}])
+    status, _, raw = server.chat(two)
+    assert status == 400 and json.loads(raw)["error"]["code"] == "too_many_images", raw
+    print(f"busy: {len(busy)} of {len(outs)} answered 503")
+
+
+def main():
+    mode, url, expected, cases = sys.argv[1:5]
+    server = Server(url)
+    if mode == "busy":
+        busy(server, cases)
+        return
+    m = Main(server, json.loads(expected), cases)
+    m.openai_modes()
+    m.sse_bytes()
+    m.extensions()
+    m.concurrent()
+    n = m.corpus()
+    m.disconnect()
+    m.endpoints()
+    print(f"client: ok ({n} bad inputs, each followed by a good request)")
+
+
+if __name__ == "__main__":
+    main()
