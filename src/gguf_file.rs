@@ -185,6 +185,10 @@ impl<'a> Cursor<'a> {
 impl GgufHeader {
     /// Parses and validates the header of `buf`, the whole file's bytes
     /// (normally a memory mapping). `what` names the file in errors.
+    ///
+    /// Long (~125 lines) on purpose: one pass in the file's own order
+    /// (magic, counts, keys, tensor infos, alignment, data bounds), each field
+    /// checked where it is read, so the checks read as the format does.
     pub fn parse(buf: &[u8], what: &str) -> Result<GgufHeader> {
         let mut c = Cursor { buf, pos: 0, what };
         let magic = c.take(4, "magic")?;

@@ -584,6 +584,10 @@ impl VisionHparams {
     }
 
     /// Checks the values are usable before any ggml call.
+    ///
+    /// Long (~100 lines) on purpose: a flat list of independent checks, one
+    /// per hyper-parameter, each with its own message; splitting it would
+    /// only scatter the list.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidModel(m));
         check_tower(

@@ -127,7 +127,7 @@ impl Server {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
-            "client.py {mode} failed (a missing package: run bash scripts/setup.sh):\n{stdout}\n{}",
+            "client.py {mode} failed (if a package is missing: run bash scripts/setup.sh):\n{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         stdout

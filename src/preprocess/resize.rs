@@ -325,6 +325,10 @@ pub fn resize_bicubic(
 /// [`Levels::Binary`], the same result as resizing its 0/255 copy), using up to
 /// `threads` threads (0 and 1 both mean the calling thread only; small images
 /// always run on one). The result does not depend on `threads`.
+///
+/// Long (~100 lines) on purpose: Pillow's two passes (horizontal into a
+/// row buffer, then vertical) with their coefficient tables and the row
+/// split over threads stay together, the order Pillow's exactness needs.
 #[allow(clippy::too_many_arguments)]
 pub fn resize_threads(
     src: &[u8],
