@@ -559,30 +559,10 @@ fn sanitized_users_do_not_leak() {
 // ------------------------------------------------------------------ python
 
 /// The set-up line of the README, named by every "missing tool" failure.
-const SETUP: &str = "run the README's set-up line: bash scripts/setup.sh";
-
-/// The Python of the binding tests: `$DAM_PYTHON`, else the set-up's `.venv`.
-fn python() -> PathBuf {
-    let py = std::env::var_os("DAM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
-    let probe = Command::new(&py)
-        .args(["-c", "import pytest, numpy, PIL"])
-        .output();
-    match probe {
-        Ok(o) if o.status.success() => py,
-        Ok(o) => panic!(
-            "{} lacks pytest, numpy or pillow ({SETUP}): {}",
-            py.display(),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!("no Python at {} ({SETUP}): {e}", py.display()),
-    }
-}
 
 #[test]
 fn python_bindings() {
-    let python = python();
+    let python = common::python("pytest, numpy, PIL");
     let (llm, vision) = model_files();
     let cli = PathBuf::from(env!("CARGO_BIN_EXE_dam"));
     let out = run(Command::new(&python)
@@ -618,7 +598,8 @@ fn c_users_clean_under_valgrind() {
     let vg = Command::new("valgrind").arg("--version").output();
     assert!(
         vg.is_ok_and(|o| o.status.success()),
-        "valgrind is required for this test ({SETUP})"
+        "valgrind is required for this test ({})",
+        common::SETUP
     );
     let flags: Vec<&str> = C_FLAGS.iter().chain(&["-g", "-O1"]).copied().collect();
     let describe = work_dir().join("describe-c-valgrind");

@@ -16,8 +16,6 @@ use std::process::Command;
 
 use dam::GgmlType;
 
-const SETUP: &str = "run the README's set-up line: bash scripts/setup.sh";
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -47,17 +45,7 @@ fn site_packages(python: &Path) -> PathBuf {
 
 #[test]
 fn wheel_installs_and_passes_the_suite() {
-    let python = std::env::var_os("DAM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
-    let probe = Command::new(&python)
-        .args(["-c", "import pytest, numpy, PIL, ray, pyarrow"])
-        .output();
-    assert!(
-        probe.is_ok_and(|o| o.status.success()),
-        "{} lacks the test packages ({SETUP})",
-        python.display()
-    );
+    let python = common::python("pytest, numpy, PIL, ray, pyarrow");
     let work = root().join("target/python-pkg");
     let _ = std::fs::remove_dir_all(&work);
     let wheels = work.join("wheel");

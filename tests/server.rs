@@ -21,14 +21,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `$DAM_PYTHON`, else the set-up's `.venv` (a missing package fails the
-/// client with an ImportError, which the failure message shows).
-fn python() -> PathBuf {
-    std::env::var_os("DAM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"))
-}
-
 /// Runs `dam` to completion; its stdout.
 fn dam(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_dam"))
@@ -119,7 +111,7 @@ impl Server {
     /// Runs the client script in `mode` against this server.
     fn client(&self, mode: &str, expected: &str) -> String {
         let cases = fixtures().join("tiny/cases");
-        let out = Command::new(python())
+        let out = Command::new(common::python("openai, PIL"))
             .arg(root().join("tests/server/client.py"))
             .args([mode, &self.url, expected, cases.to_str().unwrap()])
             .output()

@@ -10,6 +10,30 @@ use dam::GgmlType;
 
 pub const MODELS: [&str; 2] = ["tiny", "geom"];
 
+/// What a test that misses a tool tells the user to run.
+pub const SETUP: &str = "run the README's set-up line: bash scripts/setup.sh";
+
+/// The Python of the tests that drive Python code: `$DAM_PYTHON`, else the
+/// `.venv` of the README's set-up line, checked to import `modules` (a
+/// missing one fails the test naming the set-up line).
+pub fn python(modules: &str) -> PathBuf {
+    let py = std::env::var_os("DAM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let probe = std::process::Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => py,
+        Ok(o) => panic!(
+            "{} cannot import {modules} ({SETUP}): {}",
+            py.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("no Python at {} ({SETUP}): {e}", py.display()),
+    }
+}
+
 /// The fixtures: `DAM_TEST_ROOT/tests/fixtures` when that variable is set
 /// (a test binary carried to another machine, e.g. by
 /// scripts/device-check.sh), else this checkout's.
