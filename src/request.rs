@@ -21,6 +21,8 @@ pub struct DescribeOptions {
     pub top_p: f32,
     pub top_k: i32,
     pub seed: u32,
+    /// Generate exactly `max_new_tokens` (see [`GenerateOptions::ignore_eos`]).
+    pub ignore_eos: bool,
 }
 
 impl Default for DescribeOptions {
@@ -35,6 +37,7 @@ impl Default for DescribeOptions {
             top_p: g.top_p,
             top_k: g.top_k,
             seed: g.seed,
+            ignore_eos: g.ignore_eos,
         }
     }
 }
@@ -49,6 +52,7 @@ impl DescribeOptions {
             top_k: self.top_k,
             seed: self.seed,
             collect_logits,
+            ignore_eos: self.ignore_eos,
         }
     }
 

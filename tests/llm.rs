@@ -465,6 +465,71 @@ fn tokens_for_pieces(m: &LlamaModel, tokens: &[i32], k: usize) -> usize {
     tokens.len()
 }
 
+/// `ignore_eos`: exactly `max_new_tokens` tokens, none of them an
+/// end-of-generation token, and up to where the plain run ended by EOS the
+/// same tokens (the EOS draw is masked and drawn again; nothing before it
+/// changes).
+#[test]
+fn ignore_eos_generates_exactly_max_tokens() {
+    let mut eos_cases = 0;
+    for model in ["tiny", "geom"] {
+        let m = &models(model).f32;
+        for &name in cases(model) {
+            let case = load_case(model, name);
+            let pieces = tokenize_prompt(m, case.prompt()).expect("tokenize");
+            let images = case.image_rows();
+            let mut ctx = exact_ctx(m);
+            let never = AtomicBool::new(false);
+            let plain = GenerateOptions {
+                collect_logits: false,
+                max_new_tokens: 64,
+                ..greedy()
+            };
+            let run = |ctx: &mut LlamaContext, o: &GenerateOptions| {
+                generate(ctx, m, &pieces, &images, o, &mut no_stream(), &never).expect("generate")
+            };
+            let full = run(&mut ctx, &plain);
+            let n = full.tokens.len() + 7;
+            let forced = run(
+                &mut ctx,
+                &GenerateOptions {
+                    max_new_tokens: n,
+                    ignore_eos: true,
+                    ..plain.clone()
+                },
+            );
+            assert_eq!(forced.tokens.len(), n, "{}", case.label());
+            assert_eq!(
+                forced.stop_reason,
+                StopReason::MaxTokens,
+                "{}",
+                case.label()
+            );
+            assert!(
+                !forced.tokens.iter().any(|&t| m.is_eog(t)),
+                "{}",
+                case.label()
+            );
+            let kept = full.tokens.len() - usize::from(full.stopped_by_eos);
+            assert_eq!(
+                forced.tokens[..kept],
+                full.tokens[..kept],
+                "{}",
+                case.label()
+            );
+            if full.stopped_by_eos {
+                eos_cases += 1;
+                assert!(forced.text.starts_with(&full.text), "{}", case.label());
+            }
+        }
+    }
+    // The masking path ran: some plain captions ended by EOS.
+    assert!(
+        eos_cases > 0,
+        "no fixture caption ended by EOS within 64 tokens"
+    );
+}
+
 #[test]
 fn streaming_and_cancellation() {
     for (model, name) in [

@@ -262,6 +262,8 @@ pub(crate) unsafe fn options_at(
         top_p: o.top_p,
         top_k: o.top_k,
         seed: o.seed,
+        // Not in the C ABI (a benchmarking option of the server and CLI).
+        ignore_eos: false,
     })
 }
 

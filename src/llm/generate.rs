@@ -30,6 +30,11 @@ pub struct GenerateOptions {
     pub seed: u32,
     /// Keep the logits of every generated position.
     pub collect_logits: bool,
+    /// Never stop at an end-of-generation token: a sampled one is masked
+    /// and drawn again, so exactly `max_new_tokens` come (unless the context
+    /// fills or the callback stops). For benchmarks and load tests that
+    /// need fixed-length answers (llama.cpp's and vLLM's `ignore_eos`).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
@@ -41,6 +46,7 @@ impl Default for GenerateOptions {
             top_k: 50,
             seed: 0,
             collect_logits: false,
+            ignore_eos: false,
         }
     }
 }
@@ -669,7 +675,10 @@ impl SeqState {
         if opts.collect_logits {
             self.step_logits.push(logits.to_vec());
         }
-        let tok = self.sampler.sample_logits(logits)?;
+        let mut tok = self.sampler.sample_logits(logits)?;
+        if opts.ignore_eos && model.is_eog(tok) {
+            tok = Self::draw_without_eog(&mut self.sampler, logits, tok, model)?;
+        }
         self.tokens.push(tok);
         if model.is_eog(tok) {
             self.stop = StopReason::Eos;
@@ -692,6 +701,29 @@ impl SeqState {
             return Ok(None);
         }
         Ok(Some((tok, pos)))
+    }
+
+    /// Draws again with every end-of-generation token drawn so far masked
+    /// out (`ignore_eos`); a vocabulary of nothing but such tokens is an error.
+    fn draw_without_eog(
+        sampler: &mut Sampler,
+        logits: &[f32],
+        mut tok: i32,
+        model: &LlamaModel,
+    ) -> Result<i32> {
+        let mut masked = logits.to_vec();
+        while model.is_eog(tok) {
+            match usize::try_from(tok).ok().and_then(|i| masked.get_mut(i)) {
+                Some(l) if *l != f32::NEG_INFINITY => *l = f32::NEG_INFINITY,
+                _ => {
+                    return Err(Error::Backend(
+                        "ignore_eos: no token but end-of-generation ones is left to sample".into(),
+                    ))
+                }
+            }
+            tok = sampler.sample_logits(&masked)?;
+        }
+        Ok(tok)
     }
 
     /// Flushes the text stream and builds the result.

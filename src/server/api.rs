@@ -162,6 +162,8 @@ struct ChatRequest {
     top_k: Option<i32>,
     seed: Option<i64>,
     // dam's extensions.
+    #[serde(default)]
+    ignore_eos: bool,
     length: Option<LengthControl>,
     #[serde(rename = "box")]
     bbox: Option<[f32; 4]>,
@@ -346,6 +348,7 @@ fn options(req: &ChatRequest, text: &str) -> Result<DescribeOptions, ApiError> {
     o.temperature = req.temperature.unwrap_or(o.temperature);
     o.top_p = req.top_p.unwrap_or(o.top_p);
     o.top_k = req.top_k.unwrap_or(o.top_k);
+    o.ignore_eos = req.ignore_eos;
     if let Some(s) = req.seed {
         // OpenAI's seed is any integer; the engine's is 32 bits.
         o.seed = s as u32;

@@ -189,6 +189,11 @@ class Main:
         assert a.choices[0].message.content == b.choices[0].message.content
         r = self.good(max_tokens=3)
         assert r.usage.completion_tokens <= 3 and r.choices[0].finish_reason in ("stop", "length")
+        # ignore_eos: exactly max_tokens, past where the caption ends.
+        n = self.n + 9
+        r = self.good(max_tokens=n, extra_body={"ignore_eos": True})
+        assert r.usage.completion_tokens == n and r.choices[0].finish_reason == "length", r.usage
+        assert r.choices[0].message.content.startswith(self.exp["alpha"]), r.choices[0].message.content
 
     def concurrent(self):
         """Concurrent requests (batched by the server) give the lone answer."""
@@ -246,11 +251,11 @@ class Main:
     def disconnect(self):
         """A client that leaves mid-stream cancels its generation."""
         before = self.s.metric("dam_requests_cancelled_total")
-        # Sampled, not greedy: the tiny model's greedy caption ends (EOS) in a
-        # few tokens, which a quiet machine finishes before the client leaves.
+        # ignore_eos: the tiny model's caption would end (EOS) in a few tokens,
+        # before the client leaves; this one runs until it is cancelled.
         body = json.dumps({
             "model": "describe_anything_model", "messages": message(self.rgba_url),
-            "max_tokens": 1800, "temperature": 1.0, "top_p": 1.0, "seed": 7, "stream": True,
+            "max_tokens": 1800, "temperature": 0, "ignore_eos": True, "stream": True,
         })
         c = http.client.HTTPConnection(self.s.host, self.s.port, timeout=TIMEOUT)
         c.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
@@ -292,7 +297,7 @@ def busy(server, cases):
     rgba = Image.open(f"{cases}/c2_image.png").convert("RGBA")
     rgba.putalpha(Image.open(f"{cases}/c2_mask.png").convert("L"))
     body = {"model": "describe_anything_model", "messages": message(data_url(png_bytes(rgba))),
-            "max_tokens": 64, "temperature": 0}
+            "max_tokens": 64, "temperature": 0, "ignore_eos": True}
     with cf.ThreadPoolExecutor(12) as ex:
         outs = list(ex.map(lambda _: server.chat(body), range(12)))
     busy = [(h, b) for s, h, b in outs if s == 503]

@@ -38,6 +38,10 @@ pub struct DescribeArgs {
     /// Greedy decoding (same as --temperature 0).
     #[arg(long)]
     greedy: bool,
+    /// Generate exactly --max-tokens tokens: never stop at end-of-text
+    /// (for benchmarks).
+    #[arg(long)]
+    ignore_eos: bool,
     /// Stream text as it is generated (default when stdout is a terminal).
     #[arg(long, overrides_with = "no_stream")]
     stream: bool,
@@ -80,6 +84,7 @@ pub fn run(a: DescribeArgs) -> Result<()> {
         top_p: a.top_p,
         top_k: a.top_k,
         seed: a.seed,
+        ignore_eos: a.ignore_eos,
     };
     // Rasterise once, early, so that region errors come before the model
     // loads (a video drops empty frames instead) and for the overlay.
