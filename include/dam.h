@@ -530,7 +530,8 @@ typedef struct dam_model_params {
      */
     int32_t n_threads;
     /**
-     * Context length in tokens; 0 = min(the LLM's training length, 4096).
+     * Context length in tokens; 0 = a session starts at 1024 and grows to
+     * min(the LLM's training length, 4096) when a call needs more.
      */
     uint32_t n_ctx;
     /**

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::image::ImageView;
 use crate::llm::check::check_llm_file;
-use crate::llm::generate::{generate, generate_many, Generation, Prompt};
+use crate::llm::generate::{cells_needed, generate, generate_many, Generation, Prompt};
 use crate::llm::prompt::{conversation, prompt_ids, tokenize_prompt, user_text, PromptPiece};
 use crate::preprocess::{focal_window, make_views, Views};
 use crate::region::{rasterize_any, Region, EMPTY_REGION};
@@ -27,7 +27,9 @@ pub use crate::request::{Caption, Captions, DescribeOptions, Frame, FrameInfo, T
 pub struct ModelParams {
     /// CPU threads for the vision graph and the LLM (0 = all cores).
     pub threads: usize,
-    /// Context length in tokens (0 = min(the LLM's training length, 4096)).
+    /// Context length in tokens. 0: sessions start with what one caption at
+    /// the default length needs (1024) and grow to min(the LLM's training
+    /// length, 4096) when a call needs more (`describe_many`, long answers).
     pub n_ctx: u32,
     /// KV cache precision (f16 like llama.cpp; f32 for reference parity).
     pub kv_type: KvType,
@@ -255,7 +257,12 @@ impl Model {
                 },
                 main_gpu: params.main_gpu.max(0),
                 use_extra_bufts: params.repack,
-                use_mmap: true,
+                // Mapping pays only when the weights are used in place. When
+                // ggml repacks them (CPU) or uploads them (GPU), llama.cpp
+                // copies every matrix out of the mapping and the mapped pages
+                // it read stay resident beside the copies (it unmaps only the
+                // file's ends): reading the file instead keeps one copy.
+                use_mmap: !params.repack && gpu.is_none(),
             },
             Some(table),
         )?);
@@ -284,28 +291,31 @@ impl Model {
     pub fn session(self: &Arc<Self>) -> Result<Session> {
         let cancel = Arc::new(AtomicBool::new(false));
         let threads = resolve_threads(self.params.threads)?;
-        let n_ctx = if self.params.n_ctx > 0 {
-            self.params.n_ctx
+        // An explicit n_ctx is made as asked; the default starts at what one
+        // caption at the default length needs and grows with the requests
+        // (Session::ctx_for), up to min(training length, 4096).
+        let (n_ctx, ctx_limit) = if self.params.n_ctx > 0 {
+            (self.params.n_ctx, self.params.n_ctx)
         } else {
-            self.llm.n_ctx_train().clamp(1, 4096) as u32
+            let limit = self.llm.n_ctx_train().clamp(1, 4096) as u32;
+            (limit.min(FIRST_CTX), limit)
         };
-        let ctx = LlamaContext::new(
-            &self.llm,
-            &ContextParams {
-                n_ctx,
-                n_batch: n_ctx.min(2048),
-                n_threads: threads as i32,
-                type_k: self.params.kv_type,
-                type_v: self.params.kv_type,
-                flash_attn: self.params.flash_attn,
-                n_seq_max: self.params.n_seq_max,
-                gpu_offload: self.llm_on_gpu,
-            },
-        )?;
+        let ctx_params = ContextParams {
+            n_ctx,
+            n_batch: n_ctx.min(2048),
+            n_threads: threads as i32,
+            type_k: self.params.kv_type,
+            type_v: self.params.kv_type,
+            flash_attn: self.params.flash_attn,
+            n_seq_max: self.params.n_seq_max,
+            gpu_offload: self.llm_on_gpu,
+        };
         Ok(Session {
             model: self.clone(),
             backend: self.vision.backend(threads, cancel.clone())?,
-            ctx,
+            ctx: LlamaContext::new(&self.llm, &ctx_params)?,
+            ctx_params,
+            ctx_limit: ctx_limit as usize,
             cancel,
         })
     }
@@ -338,9 +348,20 @@ impl CancelHandle {
 pub struct Session {
     model: Arc<Model>,
     backend: Backend,
+    /// The LLM context; remade larger when a request needs more cells
+    /// (`ctx_for`), so the KV cache follows what requests use.
     ctx: LlamaContext,
+    /// What `ctx` was made with (its threads kept current).
+    ctx_params: ContextParams,
+    /// The most cells `ctx` may grow to.
+    ctx_limit: usize,
     cancel: Arc<AtomicBool>,
 }
+
+/// Cells of a default session's first context: one image caption at the
+/// default 512 new tokens (a 240-position prompt) fits. A 4096-cell f16 KV
+/// cache of DAM-3B's LLM is 1.34 GB, more than its q4_k weights.
+const FIRST_CTX: u32 = 1024;
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
@@ -359,11 +380,40 @@ impl Session {
         CancelHandle(self.cancel.clone())
     }
 
+    /// The LLM context's length now (a default session's grows with the
+    /// calls, up to min(training length, 4096); see `ModelParams::n_ctx`).
+    pub fn n_ctx(&self) -> usize {
+        self.ctx.n_ctx()
+    }
+
     /// Sets the CPU threads of the vision stage and the LLM (0 = all cores).
     pub fn set_threads(&mut self, threads: usize) -> Result<()> {
         let threads = resolve_threads(threads)?;
         self.backend.set_threads(threads);
-        self.ctx.set_threads(threads)
+        self.ctx.set_threads(threads)?;
+        self.ctx_params.n_threads = threads as i32;
+        Ok(())
+    }
+
+    /// Makes the LLM context larger (the next power of two, at most
+    /// `ctx_limit`) when `cells` do not fit: the prompts and answers of one
+    /// call. What does not fit the limit is left to the generation's checks
+    /// and waves.
+    fn grow_ctx(&mut self, cells: usize) -> Result<()> {
+        let want = cells.min(self.ctx_limit);
+        if want > self.ctx.n_ctx() {
+            let n = want.next_power_of_two().min(self.ctx_limit) as u32;
+            let params = ContextParams {
+                n_ctx: n,
+                n_batch: n.min(2048),
+                ..self.ctx_params.clone()
+            };
+            // The new cache is made before the old one goes, so a failure
+            // leaves the session as it was.
+            self.ctx = LlamaContext::new(&self.model.llm, &params)?;
+            self.ctx_params = params;
+        }
+        Ok(())
     }
 
     /// Describes a region of one image.
@@ -509,6 +559,10 @@ impl Session {
             })
             .collect();
         let t2 = Instant::now();
+        let n_embd = self.model.llm.n_embd();
+        let n_seq = self.ctx_params.n_seq_max as usize;
+        let cells = cells_needed(&prompts, n_embd, opts.max_new_tokens, n_seq);
+        self.grow_ctx(cells)?;
         let gens = generate_many(
             &mut self.ctx,
             &self.model.llm,
@@ -672,6 +726,12 @@ impl Session {
 
         let (prompt, pieces) = self.prompt(views.len(), opts)?;
         let images: Vec<&[f32]> = vis.embeddings.iter().map(|e| e.as_slice()).collect();
+        let one = Prompt {
+            pieces: &pieces,
+            images: &images,
+        };
+        let cells = cells_needed(&[one], self.model.llm.n_embd(), opts.max_new_tokens, 1);
+        self.grow_ctx(cells)?;
         let g = generate(
             &mut self.ctx,
             &self.model.llm,

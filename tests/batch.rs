@@ -292,3 +292,24 @@ fn batch_errors_and_stops() {
     };
     assert_eq!(texts(&again), texts(&full));
 }
+
+/// A default session's KV cache starts at one caption's size and grows when
+/// a call needs more cells (memory follows use); the captions do not change
+/// with the size.
+#[test]
+fn context_grows_with_the_call() {
+    let input = Input::load("geom", "c2");
+    let (image, rs) = regions(&input);
+    let mut s = session(GgmlType::F32, ModelParams::reference());
+    assert_eq!(s.n_ctx(), 1024);
+    // 242-position prompts + 60 tokens: one caption fits 1024 cells, four
+    // parallel sequences (n_seq_max 4) need 1208.
+    let o = DescribeOptions {
+        ignore_eos: true,
+        ..greedy(60)
+    };
+    check_equal("grown", &mut s, &image, &rs, &o);
+    assert_eq!(s.n_ctx(), 2048);
+    let again = separate(&mut s, &image, &rs[..1], &o);
+    assert_eq!(again[0].tokens.len(), 60);
+}

@@ -213,7 +213,8 @@ pub struct DamModelParams {
     pub struct_size: u32,
     /// CPU threads for the vision graph and the LLM, 0 ..= 512; 0 = all cores.
     pub n_threads: i32,
-    /// Context length in tokens; 0 = min(the LLM's training length, 4096).
+    /// Context length in tokens; 0 = a session starts at 1024 and grows to
+    /// min(the LLM's training length, 4096) when a call needs more.
     pub n_ctx: u32,
     /// A `dam_kv_type` (default `DAM_KV_TYPE_F16`).
     pub kv_type: i32,

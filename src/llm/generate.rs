@@ -541,6 +541,31 @@ fn prompt_err(k: usize, e: Error) -> Error {
     }
 }
 
+/// KV cells one call needs to run its prompts as one wave: each prompt's
+/// positions plus its answer, for at most `n_seq` prompts (the longest).
+pub fn cells_needed(prompts: &[Prompt], n_embd: usize, max_new: usize, n_seq: usize) -> usize {
+    let mut need: Vec<usize> = prompts
+        .iter()
+        .map(|p| {
+            let rows: usize = p
+                .pieces
+                .iter()
+                .map(|piece| match piece {
+                    PromptPiece::Tokens(t) => t.len(),
+                    PromptPiece::Image(i) => {
+                        p.images.get(*i).map_or(0, |e| e.len() / n_embd.max(1))
+                    }
+                })
+                .sum();
+            rows.saturating_add(max_new)
+        })
+        .collect();
+    need.sort_unstable_by(|a, b| b.cmp(a));
+    need.iter()
+        .take(n_seq.max(1))
+        .fold(0, |a, &b| a.saturating_add(b))
+}
+
 /// Splits prompts (in order) into waves that fit the context together:
 /// at most `n_seq` sequences, and at most `n_ctx` cells, counting each
 /// sequence's prompt plus the tokens it may feed back (capped at `n_ctx`:
