@@ -1,6 +1,7 @@
 //! Segmenter parity at f32 against the fixtures of
 //! `tests/fixtures/gen_segmenter.py` (transformers' SamProcessor + SamModel
-//! with random weights): preprocessing bit-exact, image embeddings and
+//! with random weights) and `tests/fixtures/gen_mobilesam.py` (MobileSAM's
+//! official code and `SamPredictor`): preprocessing bit-exact, image embeddings and
 //! low-res mask logits within 1e-4 relative, IoU within 1e-4, the final
 //! mask equal on >= 99.9% of pixels, the same best index. Sizes come from
 //! the fixtures and the model file, never from constants here.
@@ -15,19 +16,23 @@ use dam::GgmlType;
 
 const TOL: f64 = 1e-4;
 
-fn root() -> PathBuf {
-    fixtures().join("segmenter").join("sam-tiny")
+/// The fixture sets: SAM's and MobileSAM's.
+const SAM: &str = "sam-tiny";
+const MOBILESAM: &str = "mobilesam-tiny";
+
+fn root(set: &str) -> PathBuf {
+    fixtures().join("segmenter").join(set)
 }
 
-/// Converts the fixture checkpoint at f32 (into a folder of this test's
-/// own, `tag`) and loads it.
-fn load_f32(tag: &str) -> Segmenter {
+/// Converts the checkpoint of fixture `set` at f32 (into a folder of this
+/// test's own, `tag`) and loads it.
+fn load_f32(set: &str, tag: &str) -> Segmenter {
     let out = std::env::temp_dir().join(format!("dam-segmenter-{tag}-{}", std::process::id()));
     let r = dam::convert::convert_segmenter(
-        &root().join("checkpoint"),
+        &root(set).join("checkpoint"),
         &out,
         GgmlType::F32,
-        "sam-tiny",
+        set,
         false,
     )
     .unwrap();
@@ -78,10 +83,20 @@ fn prompt_of(p: &serde_json::Value) -> Prompt {
 
 #[test]
 fn parity_f32() {
-    let mut seg = load_f32("parity");
+    parity(SAM);
+}
+
+#[test]
+fn mobilesam_parity_f32() {
+    parity(MOBILESAM);
+}
+
+/// Every image and prompt of fixture `set` against our f32 pipeline.
+fn parity(set: &str) {
+    let mut seg = load_f32(set, &format!("parity-{set}"));
     let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root().join("cases.json")).unwrap()).unwrap();
-    let cases = root().join("cases");
+        serde_json::from_slice(&std::fs::read(root(set).join("cases.json")).unwrap()).unwrap();
+    let cases = root(set).join("cases");
     let mut report = Vec::new();
     // Counted, not asserted at once, so a failure still prints every error.
     let mut failures = 0;
@@ -163,7 +178,7 @@ fn parity_f32() {
 
 #[test]
 fn bad_prompts_are_errors() {
-    let mut seg = load_f32("bad");
+    let mut seg = load_f32(SAM, "bad");
     let image = dam::image::load_rgb(fixtures().join("geom/cases/c3_image.png")).unwrap();
     let view = image.view().unwrap();
     let click = |x: f32, y: f32| Prompt {
