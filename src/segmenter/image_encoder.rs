@@ -155,23 +155,41 @@ pub(crate) fn attend<'g>(
     g.reshape(o, &[c, n, b])
 }
 
-/// The graph inputs of one encoder run besides the pixels: the relative
-/// position row indices, one table per attention side.
-pub(crate) struct RelIndex<'g> {
+/// The graph inputs of one encoder run besides the pixels: index tables
+/// (relative positions, attention biases), one per attention side.
+pub(crate) struct SideInputs<'g> {
+    name: &'static str,
     by_side: BTreeMap<i64, Tensor<'g>>,
 }
 
-impl<'g> RelIndex<'g> {
-    /// The rows `q - k + s - 1` of a (2s-1)-row table for every (q, k).
-    pub fn values(s: i64) -> Vec<i32> {
-        (0..s)
-            .flat_map(|q| (0..s).map(move |k| (q - k + s - 1) as i32))
-            .collect()
+impl<'g> SideInputs<'g> {
+    pub fn new(name: &'static str) -> Self {
+        SideInputs {
+            name,
+            by_side: BTreeMap::new(),
+        }
+    }
+    /// The input of `side` with `len` values, made on first use.
+    pub fn get(&mut self, g: &'g Graph<'_>, side: i64, len: i64) -> Result<Tensor<'g>> {
+        if let Some(&t) = self.by_side.get(&side) {
+            return Ok(t);
+        }
+        let t = g.input_i32(&format!("{}{side}", self.name), len)?;
+        self.by_side.insert(side, t);
+        Ok(t)
     }
     /// Every (side, index input) to set.
     pub fn inputs(&self) -> impl Iterator<Item = (i64, Tensor<'g>)> + '_ {
         self.by_side.iter().map(|(&s, &t)| (s, t))
     }
+}
+
+/// The rows `q - k + s - 1` of a (2s-1)-row relative-position table for
+/// every (q, k) of a side s.
+pub fn rel_index(s: i64) -> Vec<i32> {
+    (0..s)
+        .flat_map(|q| (0..s).map(move |k| (q - k + s - 1) as i32))
+        .collect()
 }
 
 impl ImageEncoder {
@@ -214,7 +232,7 @@ impl ImageEncoder {
         &self,
         g: &'g Graph<'_>,
         pixels: Tensor<'g>,
-    ) -> Result<(Tensor<'g>, RelIndex<'g>)> {
+    ) -> Result<(Tensor<'g>, SideInputs<'g>)> {
         let gr = self.grid;
         g.set_scope("enc.");
         let x = g.patch_embed(g.weight(self.patch)?, pixels)?; // [C, N, 1]
@@ -222,9 +240,7 @@ impl ImageEncoder {
         let c = x.ne()[0];
         let x = g.reshape(x, &[c, gr, gr, 1])?;
         let mut x = g.add(x, g.weight(self.pos)?)?;
-        let mut index = RelIndex {
-            by_side: BTreeMap::new(),
-        };
+        let mut index = SideInputs::new("enc.rel_idx");
         for (i, layer) in self.layers.iter().enumerate() {
             g.set_scope(format!("enc.blk{i}."));
             x = layer.forward(g, x, gr, &mut index)?;
@@ -240,7 +256,7 @@ impl EncoderLayer {
         g: &'g Graph<'_>,
         x: Tensor<'g>,
         grid: i64,
-        index: &mut RelIndex<'g>,
+        index: &mut SideInputs<'g>,
     ) -> Result<Tensor<'g>> {
         let c = x.ne()[0];
         let h = self.ln1.forward(g, x)?;
@@ -272,16 +288,9 @@ impl RelAttention {
         g: &'g Graph<'_>,
         x: Tensor<'g>,
         s: i64,
-        index: &mut RelIndex<'g>,
+        index: &mut SideInputs<'g>,
     ) -> Result<Tensor<'g>> {
-        let idx = match index.by_side.get(&s) {
-            Some(&t) => t,
-            None => {
-                let t = g.input_i32(&format!("enc.rel_idx{s}"), s * s)?;
-                index.by_side.insert(s, t);
-                t
-            }
-        };
+        let idx = index.get(g, s, s * s)?;
         let qkv = (
             self.q.forward(g, x)?,
             self.k.forward(g, x)?,

@@ -27,14 +27,14 @@ use crate::gguf_file::{GgufHeader, TensorInfo};
 use crate::image::{ImageView, Mask};
 use crate::sys::ggml::{Backend, Graph, MappedWeights};
 use crate::sys::{GgmlType, MappedFile};
-use image_encoder::{ImageEncoder, RelIndex};
+use image_encoder::{rel_index, ImageEncoder};
 use mask_decoder::MaskDecoder;
 pub use preprocess::Preprocessed;
 pub use prompt_encoder::PointLabel;
 use prompt_encoder::PromptEncoder;
 use tensors::EncoderHparams;
 pub use tensors::{SegmenterHparams, SEGMENTER_ARCH};
-use tiny_vit::{BiasIndex, TinyVit};
+use tiny_vit::{bias_index, TinyVit};
 
 /// A click.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -172,24 +172,16 @@ impl Segmenter {
         let g = Graph::new(&self.weights)?;
         let side = i64::from(self.hp.image_size);
         let px = g.input("enc.pixels", GgmlType::F32, &[side, side, 3, 1])?;
-        // The encoder's index inputs, with their values.
-        let (emb, ints): (_, Vec<_>) = match &self.encoder {
-            Encoder::Vit(e) => {
-                let (emb, index) = e.forward(&g, px)?;
-                let ints = index.inputs().map(|(s, t)| (t, RelIndex::values(s)));
-                (emb, ints.collect())
-            }
-            Encoder::TinyVit(e) => {
-                let (emb, index) = e.forward(&g, px)?;
-                let ints = index.inputs().map(|(s, t)| (t, BiasIndex::values(s)));
-                (emb, ints.collect())
-            }
+        // The encoder's index inputs, and how their values are made.
+        let ((emb, index), values): (_, fn(i64) -> Vec<i32>) = match &self.encoder {
+            Encoder::Vit(e) => (e.forward(&g, px)?, rel_index),
+            Encoder::TinyVit(e) => (e.forward(&g, px)?, bias_index),
         };
         g.output(emb, "image_embeddings")?;
         self.backend.alloc(&g)?;
         self.backend.set_f32(&g, px, &pre.pixels)?;
-        for (t, values) in ints {
-            self.backend.set_i32(&g, t, &values)?;
+        for (side, t) in index.inputs() {
+            self.backend.set_i32(&g, t, &values(side))?;
         }
         self.backend.compute(&g)?;
         self.backend.get_f32(&g, emb)

@@ -6,9 +6,7 @@
 //! Tokens are [C, W, H] (channels fastest, positions row-major) as in the
 //! ViT encoder; the converter folded every BatchNorm into its convolution.
 
-use std::collections::BTreeMap;
-
-use super::image_encoder::{attend, partition, unpartition, Neck};
+use super::image_encoder::{attend, partition, unpartition, Neck, SideInputs};
 use super::tensors::{SegmenterHparams, TinyVitHparams};
 use crate::error::Result;
 use crate::sys::ggml::{Graph, MappedWeights, Tensor, Weight};
@@ -85,29 +83,19 @@ pub(crate) struct TinyVit {
     grid: i64,
 }
 
-/// The attention-bias row indices of every window side: for query q and
-/// key k (row-major in the window), `|dy| * s + |dx|`, the order in which
-/// TinyViT's `Attention` numbers the offsets.
-pub(crate) struct BiasIndex<'g> {
-    by_side: BTreeMap<i64, Tensor<'g>>,
-}
-
-impl<'g> BiasIndex<'g> {
-    pub fn values(s: i64) -> Vec<i32> {
-        let n = s * s;
-        (0..n)
-            .flat_map(|q| {
-                (0..n).map(move |k| {
-                    let (dy, dx) = ((q / s - k / s).abs(), (q % s - k % s).abs());
-                    (dy * s + dx) as i32
-                })
+/// The attention-bias rows for every (query, key) of a window of side s
+/// (row-major): `|dy| * s + |dx|`, the order in which TinyViT's
+/// `Attention` numbers the offsets.
+pub fn bias_index(s: i64) -> Vec<i32> {
+    let n = s * s;
+    (0..n)
+        .flat_map(|q| {
+            (0..n).map(move |k| {
+                let (dy, dx) = ((q / s - k / s).abs(), (q % s - k % s).abs());
+                (dy * s + dx) as i32
             })
-            .collect()
-    }
-    /// Every (side, index input) to set.
-    pub fn inputs(&self) -> impl Iterator<Item = (i64, Tensor<'g>)> + '_ {
-        self.by_side.iter().map(|(&s, &t)| (s, t))
-    }
+        })
+        .collect()
 }
 
 impl TinyVit {
@@ -155,7 +143,7 @@ impl TinyVit {
         &self,
         g: &'g Graph<'_>,
         pixels: Tensor<'g>,
-    ) -> Result<(Tensor<'g>, BiasIndex<'g>)> {
+    ) -> Result<(Tensor<'g>, SideInputs<'g>)> {
         g.set_scope("enc.patch.");
         let side = pixels.ne()[0];
         let y = g.conv2d(g.weight(self.patch1.weight)?, pixels, 2, 1)?; // [C/2, N, 1]
@@ -174,9 +162,7 @@ impl TinyVit {
             let h = b.conv3.forward(g, h)?;
             x = GELU.forward(g, g.add(x, h)?)?;
         }
-        let mut index = BiasIndex {
-            by_side: BTreeMap::new(),
-        };
+        let mut index = SideInputs::new("enc.bias_idx");
         let mut i = 0;
         for (s, stage) in self.stages.iter().enumerate() {
             g.set_scope(format!("enc.merge{s}."));
@@ -220,19 +206,12 @@ impl Block {
         &self,
         g: &'g Graph<'_>,
         x: Tensor<'g>,
-        index: &mut BiasIndex<'g>,
+        index: &mut SideInputs<'g>,
     ) -> Result<Tensor<'g>> {
         let (ws, grid) = (self.window, x.ne()[1]);
         let (h, padded) = partition(g, x, ws)?; // [C, ws*ws, windows]
         let h = self.attn_norm.forward(g, h)?;
-        let idx = match index.by_side.get(&ws) {
-            Some(&t) => t,
-            None => {
-                let t = g.input_i32(&format!("enc.bias_idx{ws}"), ws * ws * ws * ws)?;
-                index.by_side.insert(ws, t);
-                t
-            }
-        };
+        let idx = index.get(g, ws, ws * ws * ws * ws)?;
         let qkv = (
             self.q.forward(g, h)?,
             self.k.forward(g, h)?,
