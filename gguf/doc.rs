@@ -8,7 +8,7 @@
 use super::llm::llm_key as lk;
 use super::vision::WEIGHT_TYPE_KEY;
 use crate::llm::tensors::{LDim, LLM_TENSORS};
-use crate::segmenter::tensors::{self as seg, key as sk, SEGMENTER_TENSORS};
+use crate::segmenter::tensors::{self as seg, key as sk, TensorDef as SegDef};
 use crate::weights::{key, Dim, Kind, Part, VISION_TENSORS};
 
 /// One documented key.
@@ -148,9 +148,15 @@ pub const LLM_KEYS: &[KeyDoc] = &[
     ),
 ];
 
-/// Every key of the segmenter file, in the order the converter writes them.
+/// The keys every segmenter file has, in the order the converter writes
+/// them (then the encoder's: [`VIT_KEYS`] or [`TINY_VIT_KEYS`]).
 pub const SEGMENTER_KEYS: &[KeyDoc] = &[
     k("general.architecture", "string", "`dam-segmenter`"),
+    k(
+        sk::ENCODER,
+        "string",
+        "image encoder: `vit` (SAM) or `tiny_vit` (MobileSAM); absent: `vit`",
+    ),
     k(
         sk::IMAGE_SIZE,
         "u32",
@@ -159,16 +165,7 @@ pub const SEGMENTER_KEYS: &[KeyDoc] = &[
     k(
         sk::PATCH_SIZE,
         "u32",
-        "patch size P; G = S / P embedding positions per side",
-    ),
-    k(sk::HIDDEN, "u32", "encoder width C"),
-    k(sk::HEADS, "u32", "encoder attention heads (D = C / heads)"),
-    k(sk::LAYERS, "u32", "encoder layers"),
-    k(sk::FF, "u32", "encoder MLP width FF"),
-    k(
-        sk::WINDOW,
-        "u32",
-        "attention window side of the windowed layers",
+        "S / G (the ViT's patch size P, TinyViT's total stride); G = S / P embedding positions per side",
     ),
     k(sk::OUT, "u32", "neck / prompt / decoder width O"),
     k(
@@ -196,12 +193,11 @@ pub const SEGMENTER_KEYS: &[KeyDoc] = &[
         "u32",
         "processor resize target of the longest side (= S)",
     ),
-    k(sk::EPS, "f32", "encoder LayerNorm epsilon"),
     k(sk::DEC_EPS, "f32", "two-way transformer LayerNorm epsilon"),
     k(
-        sk::GLOBAL_LAYERS,
-        "i32[]",
-        "encoder layers with global attention (the others are windowed)",
+        sk::PIXEL_SCALE,
+        "string",
+        "`unit`: x / 255 then normalise (transformers); `byte`: normalise 0..255 (official predictor); absent: `unit`",
     ),
     k(
         sk::IMAGE_MEAN,
@@ -219,6 +215,53 @@ pub const SEGMENTER_KEYS: &[KeyDoc] = &[
         "string",
         "model name given to the converter",
     ),
+];
+
+/// The keys of a `vit` encoder, in the order the converter writes them.
+pub const VIT_KEYS: &[KeyDoc] = &[
+    k(sk::HIDDEN, "u32", "encoder width C"),
+    k(sk::HEADS, "u32", "encoder attention heads (D = C / heads)"),
+    k(sk::LAYERS, "u32", "encoder layers"),
+    k(sk::FF, "u32", "encoder MLP width FF"),
+    k(
+        sk::WINDOW,
+        "u32",
+        "attention window side of the windowed layers",
+    ),
+    k(sk::EPS, "f32", "encoder LayerNorm epsilon"),
+    k(
+        sk::GLOBAL_LAYERS,
+        "i32[]",
+        "encoder layers with global attention (the others are windowed)",
+    ),
+];
+
+/// The keys of a `tiny_vit` encoder (one value per stage; stage 0 is the
+/// MBConv stage), in the order the converter writes them.
+pub const TINY_VIT_KEYS: &[KeyDoc] = &[
+    k(sk::TV_WIDTHS, "i32[]", "stage widths W (W0 even)"),
+    k(sk::TV_DEPTHS, "i32[]", "blocks per stage"),
+    k(
+        sk::TV_HEADS,
+        "i32[]",
+        "attention heads per stage (0 for stage 0)",
+    ),
+    k(
+        sk::TV_WINDOWS,
+        "i32[]",
+        "attention window side per stage (0 for stage 0)",
+    ),
+    k(
+        sk::TV_FF,
+        "i32[]",
+        "MLP width per stage; stage 0: the MBConv expansion width",
+    ),
+    k(
+        sk::TV_LOCAL_CONV,
+        "u32",
+        "depthwise local convolution side LK",
+    ),
+    k(sk::TV_EPS, "f32", "TinyViT LayerNorm epsilon"),
 ];
 
 fn ssym(d: seg::Dim) -> &'static str {
@@ -244,6 +287,16 @@ fn ssym(d: seg::Dim) -> &'static str {
         One => "1",
         Two => "2",
         Three => "3",
+        Enc => "C|Wn",
+        S0 => "W0",
+        S0Half => "W0/2",
+        StageW => "Ws",
+        StageFf => "FFs",
+        StageHeads => "Hs",
+        Offsets => "ws^2",
+        MergeIn => "Wi",
+        MergeOut => "Wi+1",
+        LocalK => "LK",
     }
 }
 
@@ -354,17 +407,47 @@ pub fn render() -> String {
 fn render_segmenter(s: &mut String) {
     s.push_str("\n### Segmenter file (`*-segmenter-<type>.gguf`): keys\n\n");
     keys_table(s, SEGMENTER_KEYS);
+    s.push_str("\nWith `dam.segmenter.encoder` = `vit` (SAM):\n\n");
+    keys_table(s, VIT_KEYS);
+    s.push_str("\nWith `dam.segmenter.encoder` = `tiny_vit` (MobileSAM):\n\n");
+    keys_table(s, TINY_VIT_KEYS);
     s.push_str(
         "\n### Segmenter file: tensors\n\n\
-         From a Hugging Face `SamModel` folder. Symbols as in the keys; s is the attention side of\n\
-         encoder layer i (the window, or G for a global layer). `{i}` runs over the encoder layers\n\
-         (`enc.blk`), the decoder layers (`dec.blk`), the 4 point embeddings, the K hypernetwork MLPs\n\
-         or the IoU head's middle layers. Shapes are ggml `ne`; trailing 1s are not stored. `qkv`\n\
-         is split into thirds; `ConvTranspose2d` weights [in, out, kh, kw] are stored as\n\
-         [kh, kw, out, in] (ne [in, out, 2, 2]); the 1x1 neck convolution as a matrix.\n\n",
+         The encoder's tensors, then the neck's, prompt encoder's and decoder's. Symbols as in the\n\
+         keys; shapes are ggml `ne`; trailing 1s are not stored.\n\n\
+         SAM (`vit`), from a Hugging Face `SamModel` folder: s is the attention side of encoder\n\
+         layer i (the window, or G for a global layer). `{i}` runs over the encoder layers\n\
+         (`enc.blk`). `qkv` is split into thirds.\n\n",
     );
+    seg_table(s, seg::VIT_TENSORS);
+    s.push_str(
+        "\nMobileSAM (`tiny_vit`), from the official `mobile_sam.pt` state dict saved as\n\
+         `model.safetensors` (`python -c \"import torch, safetensors.torch as s; s.save_file({k:\n\
+         v.contiguous() for k, v in torch.load('mobile_sam.pt').items()}, 'model.safetensors')\"`),\n\
+         with an optional `mobilesam.json` beside it (`image_size`, default 1024; `decoder_heads`,\n\
+         default 8: what the state dict does not hold). `{i}` runs over stage 0's MBConv blocks\n\
+         (`enc.conv`), the patch mergings (`enc.merge`, after stage i; stride 2, the last one 1) and\n\
+         the attention blocks of stages 1.. counted across stages (`enc.blk`; checkpoint\n\
+         `layers.{stage}.blocks.{block}`); s is the row's stage. Each `Conv2d_BN` (checkpoint name:\n\
+         its prefix) is stored with its eval-mode BatchNorm folded in (`Conv2d_BN.fuse`), 1x1 ones\n\
+         as matrices; `qkv` (rows per head [q, k, v]) is split per head; the attention biases\n\
+         [heads, offsets] are stored transposed. The shared tensors below have the official names\n\
+         (`image_encoder.neck.N`, `prompt_encoder.mask_downscaling.N`, `mask_decoder.output_upscaling.N`,\n\
+         `norm1..4`, MLP `layers.N`, `pe_layer.positional_encoding_gaussian_matrix`).\n\n",
+    );
+    seg_table(s, seg::TINY_VIT_TENSORS);
+    s.push_str(
+        "\nShared: `{i}` runs over the decoder layers (`dec.blk`), the 4 point embeddings, the K\n\
+         hypernetwork MLPs or the IoU head's middle layers. `ConvTranspose2d` weights [in, out, kh,\n\
+         kw] are stored as [kh, kw, out, in] (ne [in, out, 2, 2]); the 1x1 neck convolution as a\n\
+         matrix.\n\n",
+    );
+    seg_table(s, seg::HEAD_TENSORS);
+}
+
+fn seg_table(s: &mut String, groups: &[&[SegDef]]) {
     s.push_str("| GGUF name | checkpoint name | ne | stored as |\n|---|---|---|---|\n");
-    for d in SEGMENTER_TENSORS.iter().flat_map(|g| g.iter()) {
+    for d in groups.iter().flat_map(|g| g.iter()) {
         s.push_str(&format!(
             "| `{}` | `{}` | {} | {} |\n",
             d.row.gguf,
@@ -460,9 +543,7 @@ mod tests {
 
     #[test]
     fn write_keys_writes_exactly_the_documented_segmenter_keys() {
-        let hp = seg::SegmenterHparams {
-            image_size: 64,
-            patch_size: 16,
+        let vit = seg::EncoderHparams::Vit(seg::VitHparams {
             hidden: 8,
             heads: 2,
             layers: 2,
@@ -470,6 +551,26 @@ mod tests {
             eps: 1e-6,
             window: 2,
             global_layers: vec![1],
+        });
+        let tiny = seg::EncoderHparams::TinyVit(seg::TinyVitHparams {
+            widths: vec![8, 16, 16, 24],
+            depths: vec![1, 2, 1, 1],
+            heads: vec![0, 2, 4, 3],
+            windows: vec![0, 3, 2, 2],
+            ff: vec![16, 32, 32, 48],
+            local_conv: 3,
+            eps: 1e-5,
+        });
+        for (encoder, keys) in [(vit, VIT_KEYS), (tiny, TINY_VIT_KEYS)] {
+            check_segmenter_keys(encoder, keys);
+        }
+    }
+
+    fn check_segmenter_keys(encoder: seg::EncoderHparams, encoder_keys: &[KeyDoc]) {
+        let hp = seg::SegmenterHparams {
+            image_size: 64,
+            patch_size: 16,
+            encoder,
             out: 8,
             mask_in: 4,
             dec_layers: 1,
@@ -481,12 +582,17 @@ mod tests {
             iou_depth: 3,
             iou_hidden: 8,
             longest_edge: 64,
+            pixel_scale: seg::PixelScale::Byte,
             image_mean: [0.5; 3],
             image_std: [0.5; 3],
         };
         let mut w = crate::sys::gguf::GgufWriter::with_capacity(1).unwrap();
         hp.write_keys(&mut w).unwrap();
-        let path = std::env::temp_dir().join(format!("dam-doc-skeys-{}.gguf", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "dam-doc-skeys-{}-{}.gguf",
+            hp.encoder_kind().name(),
+            std::process::id()
+        ));
         w.begin(&path).unwrap().finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
@@ -494,6 +600,7 @@ mod tests {
         let written: Vec<&str> = h.keys.iter().map(|s| s.as_str()).collect();
         let documented: Vec<&str> = SEGMENTER_KEYS
             .iter()
+            .chain(encoder_keys)
             .map(|kd| kd.key)
             .filter(|k| *k != "general.name")
             .collect();
@@ -503,7 +610,9 @@ mod tests {
 
     #[test]
     fn every_key_is_documented_once_per_file() {
-        for keys in [VISION_KEYS, LLM_KEYS, SEGMENTER_KEYS] {
+        let seg_vit = [SEGMENTER_KEYS, VIT_KEYS].concat();
+        let seg_tiny = [SEGMENTER_KEYS, TINY_VIT_KEYS].concat();
+        for keys in [VISION_KEYS, LLM_KEYS, &seg_vit, &seg_tiny] {
             let mut seen = std::collections::HashSet::new();
             for kd in keys {
                 assert!(seen.insert(kd.key), "{} documented twice", kd.key);

@@ -13,6 +13,7 @@
 
 mod hf;
 mod llm;
+mod mobilesam;
 mod quant;
 mod segmenter;
 mod spm;

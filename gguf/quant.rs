@@ -7,21 +7,25 @@ use super::vision::{self, WEIGHT_TYPE_KEY};
 use super::{numel, quantize_rows, write_atomically, Fallback};
 use crate::error::{Error, Result};
 use crate::gguf_file::GgufHeader;
+use crate::gguf_file::TensorInfo;
+use crate::segmenter::tensors::{SegmenterHparams, SEGMENTER_ARCH};
 use crate::sys::gguf::GgufWriter;
 use crate::sys::{quantize as llq, types, GgmlType, MappedFile};
-use crate::weights::{key, VisionHparams, VISION_ARCH};
+use crate::weights::{key, Kind, VisionHparams, VISION_ARCH};
 
 /// What [`quantize`] wrote.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizeReport {
     pub path: PathBuf,
-    /// `general.architecture` of the file: "llama" or "dam-vision".
+    /// `general.architecture` of the file: "llama", "dam-vision" or
+    /// "dam-segmenter".
     pub arch: String,
     pub tensors: usize,
     /// Input and output file sizes in bytes.
     pub input_bytes: u64,
     pub bytes: u64,
-    /// Vision file only (llama.cpp applies and logs its own fallbacks).
+    /// Vision and segmenter files only (llama.cpp applies and logs its own
+    /// fallbacks).
     pub fallbacks: Vec<Fallback>,
 }
 
@@ -58,7 +62,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Q4_K_M, q5_k Q5_K_M, q3_k Q3_K_M); "dam-vision" is re-typed here:
 /// every key is copied (`dam.vision.weight_type` updated), f32 tensors are
 /// copied, matrices are dequantized if needed and quantized to `ty`, or to
-/// llama.cpp's fallback type where their rows do not fit `ty`'s blocks.
+/// llama.cpp's fallback type where their rows do not fit `ty`'s blocks;
+/// "dam-segmenter" likewise, through the segmenter's tables.
 pub fn quantize(
     input: &Path,
     output: &Path,
@@ -99,9 +104,14 @@ pub fn quantize(
                 fallbacks: Vec::new(),
             })
         }
-        VISION_ARCH => {
-            let (tensors, bytes, fallbacks) =
-                write_atomically(output, |tmp| vision(&map, &h, ty, threads, tmp))?;
+        VISION_ARCH | SEGMENTER_ARCH => {
+            let (tensors, bytes, fallbacks) = write_atomically(output, |tmp| {
+                if arch == VISION_ARCH {
+                    vision(&map, &h, ty, threads, tmp)
+                } else {
+                    segmenter(&map, &h, ty, threads, tmp)
+                }
+            })?;
             Ok(QuantizeReport {
                 path: output.to_path_buf(),
                 arch,
@@ -112,7 +122,7 @@ pub fn quantize(
             })
         }
         other => Err(Error::InvalidModel(format!(
-            "{what}: general.architecture is \"{other}\"; expected \"llama\" or \"{VISION_ARCH}\""
+            "{what}: general.architecture is \"{other}\"; expected \"llama\", \"{VISION_ARCH}\" or \"{SEGMENTER_ARCH}\""
         ))),
     }
 }
@@ -128,11 +138,6 @@ fn vision(
     hp.check_tensors(h)?;
     // The MLP widths may grow with zero units for `ty` (never shrink).
     let fhp = hp.padded_for(ty);
-    let threads = if threads == 0 {
-        super::default_threads()
-    } else {
-        threads
-    };
     let names = hp.tensor_names();
     let mut w = GgufWriter::with_capacity(names.len())?;
     for key in &h.keys {
@@ -169,6 +174,71 @@ fn vision(
         w.add_tensor(name, p.ty, &p.ne)?;
         plan.push((t, p.ty, p.ne));
     }
+    let size = write_plan(w, path, map, plan, threads)?;
+    Ok((names.len(), size, fallbacks))
+}
+
+/// Re-types a segmenter file: matrices to `ty` (or the converter's
+/// fallback), the rest copied; every key is kept.
+fn segmenter(
+    map: &MappedFile,
+    h: &GgufHeader,
+    ty: GgmlType,
+    threads: usize,
+    path: &Path,
+) -> Result<(usize, u64, Vec<Fallback>)> {
+    let hp = SegmenterHparams::from_gguf(h)?;
+    hp.check_tensors(h)?;
+    let names = hp.tensor_names();
+    let mut w = GgufWriter::with_capacity(names.len())?;
+    for key in &h.keys {
+        // Our writer always uses the default alignment.
+        if key == "general.alignment" {
+            continue;
+        }
+        if let Some(v) = h.get(key) {
+            w.set_value(key, v)?;
+        }
+    }
+    let mut fallbacks = Vec::new();
+    let mut plan = Vec::with_capacity(names.len());
+    for (name, def, _) in &names {
+        let t = h
+            .tensor(name)
+            .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))?;
+        let out_ty = match def.row.kind {
+            Kind::F32 => GgmlType::F32,
+            // As the converter: fallbacks that ggml's CPU backend repacks.
+            Kind::Matrix => super::matrix_type(
+                ty,
+                t.ne.first().copied().unwrap_or(1),
+                GgmlType::repackable_fallback_for_row,
+                name,
+                &mut fallbacks,
+            ),
+        };
+        w.add_tensor(name, out_ty, &t.ne)?;
+        plan.push((t, out_ty, t.ne.clone()));
+    }
+    let size = write_plan(w, path, map, plan, threads)?;
+    Ok((names.len(), size, fallbacks))
+}
+
+/// Writes the planned tensors (source, type, shape) of `map` to `path`:
+/// copied where nothing changes, else dequantized, zero-padded to the
+/// shape and quantized.
+fn write_plan(
+    w: GgufWriter,
+    path: &Path,
+    map: &MappedFile,
+    plan: Vec<(&TensorInfo, GgmlType, Vec<u64>)>,
+    threads: usize,
+) -> Result<u64> {
+    let threads = if threads == 0 {
+        super::default_threads()
+    } else {
+        threads
+    };
     let mut out = w.begin(path)?;
     let bytes = map.bytes();
     for (t, out_ty, ne) in plan {
@@ -197,6 +267,5 @@ fn vision(
         drop(f);
         out.write_tensor(&t.name, &q)?;
     }
-    let size = out.finish()?;
-    Ok((names.len(), size, fallbacks))
+    out.finish()
 }

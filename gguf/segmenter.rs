@@ -1,14 +1,20 @@
 //! The segmenter file: a Hugging Face `SamModel` folder (config.json,
-//! model.safetensors, optional preprocessor_config.json) to
-//! `{name}-segmenter-{type}.gguf` (architecture `dam-segmenter`), through
-//! the table the loader checks (`segmenter::tensors::SEGMENTER_TENSORS`).
+//! model.safetensors, optional preprocessor_config.json), or a MobileSAM
+//! folder (the official `mobile_sam.pt` state dict as model.safetensors:
+//! `python -c "import torch, safetensors.torch as s; s.save_file({k: v.contiguous()
+//! for k, v in torch.load('mobile_sam.pt').items()}, 'model.safetensors')"`)
+//! to `{name}-segmenter-{type}.gguf` (architecture `dam-segmenter`), through
+//! the tables the loader checks (`segmenter::tensors`).
 
 use std::path::{Path, PathBuf};
 
-use super::hf::{self, Cfg};
+use super::hf::{self, Cfg, Tensors};
 use super::{matrix_type, write_atomically, Fallback, Progress, CONVERT_TYPES};
 use crate::error::{Error, Result};
-use crate::segmenter::tensors::{SegmenterHparams, TensorDef, Transform};
+use crate::segmenter::tensors::{
+    official_name, EncoderHparams, Part, PixelScale, SegmenterHparams, TensorDef, Transform,
+    VitHparams,
+};
 use crate::sys::gguf::GgufWriter;
 use crate::sys::GgmlType;
 use crate::weights::{layer_name, Kind};
@@ -104,13 +110,15 @@ fn hparams(dir: &Path) -> Result<SegmenterHparams> {
     let hp = SegmenterHparams {
         image_size,
         patch_size: v.u32_or("patch_size", 16)?,
-        hidden,
-        heads: v.u32_or("num_attention_heads", 12)?,
-        layers: v.u32_or("num_hidden_layers", 12)?,
-        ff,
-        eps: v.f32_or("layer_norm_eps", 1e-6)?,
-        window: v.u32_or("window_size", 14)?,
-        global_layers,
+        encoder: EncoderHparams::Vit(VitHparams {
+            hidden,
+            heads: v.u32_or("num_attention_heads", 12)?,
+            layers: v.u32_or("num_hidden_layers", 12)?,
+            ff,
+            eps: v.f32_or("layer_norm_eps", 1e-6)?,
+            window: v.u32_or("window_size", 14)?,
+            global_layers,
+        }),
         out,
         mask_in: p.u32_or("mask_input_channels", 16)?,
         dec_layers: d.u32_or("num_hidden_layers", 2)?,
@@ -122,6 +130,7 @@ fn hparams(dir: &Path) -> Result<SegmenterHparams> {
         iou_depth: d.u32_or("iou_head_depth", 3)?,
         iou_hidden: d.u32_or("iou_head_hidden_dim", 256)?,
         longest_edge: pre.longest_edge,
+        pixel_scale: PixelScale::Unit,
         image_mean: pre.mean,
         image_std: pre.std,
     };
@@ -220,25 +229,81 @@ fn processor(dir: &Path, image_size: u32) -> Result<Processor> {
     })
 }
 
-/// The checkpoint shape a file tensor of shape `file` is made from.
-fn source_shape(t: Transform, file: &[u64]) -> Vec<u64> {
-    let mut s = file.to_vec();
+/// `BatchNorm2d`'s default epsilon (TinyViT's `Conv2d_BN`).
+const BN_EPS: f32 = 1e-5;
+
+/// The checkpoint tensors (name, shape) a file tensor of shape `file` is
+/// made from (`src`: the row's checkpoint name, instance substituted).
+fn sources(t: Transform, src: &str, file: &[u64]) -> Vec<(String, Vec<u64>)> {
+    let one = |shape: Vec<u64>| vec![(src.to_string(), shape)];
+    let bn = |out: u64| {
+        ["weight", "bias", "running_mean", "running_var"]
+            .map(|f| (format!("{src}.bn.{f}"), vec![out]))
+    };
     match t {
-        Transform::Same => {}
-        Transform::Third(_) => s[0] *= 3,
-        Transform::ConvT => s = vec![file[3], file[2], file[0], file[1]],
-        Transform::Conv1x1 => s.extend([1, 1]),
+        Transform::Same => one(file.to_vec()),
+        Transform::Third(_) | Transform::HeadQkv(_) => {
+            let mut s = file.to_vec();
+            s[0] *= 3;
+            one(s)
+        }
+        Transform::ConvT => one(vec![file[3], file[2], file[0], file[1]]),
+        Transform::Conv1x1 => one([file, &[1, 1]].concat()),
+        Transform::Transpose => one(vec![file[1], file[0]]),
+        Transform::BnWeight => {
+            let conv = if file.len() == 2 {
+                [file, &[1, 1]].concat()
+            } else {
+                file.to_vec()
+            };
+            let mut v = vec![(format!("{src}.c.weight"), conv)];
+            v.extend(bn(file[0]));
+            v
+        }
+        Transform::BnBias => bn(file[0]).to_vec(),
     }
-    s
 }
 
-/// The file tensor's values from the checkpoint tensor's (row-major).
-fn transform(t: Transform, src: Vec<f32>, file: &[u64]) -> Vec<f32> {
+/// The file tensor's values from its sources' (row-major, in the order of
+/// [`sources`]); `heads` splits a per-head fused `qkv`.
+fn transform(t: Transform, mut src: Vec<Vec<f32>>, file: &[u64], heads: usize) -> Vec<f32> {
+    let first = std::mem::take(&mut src[0]);
     match t {
-        Transform::Same | Transform::Conv1x1 => src,
+        Transform::Same | Transform::Conv1x1 => first,
         Transform::Third(k) => {
-            let n = src.len() / 3;
-            src[k * n..(k + 1) * n].to_vec()
+            let n = first.len() / 3;
+            first[k * n..(k + 1) * n].to_vec()
+        }
+        Transform::HeadQkv(k) => {
+            // Rows per head: [q (D), k (D), v (D)].
+            let cols = first.len() / (3 * file[0] as usize);
+            let d = file[0] as usize / heads.max(1) * cols;
+            (0..heads)
+                .flat_map(|h| first[(3 * h + k) * d..(3 * h + k + 1) * d].iter().copied())
+                .collect()
+        }
+        Transform::Transpose => {
+            let (rows, cols) = (file[0] as usize, file[1] as usize);
+            (0..rows * cols)
+                .map(|i| first[(i % cols) * rows + i / cols])
+                .collect()
+        }
+        // `Conv2d_BN.fuse`: w * (gamma / sqrt(var + eps)) per output, and
+        // beta - mean * gamma / sqrt(var + eps), in f32 as torch.
+        Transform::BnWeight => {
+            let (gamma, var) = (&src[1], &src[4]);
+            let per = first.len() / gamma.len().max(1);
+            first
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| w * (gamma[i / per] / (var[i / per] + BN_EPS).sqrt()))
+                .collect()
+        }
+        Transform::BnBias => {
+            let (beta, mean, var) = (&src[1], &src[2], &src[3]);
+            (0..first.len())
+                .map(|o| beta[o] - mean[o] * first[o] / (var[o] + BN_EPS).sqrt())
+                .collect()
         }
         Transform::ConvT => {
             // [in, out, kh, kw] -> [kh, kw, out, in]
@@ -248,13 +313,13 @@ fn transform(t: Transform, src: Vec<f32>, file: &[u64]) -> Vec<f32> {
                 file[2] as usize,
                 file[3] as usize,
             );
-            let mut out = vec![0f32; src.len()];
+            let mut out = vec![0f32; first.len()];
             for i in 0..ic {
                 for o in 0..oc {
                     for y in 0..kh {
                         for x in 0..kw {
                             out[((y * kw + x) * oc + o) * ic + i] =
-                                src[((i * oc + o) * kh + y) * kw + x];
+                                first[((i * oc + o) * kh + y) * kw + x];
                         }
                     }
                 }
@@ -264,10 +329,56 @@ fn transform(t: Transform, src: Vec<f32>, file: &[u64]) -> Vec<f32> {
     }
 }
 
-/// One planned tensor: (gguf name, checkpoint name, def, instance, type).
-type Planned = (String, String, &'static TensorDef, usize, GgmlType);
+/// The checkpoint name of instance `i` of a row: transformers' names for
+/// a SAM folder, the official ones for MobileSAM.
+fn source_name(def: &TensorDef, i: usize, hp: &SegmenterHparams, official: bool) -> String {
+    match (&hp.encoder, def.row.part) {
+        (EncoderHparams::TinyVit(tv), Part::AttnBlock) => {
+            let (stage, block) = tv.block_stage(i);
+            def.row
+                .hf
+                .replace("{i}", &format!("{stage}.blocks.{block}"))
+        }
+        _ => {
+            let name = layer_name(def.row.hf, i);
+            if official && !name.starts_with("image_encoder.") {
+                official_name(&name, hp.iou_depth)
+            } else {
+                name
+            }
+        }
+    }
+}
 
-/// Converts the `SamModel` folder `hf_dir` to
+/// Attention heads of instance `i` of a row (for [`Transform::HeadQkv`]).
+fn row_heads(def: &TensorDef, i: usize, hp: &SegmenterHparams) -> usize {
+    match &hp.encoder {
+        EncoderHparams::TinyVit(tv) => tv.heads[tv.block_stage(i).0] as usize,
+        EncoderHparams::Vit(v) if def.row.part == Part::EncLayer => v.heads as usize,
+        EncoderHparams::Vit(_) => 1,
+    }
+}
+
+/// Checks each source exists with a readable dtype and its shape.
+fn check_sources(ts: &Tensors<'_>, srcs: &[(String, Vec<u64>)]) -> Result<()> {
+    for (name, want) in srcs {
+        let meta = ts.meta(name)?;
+        hf::check_dtype(".", name, &meta)?;
+        if meta.shape.iter().map(|&d| d as u64).collect::<Vec<_>>() != *want {
+            return Err(conv(format!(
+                "tensor {name} has shape {:?}, expected {want:?} from the configuration",
+                meta.shape
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One planned tensor: (gguf name, checkpoint sources, def, instance, type).
+type Planned = (String, Vec<String>, &'static TensorDef, usize, GgmlType);
+
+/// Converts the `SamModel` or MobileSAM folder `hf_dir` (MobileSAM when its
+/// model.safetensors has TinyViT's tensors) to
 /// `outdir/{name}-segmenter-{ty}.gguf`. Every config value and tensor is
 /// checked before anything is written.
 pub fn convert_segmenter(
@@ -286,23 +397,21 @@ pub fn convert_segmenter(
     if name.is_empty() || name.contains(['/', '\\', '\0']) {
         return Err(Error::InvalidArgument(format!("bad model name {name:?}")));
     }
-    let hp = hparams(hf_dir)?;
     let shards = hf::Shards::open(hf_dir)?;
     let ts = shards.tensors()?;
+    let official = ts.contains(super::mobilesam::MARKER);
+    let hp = if official {
+        super::mobilesam::hparams(hf_dir, &ts)?
+    } else {
+        hparams(hf_dir)?
+    };
     let mut fallbacks = Vec::new();
     let mut planned: Vec<Planned> = Vec::new();
     for (gguf, def, i) in hp.tensor_names() {
-        let hf_name = layer_name(def.row.hf, i);
-        let meta = ts.meta(&hf_name)?;
-        hf::check_dtype(".", &hf_name, &meta)?;
         let file = hp.shape(def, i);
-        let want = source_shape(def.transform, &file);
-        if meta.shape.iter().map(|&d| d as u64).collect::<Vec<_>>() != want {
-            return Err(conv(format!(
-                "tensor {hf_name} has shape {:?}, expected {want:?} from config.json",
-                meta.shape
-            )));
-        }
+        let src = source_name(def, i, &hp, official);
+        let srcs = sources(def.transform, &src, &file);
+        check_sources(&ts, &srcs)?;
         let tty = match def.row.kind {
             Kind::F32 => GgmlType::F32,
             // As the vision file: fallbacks that ggml's CPU backend repacks.
@@ -314,9 +423,12 @@ pub fn convert_segmenter(
                 &mut fallbacks,
             ),
         };
-        planned.push((gguf, hf_name, def, i, tty));
+        planned.push((gguf, srcs.into_iter().map(|s| s.0).collect(), def, i, tty));
     }
-    let used: std::collections::HashSet<&str> = planned.iter().map(|p| p.1.as_str()).collect();
+    let used: std::collections::HashSet<&str> = planned
+        .iter()
+        .flat_map(|p| p.1.iter().map(|s| s.as_str()))
+        .collect();
     let mut ignored: Vec<String> = ts
         .names()
         .filter(|n| !used.contains(n.as_str()))
@@ -335,10 +447,14 @@ pub fn convert_segmenter(
         }
         let mut out = w.begin(tmp)?;
         let mut prog = Progress::new(progress, planned.len(), "segmenter");
-        for (gguf, hf_name, def, i, tty) in &planned {
+        for (gguf, srcs, def, i, tty) in &planned {
             prog.step(gguf);
             let file = hp.shape(def, *i);
-            let data = transform(def.transform, ts.read_f32(hf_name)?, &file);
+            let values = srcs
+                .iter()
+                .map(|s| ts.read_f32(s))
+                .collect::<Result<Vec<_>>>()?;
+            let data = transform(def.transform, values, &file, row_heads(def, *i, &hp));
             let row = file.last().copied().unwrap_or(1) as usize;
             out.write_tensor(
                 gguf,

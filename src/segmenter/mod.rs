@@ -1,5 +1,6 @@
 //! Click to mask: SAM (ViT image encoder, prompt encoder, two-way mask
-//! decoder) from a `dam-segmenter` GGUF file, on the same ggml graph layer
+//! decoder) or MobileSAM (TinyViT image encoder, the same prompt encoder
+//! and decoder) from a `dam-segmenter` GGUF file, on the same ggml graph layer
 //! as the vision stage. Points and boxes in image pixels become three
 //! candidate masks with predicted IoU; the best is upsampled to the image
 //! size exactly as transformers' `SamProcessor.post_process_masks` does.
@@ -7,12 +8,14 @@
 //! The image embedding is cached per image, so a second prompt on the same
 //! image runs only the decoder.
 
+pub(crate) mod hparams;
 pub(crate) mod image_encoder;
 pub(crate) mod mask_decoder;
 pub mod postprocess;
 pub mod preprocess;
 pub(crate) mod prompt_encoder;
 pub mod tensors;
+pub(crate) mod tiny_vit;
 
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -24,12 +27,14 @@ use crate::gguf_file::{GgufHeader, TensorInfo};
 use crate::image::{ImageView, Mask};
 use crate::sys::ggml::{Backend, Graph, MappedWeights};
 use crate::sys::{GgmlType, MappedFile};
-use image_encoder::{ImageEncoder, RelIndex};
+use image_encoder::{rel_index, ImageEncoder};
 use mask_decoder::MaskDecoder;
 pub use preprocess::Preprocessed;
 pub use prompt_encoder::PointLabel;
 use prompt_encoder::PromptEncoder;
+use tensors::EncoderHparams;
 pub use tensors::{SegmenterHparams, SEGMENTER_ARCH};
+use tiny_vit::{bias_index, TinyVit};
 
 /// A click.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,12 +78,18 @@ struct Cached {
     embedding: Vec<f32>,
 }
 
+/// The image encoder of a file.
+enum Encoder {
+    Vit(ImageEncoder),
+    TinyVit(TinyVit),
+}
+
 /// A loaded segmenter: weights, a CPU backend and the last image's
 /// embedding. One thread at a time (`&mut self`).
 pub struct Segmenter {
     pub hp: SegmenterHparams,
     weights: MappedWeights,
-    encoder: ImageEncoder,
+    encoder: Encoder,
     prompt: PromptEncoder,
     decoder: MaskDecoder,
     /// The grid's positional encoding [O, g*g], fixed per model.
@@ -109,7 +120,11 @@ impl Segmenter {
         }
         let infos: Vec<&TensorInfo> = h.tensors.iter().collect();
         let weights = MappedWeights::new(map, &infos, None, false)?;
-        let encoder = ImageEncoder::load(&weights, &hp).map_err(named)?;
+        let encoder = match &hp.encoder {
+            EncoderHparams::Vit(v) => ImageEncoder::load(&weights, &hp, v).map(Encoder::Vit),
+            EncoderHparams::TinyVit(t) => TinyVit::load(&weights, &hp, t).map(Encoder::TinyVit),
+        }
+        .map_err(named)?;
         let prompt = PromptEncoder::load(&weights, hp.image_size, hp.grid()).map_err(named)?;
         if prompt.width() != hp.out as usize {
             return Err(named(Error::InvalidModel(
@@ -138,6 +153,7 @@ impl Segmenter {
         preprocess::preprocess(
             image,
             hp.longest_edge,
+            hp.pixel_scale,
             hp.image_mean,
             hp.image_std,
             self.threads,
@@ -154,13 +170,18 @@ impl Segmenter {
             )));
         }
         let g = Graph::new(&self.weights)?;
-        let px = self.encoder.input(&g)?;
-        let (emb, index): (_, RelIndex<'_>) = self.encoder.forward(&g, px)?;
+        let side = i64::from(self.hp.image_size);
+        let px = g.input("enc.pixels", GgmlType::F32, &[side, side, 3, 1])?;
+        // The encoder's index inputs, and how their values are made.
+        let ((emb, index), values): (_, fn(i64) -> Vec<i32>) = match &self.encoder {
+            Encoder::Vit(e) => (e.forward(&g, px)?, rel_index),
+            Encoder::TinyVit(e) => (e.forward(&g, px)?, bias_index),
+        };
         g.output(emb, "image_embeddings")?;
         self.backend.alloc(&g)?;
         self.backend.set_f32(&g, px, &pre.pixels)?;
         for (side, t) in index.inputs() {
-            self.backend.set_i32(&g, t, &RelIndex::values(side))?;
+            self.backend.set_i32(&g, t, &values(side))?;
         }
         self.backend.compute(&g)?;
         self.backend.get_f32(&g, emb)

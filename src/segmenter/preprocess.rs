@@ -3,8 +3,11 @@
 //! with antialias, on 8-bit RGB), rescale by 1/255 (in f64, rounded to f32),
 //! normalise `(x - mean) / std` in f32, zero padding at the bottom and right
 //! to a square of `image_size`; and the processor's mapping of prompt
-//! coordinates into the resized frame.
+//! coordinates into the resized frame. The official `SamPredictor`
+//! (MobileSAM's) resizes the same way (`ResizeLongestSide`: torchvision's
+//! PIL resize) and normalises the 0..255 values ([`PixelScale::Byte`]).
 
+use super::tensors::PixelScale;
 use crate::error::{Error, Result};
 use crate::image::ImageView;
 use crate::preprocess::{resize_threads, Filter, Levels};
@@ -37,6 +40,7 @@ pub fn resized_shape(height: u32, width: u32, longest: u32) -> (u32, u32) {
 pub fn preprocess(
     image: &ImageView<'_>,
     longest: u32,
+    scale: PixelScale,
     mean: [f32; 3],
     std: [f32; 3],
     threads: usize,
@@ -63,7 +67,10 @@ pub fn preprocess(
         let row = &small[y * rw as usize * 3..(y + 1) * rw as usize * 3];
         for (x, px) in row.chunks_exact(3).enumerate() {
             for c in 0..3 {
-                let v = (f64::from(px[c]) * RESCALE) as f32;
+                let v = match scale {
+                    PixelScale::Unit => (f64::from(px[c]) * RESCALE) as f32,
+                    PixelScale::Byte => f32::from(px[c]),
+                };
                 pixels[c * plane + y * s + x] = (v - mean[c]) / std[c];
             }
         }

@@ -1,12 +1,11 @@
 //! The segmenter GGUF format (`dam-segmenter`): keys, the tensor table that
 //! the converter (`gguf/segmenter.rs`) and the loader share, and the
-//! hyper-parameters read from a file.
+//! hyper-parameters read from a file (`hparams.rs`).
 
-use crate::error::{Error, Result};
-use crate::gguf_file::GgufHeader;
-use crate::weights::{
-    self, check_tensor_set, check_tower, layer_name, Kind, MAX_LAYERS, MAX_WIDTH,
+pub use super::hparams::{
+    EncoderHparams, EncoderKind, PixelScale, SegmenterHparams, TinyVitHparams, VitHparams,
 };
+use crate::weights::{self, Kind};
 
 /// `general.architecture` of a segmenter file.
 pub const SEGMENTER_ARCH: &str = "dam-segmenter";
@@ -36,6 +35,18 @@ pub mod key {
     pub const IMAGE_MEAN: &str = "dam.segmenter.preprocess.image_mean";
     pub const IMAGE_STD: &str = "dam.segmenter.preprocess.image_std";
     pub const RESAMPLE: &str = "dam.segmenter.preprocess.resample";
+    /// `vit` (SAM) or `tiny_vit` (MobileSAM); absent: `vit`.
+    pub const ENCODER: &str = "dam.segmenter.encoder";
+    /// `unit` (rescale by 1/255, then normalise: transformers' processor) or
+    /// `byte` (normalise the 0..255 values: the official `Sam.preprocess`).
+    pub const PIXEL_SCALE: &str = "dam.segmenter.preprocess.pixel_scale";
+    pub const TV_WIDTHS: &str = "dam.segmenter.tiny_vit.embedding_lengths";
+    pub const TV_DEPTHS: &str = "dam.segmenter.tiny_vit.block_counts";
+    pub const TV_HEADS: &str = "dam.segmenter.tiny_vit.attention.head_counts";
+    pub const TV_WINDOWS: &str = "dam.segmenter.tiny_vit.window_sizes";
+    pub const TV_FF: &str = "dam.segmenter.tiny_vit.feed_forward_lengths";
+    pub const TV_LOCAL_CONV: &str = "dam.segmenter.tiny_vit.local_conv_size";
+    pub const TV_EPS: &str = "dam.segmenter.tiny_vit.layer_norm_epsilon";
 }
 
 /// A size in a tensor shape, resolved from the hyper-parameters (and, for
@@ -70,6 +81,22 @@ pub enum Dim {
     One,
     Two,
     Three,
+    /// Width of the encoder's last stage (the neck's input).
+    Enc,
+    /// TinyViT: stage 0 width, and half of it (the first patch convolution).
+    S0,
+    S0Half,
+    /// TinyViT: width, MLP (or MBConv) width and heads of the row's stage.
+    StageW,
+    StageFf,
+    StageHeads,
+    /// TinyViT: attention-bias offsets of the row's stage (window^2).
+    Offsets,
+    /// TinyViT: patch merging i's input and output widths.
+    MergeIn,
+    MergeOut,
+    /// TinyViT: the depthwise local convolution's side.
+    LocalK,
 }
 
 /// Which instances of a table row a file holds (`{i}` in the names).
@@ -86,6 +113,13 @@ pub enum Part {
     Hyper,
     /// The IoU head's hidden layers (depth - 2).
     IouMid,
+    /// TinyViT: one per MBConv block of stage 0.
+    ConvBlock,
+    /// TinyViT: one per patch merging (after each stage but the last).
+    Merge,
+    /// TinyViT: one per attention block of stages 1.., counted across
+    /// stages (the checkpoint's `layers.{stage}.blocks.{block}`).
+    AttnBlock,
 }
 
 /// How a file tensor is made from its checkpoint tensor.
@@ -100,6 +134,18 @@ pub enum Transform {
     ConvT,
     /// A 1x1 `Conv2d` weight [out, in, 1, 1] stored as the matrix [out, in].
     Conv1x1,
+    /// TinyViT's `Conv2d_BN` (checkpoint name: its prefix): the convolution
+    /// weight with the eval-mode BatchNorm folded in (as `Conv2d_BN.fuse`),
+    /// 1x1 ones as matrices.
+    BnWeight,
+    /// The bias `Conv2d_BN.fuse` makes from the BatchNorm.
+    BnBias,
+    /// Part k of TinyViT's fused `qkv`, whose rows are per head
+    /// [q (D), k (D), v (D)].
+    HeadQkv(usize),
+    /// A matrix transposed (attention biases [heads, offsets] as
+    /// [offsets, heads], so a row lookup gives every head's bias).
+    Transpose,
 }
 
 /// One row of the tensor table: shapes in PyTorch order of the *file*
@@ -114,7 +160,7 @@ pub struct TensorDef {
 use Dim::*;
 use Kind::{Matrix, F32};
 use Part::*;
-use Transform::{Conv1x1, ConvT, Same, Third};
+use Transform::{BnBias, BnWeight, Conv1x1, ConvT, HeadQkv, Same, Third, Transpose};
 
 const fn t(
     gguf: &'static str,
@@ -241,10 +287,10 @@ macro_rules! dec_attn {
     };
 }
 
-/// Every tensor of a segmenter file, in file order (groups of rows; `{i}`
-/// is the instance, see [`Part`]).
+/// SAM's ViT image encoder (before the neck), in file order (groups of
+/// rows; `{i}` is the instance, see [`Part`]).
 #[rustfmt::skip]
-pub const SEGMENTER_TENSORS: &[&[TensorDef]] = &[
+pub const VIT_TENSORS: &[&[TensorDef]] = &[
     &[
         t("enc.patch_embd.weight", "vision_encoder.patch_embed.projection.weight", Global, &[Hidden, Rgb, Patch, Patch], F32),
         t("enc.patch_embd.bias", "vision_encoder.patch_embed.projection.bias", Global, &[Hidden], F32),
@@ -265,7 +311,61 @@ pub const SEGMENTER_TENSORS: &[&[TensorDef]] = &[
     &norm!("enc.blk.{i}.ln2", "vision_encoder.layers.{i}.layer_norm2", EncLayer, Hidden),
     &linear!("enc.blk.{i}.ffn_up", "vision_encoder.layers.{i}.mlp.lin1", EncLayer, Ff, Hidden),
     &linear!("enc.blk.{i}.ffn_down", "vision_encoder.layers.{i}.mlp.lin2", EncLayer, Hidden, Ff),
-    &[x(t("enc.neck.conv1.weight", "vision_encoder.neck.conv1.weight", Global, &[Out, Hidden], Matrix), Conv1x1)],
+];
+
+/// MobileSAM's TinyViT image encoder (before the neck); checkpoint names
+/// are the official `mobile_sam.pt`'s (a `{i}` of an [`AttnBlock`] row is
+/// `{stage}.blocks.{block}`).
+#[rustfmt::skip]
+pub const TINY_VIT_TENSORS: &[&[TensorDef]] = &[
+    &[
+        x(t("enc.patch.conv1.weight", "image_encoder.patch_embed.seq.0", Global, &[S0Half, Rgb, Three, Three], F32), BnWeight),
+        x(t("enc.patch.conv1.bias", "image_encoder.patch_embed.seq.0", Global, &[S0Half], F32), BnBias),
+        x(t("enc.patch.conv2.weight", "image_encoder.patch_embed.seq.2", Global, &[S0, S0Half, Three, Three], F32), BnWeight),
+        x(t("enc.patch.conv2.bias", "image_encoder.patch_embed.seq.2", Global, &[S0], F32), BnBias),
+    ],
+    &[
+        x(t("enc.conv.{i}.conv1.weight", "image_encoder.layers.0.blocks.{i}.conv1", ConvBlock, &[StageFf, StageW], Matrix), BnWeight),
+        x(t("enc.conv.{i}.conv1.bias", "image_encoder.layers.0.blocks.{i}.conv1", ConvBlock, &[StageFf], F32), BnBias),
+        x(t("enc.conv.{i}.conv2.weight", "image_encoder.layers.0.blocks.{i}.conv2", ConvBlock, &[StageFf, One, Three, Three], F32), BnWeight),
+        x(t("enc.conv.{i}.conv2.bias", "image_encoder.layers.0.blocks.{i}.conv2", ConvBlock, &[StageFf], F32), BnBias),
+        x(t("enc.conv.{i}.conv3.weight", "image_encoder.layers.0.blocks.{i}.conv3", ConvBlock, &[StageW, StageFf], Matrix), BnWeight),
+        x(t("enc.conv.{i}.conv3.bias", "image_encoder.layers.0.blocks.{i}.conv3", ConvBlock, &[StageW], F32), BnBias),
+    ],
+    &[
+        x(t("enc.merge.{i}.conv1.weight", "image_encoder.layers.{i}.downsample.conv1", Merge, &[MergeOut, MergeIn], Matrix), BnWeight),
+        x(t("enc.merge.{i}.conv1.bias", "image_encoder.layers.{i}.downsample.conv1", Merge, &[MergeOut], F32), BnBias),
+        x(t("enc.merge.{i}.conv2.weight", "image_encoder.layers.{i}.downsample.conv2", Merge, &[MergeOut, One, Three, Three], F32), BnWeight),
+        x(t("enc.merge.{i}.conv2.bias", "image_encoder.layers.{i}.downsample.conv2", Merge, &[MergeOut], F32), BnBias),
+        x(t("enc.merge.{i}.conv3.weight", "image_encoder.layers.{i}.downsample.conv3", Merge, &[MergeOut, MergeOut], Matrix), BnWeight),
+        x(t("enc.merge.{i}.conv3.bias", "image_encoder.layers.{i}.downsample.conv3", Merge, &[MergeOut], F32), BnBias),
+    ],
+    &norm!("enc.blk.{i}.attn_norm", "image_encoder.layers.{i}.attn.norm", AttnBlock, StageW),
+    &[
+        x(t("enc.blk.{i}.attn_q.weight", "image_encoder.layers.{i}.attn.qkv.weight", AttnBlock, &[StageW, StageW], Matrix), HeadQkv(0)),
+        x(t("enc.blk.{i}.attn_q.bias", "image_encoder.layers.{i}.attn.qkv.bias", AttnBlock, &[StageW], F32), HeadQkv(0)),
+        x(t("enc.blk.{i}.attn_k.weight", "image_encoder.layers.{i}.attn.qkv.weight", AttnBlock, &[StageW, StageW], Matrix), HeadQkv(1)),
+        x(t("enc.blk.{i}.attn_k.bias", "image_encoder.layers.{i}.attn.qkv.bias", AttnBlock, &[StageW], F32), HeadQkv(1)),
+        x(t("enc.blk.{i}.attn_v.weight", "image_encoder.layers.{i}.attn.qkv.weight", AttnBlock, &[StageW, StageW], Matrix), HeadQkv(2)),
+        x(t("enc.blk.{i}.attn_v.bias", "image_encoder.layers.{i}.attn.qkv.bias", AttnBlock, &[StageW], F32), HeadQkv(2)),
+        x(t("enc.blk.{i}.attn_bias", "image_encoder.layers.{i}.attn.attention_biases", AttnBlock, &[Offsets, StageHeads], F32), Transpose),
+    ],
+    &linear!("enc.blk.{i}.attn_out", "image_encoder.layers.{i}.attn.proj", AttnBlock, StageW, StageW),
+    &[
+        x(t("enc.blk.{i}.local_conv.weight", "image_encoder.layers.{i}.local_conv", AttnBlock, &[StageW, One, LocalK, LocalK], F32), BnWeight),
+        x(t("enc.blk.{i}.local_conv.bias", "image_encoder.layers.{i}.local_conv", AttnBlock, &[StageW], F32), BnBias),
+    ],
+    &norm!("enc.blk.{i}.ffn_norm", "image_encoder.layers.{i}.mlp.norm", AttnBlock, StageW),
+    &linear!("enc.blk.{i}.ffn_up", "image_encoder.layers.{i}.mlp.fc1", AttnBlock, StageFf, StageW),
+    &linear!("enc.blk.{i}.ffn_down", "image_encoder.layers.{i}.mlp.fc2", AttnBlock, StageW, StageFf),
+];
+
+/// The neck, prompt encoder and mask decoder, which SAM and MobileSAM
+/// share (checkpoint names: transformers' `SamModel`; MobileSAM's are
+/// [`official_name`]s of them), in file order after the encoder.
+#[rustfmt::skip]
+pub const HEAD_TENSORS: &[&[TensorDef]] = &[
+    &[x(t("enc.neck.conv1.weight", "vision_encoder.neck.conv1.weight", Global, &[Out, Enc], Matrix), Conv1x1)],
     &norm!("enc.neck.ln1", "vision_encoder.neck.layer_norm1", Global, Out),
     &[t("enc.neck.conv2.weight", "vision_encoder.neck.conv2.weight", Global, &[Out, Out, Three, Three], F32)],
     &norm!("enc.neck.ln2", "vision_encoder.neck.layer_norm2", Global, Out),
@@ -316,297 +416,106 @@ pub const SEGMENTER_TENSORS: &[&[TensorDef]] = &[
     &linear!("dec.iou.fc_mid.{i}", "mask_decoder.iou_prediction_head.layers.{i}", IouMid, IouHidden, IouHidden),
 ];
 
-/// The table's rows in file order.
-pub fn defs() -> impl Iterator<Item = &'static TensorDef> {
-    SEGMENTER_TENSORS.iter().flat_map(|g| g.iter())
+/// The encoder table of a kind.
+pub fn encoder_tensors(kind: EncoderKind) -> &'static [&'static [TensorDef]] {
+    match kind {
+        EncoderKind::Vit => VIT_TENSORS,
+        EncoderKind::TinyVit => TINY_VIT_TENSORS,
+    }
 }
 
-/// Hyper-parameters of a segmenter file (SAM's `SamConfig` and processor).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SegmenterHparams {
-    /// Encoder input side S (the processor pads to S x S).
-    pub image_size: u32,
-    pub patch_size: u32,
-    pub hidden: u32,
-    pub heads: u32,
-    pub layers: u32,
-    pub ff: u32,
-    pub eps: f32,
-    /// Side of the windowed layers' attention windows.
-    pub window: u32,
-    /// Layers with global attention (the others are windowed).
-    pub global_layers: Vec<u32>,
-    /// Neck / prompt / decoder width.
-    pub out: u32,
-    pub mask_in: u32,
-    pub dec_layers: u32,
-    pub dec_heads: u32,
-    pub dec_ff: u32,
-    pub dec_eps: f32,
-    pub downsample: u32,
-    pub multimask: u32,
-    pub iou_depth: u32,
-    pub iou_hidden: u32,
-    /// The processor's resize target for the longest side.
-    pub longest_edge: u32,
-    pub image_mean: [f32; 3],
-    pub image_std: [f32; 3],
+/// A file's rows in file order: its encoder's, then the shared ones.
+pub fn defs(kind: EncoderKind) -> impl Iterator<Item = &'static TensorDef> {
+    encoder_tensors(kind)
+        .iter()
+        .chain(HEAD_TENSORS.iter())
+        .flat_map(|g| g.iter())
 }
 
-impl SegmenterHparams {
-    /// Patches per side of the image embedding.
-    pub fn grid(&self) -> u32 {
-        self.image_size / self.patch_size
-    }
-    /// Attention side of layer `i`: the window, or the grid when global.
-    pub fn attn_side(&self, i: usize) -> u32 {
-        if self.global_layers.contains(&(i as u32)) {
-            self.grid()
-        } else {
-            self.window
+/// The official MobileSAM checkpoint's name of a shared row's tensor
+/// (`hf`: its transformers name, `{i}` substituted); `iou_depth` places
+/// the IoU head's last layer.
+pub fn official_name(hf: &str, iou_depth: u32) -> String {
+    // The MLPs: transformers' proj_in / layers.k / proj_out are the
+    // official layers.0 / layers.(k+1) / layers.(depth-1).
+    for (mlp, depth) in [
+        ("mask_decoder.output_hypernetworks_mlps.", 3),
+        ("mask_decoder.iou_prediction_head.", iou_depth),
+    ] {
+        if let Some(rest) = hf.strip_prefix(mlp) {
+            let (head, tail) = match rest.split_once("layers.") {
+                Some((head, tail)) => {
+                    let (k, field) = tail.split_once('.').unwrap_or((tail, ""));
+                    let k = k.parse::<u32>().map_or(0, |k| k + 1);
+                    (head.to_string(), format!("layers.{k}.{field}"))
+                }
+                None => {
+                    let (head, tail) = rest.split_at(rest.find("proj_").unwrap_or(0));
+                    let tail = tail.replacen("proj_in.", "layers.0.", 1).replacen(
+                        "proj_out.",
+                        &format!("layers.{}.", depth - 1),
+                        1,
+                    );
+                    (head.to_string(), tail)
+                }
+            };
+            return format!("{mlp}{head}{tail}");
         }
     }
-    pub fn is_global(&self, i: usize) -> bool {
-        self.global_layers.contains(&(i as u32))
+    const RENAMES: &[(&str, &str)] = &[
+        ("vision_encoder.neck.conv1.", "image_encoder.neck.0."),
+        ("vision_encoder.neck.layer_norm1.", "image_encoder.neck.1."),
+        ("vision_encoder.neck.conv2.", "image_encoder.neck.2."),
+        ("vision_encoder.neck.layer_norm2.", "image_encoder.neck.3."),
+        (
+            "shared_image_embedding.positional_embedding",
+            "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+        ),
+        (
+            "prompt_encoder.point_embed.",
+            "prompt_encoder.point_embeddings.",
+        ),
+        (
+            "prompt_encoder.mask_embed.conv1.",
+            "prompt_encoder.mask_downscaling.0.",
+        ),
+        (
+            "prompt_encoder.mask_embed.layer_norm1.",
+            "prompt_encoder.mask_downscaling.1.",
+        ),
+        (
+            "prompt_encoder.mask_embed.conv2.",
+            "prompt_encoder.mask_downscaling.3.",
+        ),
+        (
+            "prompt_encoder.mask_embed.layer_norm2.",
+            "prompt_encoder.mask_downscaling.4.",
+        ),
+        (
+            "prompt_encoder.mask_embed.conv3.",
+            "prompt_encoder.mask_downscaling.6.",
+        ),
+        (
+            "mask_decoder.upscale_conv1.",
+            "mask_decoder.output_upscaling.0.",
+        ),
+        (
+            "mask_decoder.upscale_layer_norm.",
+            "mask_decoder.output_upscaling.1.",
+        ),
+        (
+            "mask_decoder.upscale_conv2.",
+            "mask_decoder.output_upscaling.3.",
+        ),
+        (".layer_norm_final_attn.", ".norm_final_attn."),
+        (".layer_norm1.", ".norm1."),
+        (".layer_norm2.", ".norm2."),
+        (".layer_norm3.", ".norm3."),
+        (".layer_norm4.", ".norm4."),
+    ];
+    let mut name = hf.to_string();
+    if let Some((from, to)) = RENAMES.iter().find(|(from, _)| name.contains(from)) {
+        name = name.replacen(from, to, 1);
     }
-
-    fn dim(&self, d: Dim, i: usize) -> u64 {
-        u64::from(match d {
-            Hidden => self.hidden,
-            Ff => self.ff,
-            HeadDim => self.hidden / self.heads,
-            Patch => self.patch_size,
-            Rgb => 3,
-            Grid => self.grid(),
-            RelPos => 2 * self.attn_side(i) - 1,
-            Out => self.out,
-            Out2 => self.out / 2,
-            Out4 => self.out / 4,
-            Out8 => self.out / 8,
-            Inner => self.out / self.downsample,
-            DecFf => self.dec_ff,
-            MaskIn => self.mask_in,
-            MaskIn4 => self.mask_in / 4,
-            MaskTokens => self.multimask + 1,
-            IouHidden => self.iou_hidden,
-            One => 1,
-            Two => 2,
-            Three => 3,
-        })
-    }
-
-    /// The file shape in PyTorch order of instance `i` of a table row.
-    pub fn shape(&self, def: &TensorDef, i: usize) -> Vec<u64> {
-        def.row.shape.iter().map(|&d| self.dim(d, i)).collect()
-    }
-
-    /// The GGUF shape (ggml order) of instance `i` of a table row, without
-    /// trailing 1s (GGUF stores a tensor's rank without them).
-    pub fn ne(&self, def: &TensorDef, i: usize) -> Vec<u64> {
-        let mut s = self.shape(def, i);
-        s.reverse();
-        while s.len() > 1 && s.last() == Some(&1) {
-            s.pop();
-        }
-        s
-    }
-
-    /// How many instances of a table row the file holds.
-    pub fn count(&self, part: Part) -> usize {
-        (match part {
-            Global => 1,
-            EncLayer => self.layers,
-            DecLayer => self.dec_layers,
-            PointEmbed => 4,
-            Hyper => self.multimask + 1,
-            IouMid => self.iou_depth - 2,
-        }) as usize
-    }
-
-    /// Every (gguf name, def, instance) of the file, in file order.
-    pub fn tensor_names(&self) -> Vec<(String, &'static TensorDef, usize)> {
-        defs()
-            .flat_map(|def| {
-                (0..self.count(def.row.part)).map(move |i| (layer_name(def.row.gguf, i), def, i))
-            })
-            .collect()
-    }
-
-    /// Checks the values are usable before any ggml call.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidModel(m));
-        check_tower(
-            (self.image_size, self.patch_size),
-            (self.hidden, self.heads),
-            &[
-                ("ff", self.ff),
-                ("decoder ff", self.dec_ff),
-                ("iou hidden", self.iou_hidden),
-            ],
-        )?;
-        if self.longest_edge != self.image_size {
-            return bad(format!(
-                "longest edge {} differs from the encoder's input side {}",
-                self.longest_edge, self.image_size
-            ));
-        }
-        let inner = self.out / self.downsample.max(1);
-        if self.out == 0
-            || self.out > MAX_WIDTH
-            || self.out % 8 != 0
-            || self.downsample == 0
-            || self.out % self.downsample != 0
-            || self.dec_heads == 0
-            || inner % self.dec_heads != 0
-            || self.out % self.dec_heads != 0
-        {
-            return bad(format!(
-                "decoder width {} with {} heads and downsample rate {}",
-                self.out, self.dec_heads, self.downsample
-            ));
-        }
-        if self.mask_in == 0 || self.mask_in % 4 != 0 || self.mask_in > MAX_WIDTH {
-            return bad(format!("{} mask input channels", self.mask_in));
-        }
-        if self.layers == 0
-            || self.layers > MAX_LAYERS
-            || self.dec_layers == 0
-            || self.dec_layers > MAX_LAYERS
-        {
-            return bad(format!(
-                "{} encoder / {} decoder layers",
-                self.layers, self.dec_layers
-            ));
-        }
-        if self.window == 0 || self.window > self.grid().max(1) * 2 {
-            return bad(format!("window size {}", self.window));
-        }
-        if self.global_layers.iter().any(|&l| l >= self.layers) {
-            return bad(format!(
-                "global attention layers {:?} of {}",
-                self.global_layers, self.layers
-            ));
-        }
-        if self.multimask == 0 || self.multimask > 16 || !(2..=16).contains(&self.iou_depth) {
-            return bad(format!(
-                "{} mask outputs, IoU head depth {}",
-                self.multimask, self.iou_depth
-            ));
-        }
-        if !(self.eps > 0.0 && self.dec_eps > 0.0) {
-            return bad("layer norm epsilon must be positive".into());
-        }
-        if self.image_std.iter().any(|&s| s == 0.0 || !s.is_finite())
-            || self.image_mean.iter().any(|m| !m.is_finite())
-        {
-            return bad("image mean / std must be finite, std non-zero".into());
-        }
-        Ok(())
-    }
-
-    /// Reads and validates the hyper-parameters of a segmenter file.
-    pub fn from_gguf(h: &GgufHeader) -> Result<Self> {
-        let arch = h.req_str("general.architecture")?;
-        if arch != SEGMENTER_ARCH {
-            return Err(Error::InvalidModel(format!(
-                "general.architecture is '{arch}', expected '{SEGMENTER_ARCH}'"
-            )));
-        }
-        let resample = h.req_str(key::RESAMPLE)?;
-        if resample != "bilinear" {
-            return Err(Error::InvalidModel(format!(
-                "resample {resample:?} (bilinear supported)"
-            )));
-        }
-        let global_layers = match h.get(key::GLOBAL_LAYERS).and_then(|v| v.as_array()) {
-            Some(a) => a
-                .iter()
-                .map(|v| v.as_i64().and_then(|x| u32::try_from(x).ok()))
-                .collect::<Option<Vec<u32>>>()
-                .ok_or_else(|| {
-                    Error::InvalidModel(format!(
-                        "{} is not a list of layer indexes",
-                        key::GLOBAL_LAYERS
-                    ))
-                })?,
-            None => {
-                return Err(Error::InvalidModel(format!(
-                    "missing key {}",
-                    key::GLOBAL_LAYERS
-                )))
-            }
-        };
-        let hp = SegmenterHparams {
-            image_size: h.req_u32(key::IMAGE_SIZE)?,
-            patch_size: h.req_u32(key::PATCH_SIZE)?,
-            hidden: h.req_u32(key::HIDDEN)?,
-            heads: h.req_u32(key::HEADS)?,
-            layers: h.req_u32(key::LAYERS)?,
-            ff: h.req_u32(key::FF)?,
-            eps: h.req_f32(key::EPS)?,
-            window: h.req_u32(key::WINDOW)?,
-            global_layers,
-            out: h.req_u32(key::OUT)?,
-            mask_in: h.req_u32(key::MASK_IN)?,
-            dec_layers: h.req_u32(key::DEC_LAYERS)?,
-            dec_heads: h.req_u32(key::DEC_HEADS)?,
-            dec_ff: h.req_u32(key::DEC_FF)?,
-            dec_eps: h.req_f32(key::DEC_EPS)?,
-            downsample: h.req_u32(key::DOWNSAMPLE)?,
-            multimask: h.req_u32(key::MULTIMASK)?,
-            iou_depth: h.req_u32(key::IOU_DEPTH)?,
-            iou_hidden: h.req_u32(key::IOU_HIDDEN)?,
-            longest_edge: h.req_u32(key::LONGEST_EDGE)?,
-            image_mean: h.req_f32_array(key::IMAGE_MEAN)?,
-            image_std: h.req_f32_array(key::IMAGE_STD)?,
-        };
-        hp.validate()?;
-        Ok(hp)
-    }
-
-    /// Checks that the file holds every tensor of the table with the right
-    /// shape and an allowed type, and nothing else.
-    pub fn check_tensors(&self, h: &GgufHeader) -> Result<()> {
-        let expected = self.tensor_names();
-        check_tensor_set(
-            h,
-            expected
-                .iter()
-                .map(|(name, def, i)| (name.as_str(), self.ne(def, *i), def.row.kind)),
-        )
-    }
-
-    /// Writes the keys of this struct (the converter's half of `from_gguf`).
-    pub fn write_keys(&self, w: &mut crate::sys::gguf::GgufWriter) -> Result<()> {
-        w.set_str("general.architecture", SEGMENTER_ARCH)?;
-        for (k, v) in [
-            (key::IMAGE_SIZE, self.image_size),
-            (key::PATCH_SIZE, self.patch_size),
-            (key::HIDDEN, self.hidden),
-            (key::HEADS, self.heads),
-            (key::LAYERS, self.layers),
-            (key::FF, self.ff),
-            (key::WINDOW, self.window),
-            (key::OUT, self.out),
-            (key::MASK_IN, self.mask_in),
-            (key::DEC_LAYERS, self.dec_layers),
-            (key::DEC_HEADS, self.dec_heads),
-            (key::DEC_FF, self.dec_ff),
-            (key::DOWNSAMPLE, self.downsample),
-            (key::MULTIMASK, self.multimask),
-            (key::IOU_DEPTH, self.iou_depth),
-            (key::IOU_HIDDEN, self.iou_hidden),
-            (key::LONGEST_EDGE, self.longest_edge),
-        ] {
-            w.set_u32(k, v)?;
-        }
-        w.set_f32(key::EPS, self.eps)?;
-        w.set_f32(key::DEC_EPS, self.dec_eps)?;
-        let global: Vec<i32> = self.global_layers.iter().map(|&l| l as i32).collect();
-        w.set_arr_i32(key::GLOBAL_LAYERS, &global)?;
-        w.set_arr_f32(key::IMAGE_MEAN, &self.image_mean)?;
-        w.set_arr_f32(key::IMAGE_STD, &self.image_std)?;
-        w.set_str(key::RESAMPLE, "bilinear")?;
-        Ok(())
-    }
+    name
 }

@@ -488,6 +488,55 @@ impl<'w> Graph<'w> {
         self.reshape(y, &[k[3], ow * oh, n])
     }
 
+    /// Depthwise 2-D convolution without bias of channel-fastest tokens:
+    /// kernel [K, K, 1, C] (PyTorch's [C, 1, K, K]), `x` [C, W, H, N]
+    /// contiguous -> [C, OW, OH, N] contiguous; the same `stride` and zero
+    /// `pad` on both axes, f32 accumulation.
+    pub fn conv2d_dw<'g>(
+        &'g self,
+        kernel: Tensor<'_>,
+        x: Tensor<'_>,
+        stride: i32,
+        pad: i32,
+    ) -> Result<Tensor<'g>> {
+        let (k, s) = (kernel.ne(), x.ne());
+        if k[0] != k[1]
+            || k[2] != 1
+            || k[3] != s[0]
+            || stride < 1
+            || pad < 0
+            || k[0] > s[1] + 2 * i64::from(pad)
+            || k[1] > s[2] + 2 * i64::from(pad)
+            || kernel.ty() != ffi::GGML_TYPE_F32
+            || x.ty() != ffi::GGML_TYPE_F32
+            || !kernel.is_contiguous()
+            || !x.is_contiguous()
+        {
+            return Err(err(
+                "conv2d_dw",
+                format!("kernel {k:?} on {s:?}, stride {stride}, pad {pad}"),
+            ));
+        }
+        // ggml's channels-fastest path reads the kernel channels-fastest
+        // too: [C, K*K] in memory, viewed as [K, K, 1, C] (the unit axis's
+        // stride no larger than the first's, which ggml checks).
+        let kc = self.reshape(kernel, &[k[0] * k[1], k[3]])?;
+        let kc = self.cont(self.permute(kc, [1, 0, 2, 3])?)?;
+        let kc = self.reshape(kc, &[k[3], 1, k[0], k[1]])?;
+        let kv = self.permute(kc, [3, 2, 0, 1])?;
+        let xv = self.permute(x, [2, 0, 1, 3])?; // [W, H, C, N], C fastest
+        let c = self.begin("conv2d_dw", &[kv, xv])?;
+        // SAFETY: the kernel is K x K x 1 x C for C channels, stride >= 1
+        // and the padded input holds the kernel (checked), so the output
+        // is non-empty; both operands are f32 with channels fastest, the
+        // layout ggml's CWHN path reads.
+        let y = unsafe {
+            ffi::ggml_conv_2d_dw_direct(c, kv.raw(), xv.raw(), stride, stride, pad, pad, 1, 1)
+        };
+        let y = self.wrap(y, "conv2d_dw")?; // [OW, OH, C, N], C fastest
+        self.permute(y, [1, 2, 0, 3])
+    }
+
     /// Converts to f16 (for flash attention's K and V).
     pub fn cast_f16<'g>(&'g self, a: Tensor<'_>) -> Result<Tensor<'g>> {
         let c = self.begin("cast_f16", &[a])?;
