@@ -159,6 +159,7 @@ fn model_params_of(p: &DamModelParams, d: &DamDeviceParams) -> Result<ModelParam
         vision_device: enum_arg::<DamVisionDevice>(d.vision_device, "device.vision_device")?.into(),
         repack,
         n_seq_max,
+        segmenter: None,
     })
 }
 

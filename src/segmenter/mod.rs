@@ -12,6 +12,7 @@ pub(crate) mod mask_decoder;
 pub mod postprocess;
 pub mod preprocess;
 pub(crate) mod prompt_encoder;
+pub mod regions;
 pub mod tensors;
 
 use std::hash::{Hash, Hasher};
@@ -86,6 +87,8 @@ pub struct Segmenter {
     backend: Backend,
     threads: usize,
     cache: Option<Cached>,
+    /// Image encoder runs so far (the cache's effect is observable).
+    encodes: u64,
 }
 
 impl Segmenter {
@@ -129,6 +132,7 @@ impl Segmenter {
             backend,
             threads,
             cache: None,
+            encodes: 0,
         })
     }
 
@@ -163,7 +167,14 @@ impl Segmenter {
             self.backend.set_i32(&g, t, &RelIndex::values(side))?;
         }
         self.backend.compute(&g)?;
+        self.encodes += 1;
         self.backend.get_f32(&g, emb)
+    }
+
+    /// How many times the image encoder has run (a second prompt on the
+    /// cached image does not add one).
+    pub fn encodes(&self) -> u64 {
+        self.encodes
     }
 
     /// [O, g*g] token layout -> PyTorch's [O, g, g].

@@ -237,6 +237,23 @@ pub fn converted(model: &str, ty: GgmlType) -> (PathBuf, PathBuf) {
         .clone()
 }
 
+/// Converts the sam-tiny segmenter fixture once per type and returns the
+/// GGUF file's path.
+pub fn converted_segmenter(ty: GgmlType) -> PathBuf {
+    static DONE: OnceLock<Mutex<HashMap<GgmlType, PathBuf>>> = OnceLock::new();
+    let m = DONE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+    g.entry(ty)
+        .or_insert_with(|| {
+            let out = tmp_root().join(format!("sam-tiny-{}", ty.name()));
+            let ck = fixtures().join("segmenter/sam-tiny/checkpoint");
+            dam::convert::convert_segmenter(&ck, &out, ty, "sam-tiny", false)
+                .unwrap()
+                .path
+        })
+        .clone()
+}
+
 /// The images and masks of fixture cases (one per frame), and their frames
 /// with mask regions, as the public API takes them.
 pub struct Input {
