@@ -171,6 +171,12 @@ impl Segmenter {
         self.backend.get_f32(&g, emb)
     }
 
+    /// The cached image embedding ([O, g*g], channels fastest) of the last
+    /// image segmented.
+    pub fn cached_embedding(&self) -> Option<&[f32]> {
+        self.cache.as_ref().map(|c| c.embedding.as_slice())
+    }
+
     /// How many times the image encoder has run (a second prompt on the
     /// cached image does not add one).
     pub fn encodes(&self) -> u64 {

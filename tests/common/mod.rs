@@ -8,6 +8,8 @@ use std::sync::{Mutex, OnceLock};
 
 use dam::GgmlType;
 
+pub mod cli;
+
 pub const MODELS: [&str; 2] = ["tiny", "geom"];
 
 /// What a test that misses a tool tells the user to run.
@@ -156,7 +158,8 @@ impl Case {
     }
 }
 
-/// A fixture safetensors file: its f32 tensors and its i64 tensors.
+/// A fixture safetensors file: its f32 tensors and its i64 tensors (u8
+/// ones widened to i64).
 pub fn read_safetensors(
     path: &std::path::Path,
 ) -> (HashMap<String, Arr>, HashMap<String, Vec<i64>>) {
@@ -186,6 +189,9 @@ pub fn read_safetensors(
                     .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
                     .collect();
                 ids.insert(k.to_string(), data);
+            }
+            safetensors::Dtype::U8 => {
+                ids.insert(k.to_string(), d.iter().map(|&b| i64::from(b)).collect());
             }
             other => panic!("unexpected dtype {other:?}"),
         }
