@@ -623,6 +623,10 @@ fn python_bindings() {
         .env("DAM_CLI", &cli)
         .env("DAM_TEST_LLM", &llm)
         .env("DAM_TEST_VISION", &vision)
+        .env(
+            "DAM_TEST_SEGMENTER",
+            common::converted_segmenter(GgmlType::F32),
+        )
         .env("PYTHONDONTWRITEBYTECODE", "1"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
