@@ -400,6 +400,19 @@ impl Corpus {
         self.add(name, b, substr);
     }
 
+    /// The architecture key set to `wrong` (which must give `msg`), and
+    /// removed.
+    fn identity(&mut self, wrong: &str, msg: &str) {
+        self.edit("architecture_wrong", msg, |g| {
+            g.set("general.architecture", V::s(wrong))
+        });
+        self.edit(
+            "architecture_missing",
+            "missing key general.architecture",
+            |g| g.remove_key("general.architecture"),
+        );
+    }
+
     /// Structural corruptions common to every file. `matrix` is a 2-D tensor,
     /// `array_key` an array-valued key, `bool_key` a bool key (if the file
     /// has one).
@@ -1056,16 +1069,9 @@ fn vision_corpus(vision: &Path) -> Corpus {
         g.set("dam.vision.block_count", V::U32(0))
     });
 
-    // Identity.
-    c.edit(
-        "architecture_wrong",
+    c.identity(
+        "clip",
         "general.architecture is 'clip', expected 'dam-vision'",
-        |g| g.set("general.architecture", V::s("clip")),
-    );
-    c.edit(
-        "architecture_missing",
-        "missing key general.architecture",
-        |g| g.remove_key("general.architecture"),
     );
     c
 }
@@ -1077,15 +1083,9 @@ fn segmenter_corpus(seg: &Path) -> Corpus {
         "dam.segmenter.preprocess.image_mean",
         None,
     );
-    c.edit(
-        "architecture_wrong",
+    c.identity(
+        "dam-vision",
         "general.architecture is 'dam-vision', expected 'dam-segmenter'",
-        |g| g.set("general.architecture", V::s("dam-vision")),
-    );
-    c.edit(
-        "architecture_missing",
-        "missing key general.architecture",
-        |g| g.remove_key("general.architecture"),
     );
     c.edit("missing_tensor", "enc.blk.0.attn_q.weight", |g| {
         g.remove_tensor("enc.blk.0.attn_q.weight")
@@ -1106,22 +1106,32 @@ fn segmenter_corpus(seg: &Path) -> Corpus {
 /// Loads `path` as a segmenter and checks the error; returns a failure line.
 fn expect_invalid_segmenter(label: &str, path: &Path, substr: &str) -> Option<String> {
     println!("[{label}]");
-    match dam::segmenter::Segmenter::load(path, 2) {
-        Ok(_) => Some(format!("{label}: loaded without error")),
-        Err(e) => {
-            println!("    -> {}: {e}", variant(&e));
-            let msg = e.to_string();
-            if !matches!(e, Error::InvalidModel(_)) {
-                Some(format!(
-                    "{label}: {} instead of InvalidModel: {msg}",
-                    variant(&e)
-                ))
-            } else if !msg.contains(substr) {
-                Some(format!("{label}: message lacks {substr:?}: {msg}"))
-            } else {
-                None
-            }
-        }
+    invalid_model_failure(
+        label,
+        dam::segmenter::Segmenter::load(path, 2).map(drop),
+        substr,
+    )
+}
+
+/// A failure line unless `r` is an `InvalidModel` error containing `substr`.
+fn invalid_model_failure(label: &str, r: dam::Result<()>, substr: &str) -> Option<String> {
+    let e = match r {
+        Ok(()) => return Some(format!("{label}: loaded without error")),
+        Err(e) => e,
+    };
+    println!("    -> {}: {e}", variant(&e));
+    let msg = e.to_string();
+    if !matches!(e, Error::InvalidModel(_)) {
+        Some(format!(
+            "{label}: {} instead of InvalidModel: {msg}",
+            variant(&e)
+        ))
+    } else if !msg.contains(substr) {
+        Some(format!("{label}: message lacks {substr:?}: {msg}"))
+    } else if msg.contains("llama.cpp cannot load") {
+        Some(format!("{label}: reached llama.cpp: {msg}"))
+    } else {
+        None
     }
 }
 
@@ -1171,13 +1181,7 @@ fn malformed_segmenter_corpus() {
         "only {} cases",
         corpus.cases.len()
     );
-    std::fs::remove_dir_all(&dir).ok();
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    finish(&dir, &failures);
 }
 
 /// Bad clicks and boxes through a model's segmenter: `InvalidArgument`
@@ -1278,25 +1282,18 @@ fn expect_invalid_model(label: &str, llm: &Path, vision: &Path, substr: &str) ->
     // Printed before the call: if the process dies, the log names the case.
     println!("[{label}]");
     std::io::stdout().flush().ok();
-    match Model::load(llm, vision, params()) {
-        Ok(_) => Some(format!("{label}: loaded without error")),
-        Err(e) => {
-            println!("    -> {}: {e}", variant(&e));
-            let msg = e.to_string();
-            if !matches!(e, Error::InvalidModel(_)) {
-                Some(format!(
-                    "{label}: {} instead of InvalidModel: {msg}",
-                    variant(&e)
-                ))
-            } else if !msg.contains(substr) {
-                Some(format!("{label}: message lacks {substr:?}: {msg}"))
-            } else if msg.contains("llama.cpp cannot load") {
-                Some(format!("{label}: reached llama.cpp: {msg}"))
-            } else {
-                None
-            }
-        }
-    }
+    invalid_model_failure(label, Model::load(llm, vision, params()).map(drop), substr)
+}
+
+/// Removes a corpus folder; fails with every failure line, if any.
+fn finish(dir: &Path, failures: &[String]) {
+    std::fs::remove_dir_all(dir).ok();
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -1376,13 +1373,7 @@ fn malformed_gguf_corpus() {
     for (kind, n) in counts {
         assert!(n >= 20, "{kind:?}: only {n} cases");
     }
-    std::fs::remove_dir_all(&dir).ok();
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    finish(&dir, &failures);
 }
 
 // -------------------------------------------------------------- bad inputs

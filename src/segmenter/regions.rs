@@ -16,28 +16,31 @@ pub const NEEDS_SEGMENTER: &str = "points and segmented boxes need a segmenter: 
 /// reference's `dam_with_sam` does.
 pub fn prompt_of(region: &Region) -> Option<Prompt> {
     match region {
-        Region::Points(clicks) => Some(Prompt {
-            points: clicks
-                .iter()
-                .map(|&(x, y, positive)| Point {
-                    x,
-                    y,
-                    label: if positive {
-                        PointLabel::Foreground
-                    } else {
-                        PointLabel::Background
-                    },
-                })
-                .collect(),
-            bbox: None,
-            multimask: true,
-        }),
-        Region::SegmentedBox { x0, y0, x1, y1 } => Some(Prompt {
-            points: Vec::new(),
-            bbox: Some([*x0, *y0, *x1, *y1]),
-            multimask: true,
-        }),
+        Region::Points(clicks) => Some(clicks_prompt(clicks, None)),
+        Region::SegmentedBox { x0, y0, x1, y1 } => {
+            Some(clicks_prompt(&[], Some([*x0, *y0, *x1, *y1])))
+        }
         _ => None,
+    }
+}
+
+/// The multimask prompt of clicks `(x, y, positive)` and an optional box.
+pub fn clicks_prompt(clicks: &[(f32, f32, bool)], bbox: Option<[f32; 4]>) -> Prompt {
+    Prompt {
+        points: clicks
+            .iter()
+            .map(|&(x, y, positive)| Point {
+                x,
+                y,
+                label: if positive {
+                    PointLabel::Foreground
+                } else {
+                    PointLabel::Background
+                },
+            })
+            .collect(),
+        bbox,
+        multimask: true,
     }
 }
 

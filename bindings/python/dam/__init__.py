@@ -826,4 +826,23 @@ class Model:
             yield from s.stream(image, mask, **kw)
 
 
+class _Closing:
+    """close() on garbage collection and at the end of a ``with`` block."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 from .segment import Segmenter  # noqa: E402  (uses the helpers above)

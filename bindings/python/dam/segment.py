@@ -13,10 +13,10 @@ import os
 import threading
 from typing import Any, Optional, Sequence
 
-from . import _L, _as_array, _check, _ffi, _np, _view, InvalidArgumentError
+from . import _L, _Closing, _as_array, _check, _ffi, _np, _view, InvalidArgumentError
 
 
-class Segmenter:
+class Segmenter(_Closing):
     """A loaded dam-segmenter GGUF file (thread-safe: calls are serialised)."""
 
     def __init__(self, path: "str | os.PathLike[str]", threads: int = 0):
@@ -30,18 +30,6 @@ class Segmenter:
             if self._handle:
                 _L().dam_segmenter_free(self._handle)
                 self._handle = ctypes.c_void_p()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self) -> "Segmenter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def segment(
         self,

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use dam::image::load_rgb;
-use dam::segmenter::{Point, PointLabel, Prompt, Segmenter};
+use dam::segmenter::regions::clicks_prompt;
+use dam::segmenter::{Prompt, Segmenter};
 use dam::{Error, Result};
 
 use crate::common::cli_threads;
@@ -63,20 +64,8 @@ pub fn run(a: SegmentArgs) -> Result<()> {
         ));
     }
     let prompt = Prompt {
-        points: clicks
-            .iter()
-            .map(|&(x, y, positive)| Point {
-                x,
-                y,
-                label: if positive {
-                    PointLabel::Foreground
-                } else {
-                    PointLabel::Background
-                },
-            })
-            .collect(),
-        bbox,
         multimask: !a.single_mask,
+        ..clicks_prompt(&clicks, bbox)
     };
     let image = load_rgb(&a.image)?;
     let mut seg = Segmenter::load(&a.segmenter, threads)?;
