@@ -47,6 +47,10 @@
  *     dam_describe_batch decodes its regions on the calling thread (ggml's own worker threads
  *     aside); its callback is called there, for one region at a time. dam_session_cancel may
  *     be called from any thread at any time while the session is alive, also from a callback.
+ *   dam_segmenter (1.4): shareable; dam_segment calls on one segmenter from several threads
+ *     are serialised (it caches the last image's embedding); dam_segmenter_free must not
+ *     race with other calls on it. A model's own segmenter (dam_device_params.segmenter_path)
+ *     is shared by its sessions the same way.
  *   Version, info, default-params and dam_last_error functions: any thread.
  *   Callbacks run on the thread that made the dam call; they must not throw (C++), longjmp,
  *   or free the object they are called for.
@@ -121,7 +125,7 @@
  * Minor version of the C API. Grows when functions, struct fields (at the
  * end of a struct) or enum values are appended.
  */
-#define DAM_API_VERSION_MINOR 3
+#define DAM_API_VERSION_MINOR 4
 
 /**
  * The API version this header describes: `(MAJOR << 16) | MINOR`. Pass it
@@ -315,10 +319,17 @@ enum dam_region_kind
      */
     DAM_REGION_KIND_SCRIBBLE = 3,
     /**
-     * Clicks `points` (labels in `point_labels`): needs a segmenter, which
-     * dam does not have yet; always `DAM_STATUS_UNSUPPORTED_REGION`.
+     * Clicks `points` in image pixels (labels in `point_labels`), made a
+     * mask by the model's segmenter (`dam_device_params.segmenter_path`);
+     * without one `DAM_STATUS_UNSUPPORTED_REGION` (before 1.4 always).
      */
     DAM_REGION_KIND_POINTS = 4,
+    /**
+     * The box `x0, y0, x1, y1` in image pixels given to the segmenter,
+     * whose mask is the region (an opt-in alternative to BOX's filled
+     * rectangle); needs a segmenter like POINTS. Since API 1.4.
+     */
+    DAM_REGION_KIND_SEGMENTED_BOX = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -446,6 +457,13 @@ typedef int32_t dam_vision_device;
  * any number of threads may use one model at once.
  */
 typedef struct dam_model dam_model;
+
+/**
+ * A loaded segmenter (a `dam-segmenter` GGUF file) and the image embedding
+ * of the last image it segmented. Any thread; calls on one segmenter are
+ * serialised.
+ */
+typedef struct dam_segmenter dam_segmenter;
 
 /**
  * The state of one conversation with a model: KV cache, compute buffers,
@@ -594,21 +612,13 @@ typedef struct dam_device_params {
      * load; 0: keep every weight in the mapped file (less memory).
      */
     int32_t repack;
+    /**
+     * A `dam-segmenter` GGUF file to load with the model (NULL = none,
+     * the default): POINTS and SEGMENTED_BOX regions become its masks
+     * (on the CPU, `n_threads` threads). Since API 1.4.
+     */
+    const char *segmenter_path;
 } dam_device_params;
-
-/**
- * How to create a session. Get one from `dam_session_params_default()`.
- */
-typedef struct dam_session_params {
-    /**
-     * `sizeof(dam_session_params)`.
-     */
-    uint32_t struct_size;
-    /**
-     * CPU threads of this session, 0 ..= 512; 0 = the model's `n_threads`.
-     */
-    int32_t n_threads;
-} dam_session_params;
 
 /**
  * A borrowed image: `height` rows of `width` pixels; row `y` starts at byte
@@ -660,7 +670,8 @@ typedef struct dam_region {
      */
     int32_t kind;
     /**
-     * BOX, SCRIBBLE: nonzero = coordinates are fractions of width/height.
+     * BOX, SCRIBBLE: nonzero = coordinates are fractions of width/height
+     * (POINTS and SEGMENTED_BOX take pixels: nonzero is refused).
      */
     int32_t normalized;
     /**
@@ -668,7 +679,7 @@ typedef struct dam_region {
      */
     float brush_width;
     /**
-     * BOX: corners (x0 <= x1, y0 <= y1).
+     * BOX, SEGMENTED_BOX: corners (x0 <= x1, y0 <= y1).
      */
     float x0;
     float y0;
@@ -684,11 +695,25 @@ typedef struct dam_region {
     const struct dam_point *points;
     size_t n_points;
     /**
-     * POINTS: `n_points` labels (1 = positive, 0 = negative); NULL = all
-     * positive.
+     * POINTS: `n_points` labels (1 = positive, 0 = negative, anything
+     * else refused); NULL = all positive.
      */
     const int32_t *point_labels;
 } dam_region;
+
+/**
+ * How to create a session. Get one from `dam_session_params_default()`.
+ */
+typedef struct dam_session_params {
+    /**
+     * `sizeof(dam_session_params)`.
+     */
+    uint32_t struct_size;
+    /**
+     * CPU threads of this session, 0 ..= 512; 0 = the model's `n_threads`.
+     */
+    int32_t n_threads;
+} dam_session_params;
 
 /**
  * Receives each complete UTF-8 piece of a caption as it is generated:
@@ -858,6 +883,53 @@ DAM_API void dam_model_free(struct dam_model *model);
  * released models); 0 when `model` is NULL. Any thread.
  */
 DAM_API uint32_t dam_model_max_frames(const struct dam_model *model);
+
+/**
+ * Loads a `dam-segmenter` GGUF file (every key, shape and type is checked
+ * before use; a file of another architecture or a truncated one is
+ * `DAM_STATUS_INVALID_MODEL`). `n_threads`: CPU threads, 0 = all cores.
+ * On success `*out_segmenter` is owned by the caller (free it with
+ * `dam_segmenter_free`), else NULL. Any thread. Since API 1.4.
+ */
+DAM_API
+dam_status dam_segmenter_load(uint32_t api_version,
+                              const char *path,
+                              int32_t n_threads,
+                              struct dam_segmenter **out_segmenter);
+
+/**
+ * Frees a segmenter; NULL is a no-op. No other call may use it
+ * concurrently or afterwards. Since API 1.4.
+ */
+DAM_API void dam_segmenter_free(struct dam_segmenter *segmenter);
+
+/**
+ * Segments `image` with `region` (kind `DAM_REGION_KIND_POINTS` or
+ * `DAM_REGION_KIND_SEGMENTED_BOX`, pixels): writes the selected mask
+ * (the candidate with the highest predicted IoU), width * height bytes
+ * row-major, 1 = inside, 0 = outside, into `mask` (`mask_size` >= width *
+ * height, else `DAM_STATUS_BUFFER_TOO_SMALL` before any work).
+ * `multimask`: 1 = three candidates (SAM's multimask output, what the
+ * reference uses), 0 = one. The candidates' predicted IoU go to `scores`
+ * (NULL = not wanted; fewer than `*out_n_scores` slots =
+ * `DAM_STATUS_BUFFER_TOO_SMALL` after the mask is written); `out_n_scores`
+ * and `out_best` (index of the selected candidate) may be NULL. A second
+ * call on the same image (same size, format and bytes) reuses its
+ * embedding and runs only the mask decoder. Clicks outside the image, NaN,
+ * no points, labels other than 0/1 and degenerate boxes are
+ * `DAM_STATUS_INVALID_ARGUMENT`. Since API 1.4.
+ */
+DAM_API
+dam_status dam_segment(struct dam_segmenter *segmenter,
+                       const struct dam_image_view *image,
+                       const struct dam_region *region,
+                       int32_t multimask,
+                       uint8_t *mask,
+                       size_t mask_size,
+                       float *scores,
+                       size_t scores_cap,
+                       size_t *out_n_scores,
+                       int32_t *out_best);
 
 /**
  * Default session parameters. Any thread. Since API 1.3; the same as

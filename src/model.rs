@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
@@ -13,7 +13,8 @@ use crate::llm::check::check_llm_file;
 use crate::llm::generate::{cells_needed, generate, generate_many, Generation, Prompt};
 use crate::llm::prompt::{conversation, prompt_ids, tokenize_prompt, user_text, PromptPiece};
 use crate::preprocess::{focal_window, make_views, Views};
-use crate::region::{rasterize_any, Region, EMPTY_REGION};
+use crate::region::{Region, EMPTY_REGION};
+use crate::segmenter::{regions::region_mask, Segmenter};
 use crate::sys::ggml::{self, Backend, Device};
 use crate::sys::llama::{
     self, ContextParams, FlashAttn, KvType, LlamaContext, LlamaModel, LogLevel, TokenTable,
@@ -50,6 +51,10 @@ pub struct ModelParams {
     /// Regions [`Session::describe_many`] decodes in parallel (sequences
     /// sharing the context's `n_ctx` cells), 1..=64.
     pub n_seq_max: u32,
+    /// A `dam-segmenter` GGUF file loaded with the model: it turns
+    /// [`Region::Points`] and [`Region::SegmentedBox`] into masks (on the
+    /// CPU, `threads` threads).
+    pub segmenter: Option<PathBuf>,
 }
 
 /// Where the vision stage runs.
@@ -74,6 +79,7 @@ impl Default for ModelParams {
             vision_device: VisionDevice::Gpu,
             repack: true,
             n_seq_max: 4,
+            segmenter: None,
         }
     }
 }
@@ -169,6 +175,9 @@ pub struct Model {
     /// Whether LLM layers live on a GPU (a GPU was found and n_gpu_layers
     /// is not 0).
     pub llm_on_gpu: bool,
+    /// The segmenter of `params.segmenter`, shared by the sessions (one
+    /// segmentation at a time; its image embedding cache is shared too).
+    pub segmenter: Option<Arc<Mutex<Segmenter>>>,
 }
 
 /// Finds both files of a model from one path: a folder holding exactly one
@@ -274,6 +283,10 @@ impl Model {
             )));
         }
         step(LoadStage::LlmLoaded)?;
+        let segmenter = match &params.segmenter {
+            Some(p) => Some(Arc::new(Mutex::new(Segmenter::load(p, params.threads)?))),
+            None => None,
+        };
         let model = Arc::new(Model {
             vision,
             llm,
@@ -282,6 +295,7 @@ impl Model {
             llm_on_gpu: gpu.is_some() && params.n_gpu_layers != 0,
             params,
             load_ms: t0.elapsed().as_secs_f64() * 1e3,
+            segmenter,
         });
         step(LoadStage::Done)?;
         Ok(model)
@@ -323,6 +337,12 @@ impl Model {
     /// The number of frames a video may have.
     pub fn max_frames(&self) -> usize {
         self.vision.hp.max_frames as usize
+    }
+
+    /// The mask of `region` on `image` (points and segmented boxes through
+    /// the model's segmenter); empty masks are results.
+    pub fn region_mask(&self, region: &Region, image: &ImageView) -> Result<crate::image::Mask> {
+        region_mask(self.segmenter.as_deref(), region, image)
     }
 }
 
@@ -599,7 +619,7 @@ impl Session {
         region: &Region,
     ) -> Result<Option<(Views, FrameInfo)>> {
         let hp = &self.model.vision.hp;
-        let mask = rasterize_any(region, image)?;
+        let mask = self.model.region_mask(region, image)?;
         let Some(mask_box) = mask.bbox() else {
             return Ok(None);
         };

@@ -60,9 +60,52 @@ pub fn draw(
     Ok(out)
 }
 
+/// Draws clicks on `img`: a filled square with a dark rim, green for
+/// positive and red for negative clicks (points outside are skipped).
+pub fn draw_clicks(img: &mut RgbImage, clicks: &[(f32, f32, bool)]) {
+    let r = (img.width.max(img.height) / 150).max(3) as i64;
+    for &(x, y, positive) in clicks {
+        if !(x.is_finite() && y.is_finite()) {
+            continue;
+        }
+        let (cx, cy) = (x.floor() as i64, y.floor() as i64);
+        let color = if positive { CLICK_POS } else { CLICK_NEG };
+        for dy in -r..=r {
+            for dx in -r..=r {
+                let (px, py) = (cx + dx, cy + dy);
+                if px < 0 || py < 0 || px >= i64::from(img.width) || py >= i64::from(img.height) {
+                    continue;
+                }
+                let rim = dx.abs() == r || dy.abs() == r;
+                let i = (py as usize * img.width as usize + px as usize) * 3;
+                img.data[i..i + 3].copy_from_slice(if rim { &[0, 0, 0] } else { &color });
+            }
+        }
+    }
+}
+
+const CLICK_POS: [u8; 3] = [60, 255, 60];
+const CLICK_NEG: [u8; 3] = [255, 40, 40];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draws_clicks_inside_only() {
+        let mut img = RgbImage::new(20, 10, vec![100; 600]).unwrap();
+        draw_clicks(
+            &mut img,
+            &[(5.5, 5.5, true), (-50.0, 3.0, false), (f32::NAN, 1.0, true)],
+        );
+        assert_eq!(
+            &img.data[(5 * 20 + 5) * 3..(5 * 20 + 5) * 3 + 3],
+            &CLICK_POS
+        );
+        assert_eq!(&img.data[(9 * 20 + 19) * 3..], &[100, 100, 100]);
+        draw_clicks(&mut img, &[(19.0, 9.0, false)]);
+        assert_eq!(&img.data[(9 * 20 + 19) * 3..], &CLICK_NEG);
+    }
 
     #[test]
     fn tints_region_and_draws_boxes() {

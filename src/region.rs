@@ -35,9 +35,13 @@ pub enum Region<'a> {
         width: f32,
         normalized: bool,
     },
-    /// Positive / negative clicks `(x, y, positive)`; these need a promptable segmenter,
-    /// which the engine does not have yet ([`Error::UnsupportedRegion`]).
+    /// Positive / negative clicks `(x, y, positive)` in image pixels, turned into a mask
+    /// by a segmenter (see [`crate::segmenter::regions`]; without one,
+    /// [`Error::UnsupportedRegion`]).
     Points(Vec<(f32, f32, bool)>),
+    /// The box `x0, y0, x1, y1` (image pixels) given to the segmenter, whose mask is
+    /// the region (an opt-in alternative to the filled [`Region::Box`]).
+    SegmentedBox { x0: f32, y0: f32, x1: f32, y1: f32 },
 }
 
 /// Rasterises `region` into a mask of `image`'s size.
@@ -47,7 +51,8 @@ pub enum Region<'a> {
 ///   a box with a non-finite or inverted coordinate; a scribble without points or with a
 ///   non-finite point; a region that covers no pixel of the image (empty, or outside).
 /// * `InvalidArgument`: a scribble width that is not finite and > 0.
-/// * `UnsupportedRegion`: points.
+/// * `UnsupportedRegion`: points and segmented boxes (they need a segmenter:
+///   [`crate::segmenter::regions::region_mask`]).
 pub fn rasterize(region: &Region, image: &ImageView) -> Result<Mask> {
     let mask = rasterize_any(region, image)?;
     if mask.is_empty() {
@@ -64,9 +69,9 @@ pub const EMPTY_REGION: &str = "region is empty (it covers no pixel of the image
 pub fn rasterize_any(region: &Region, image: &ImageView) -> Result<Mask> {
     let (w, h) = (image.width(), image.height());
     let mask = match region {
-        Region::Points(_) => {
+        Region::Points(_) | Region::SegmentedBox { .. } => {
             return Err(Error::UnsupportedRegion(
-                "points need a segmenter, which dam does not have yet".into(),
+                crate::segmenter::regions::NEEDS_SEGMENTER.into(),
             ))
         }
         Region::Mask(view) => {

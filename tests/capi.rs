@@ -499,6 +499,54 @@ fn cpp_wrapper_contract() {
     }
 }
 
+/// The segmenter calls (1.4) from C++: dam_segment's mask equals the Rust
+/// Segmenter's on the same image and clicks; error paths; points in
+/// dam_describe with and without the model's segmenter.
+#[test]
+fn cpp_segmenter() {
+    use dam::segmenter::{regions::prompt_of, Segmenter};
+    let (llm, vision) = model_files();
+    let seg_file = common::converted_segmenter(GgmlType::F32);
+    // The program's image and clicks, in Rust.
+    let (w, h) = (96u32, 72u32);
+    let mut rgb = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            let inside = x > 30 && x < 70 && y > 20 && y < 55;
+            rgb.extend(if inside {
+                [230, 40, 40]
+            } else {
+                [(x * 2) as u8, (y * 3) as u8, 120]
+            });
+        }
+    }
+    let view = dam::ImageView::new(&rgb, w, h, w as usize * 3, dam::PixelFormat::Rgb8).unwrap();
+    let clicks = Region::Points(vec![(50.0, 38.0, true), (5.0, 5.0, false)]);
+    let want = Segmenter::load(&seg_file, 1)
+        .unwrap()
+        .segment(&view, &prompt_of(&clicks).unwrap())
+        .unwrap();
+    let mut line = format!("seg {} {}", want.mask.count(), want.best);
+    for s in &want.iou {
+        line += &format!(" {s:.6}");
+    }
+
+    let src = root().join("tests/c/segment.cpp");
+    let exe = work_dir().join("segment-Shared");
+    build(
+        "g++",
+        CXX_FLAGS,
+        std::slice::from_ref(&src),
+        Link::Shared,
+        &exe,
+    );
+    let out = run_program(&exe, Link::Shared, &[&llm, &vision, &seg_file], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{line}\nok\n")
+    );
+}
+
 /// The C error paths and the C++ example under AddressSanitizer /
 /// LeakSanitizer: no invalid access and no leak, in the library or the RAII
 /// wrapper, on success and on error paths.
@@ -575,6 +623,10 @@ fn python_bindings() {
         .env("DAM_CLI", &cli)
         .env("DAM_TEST_LLM", &llm)
         .env("DAM_TEST_VISION", &vision)
+        .env(
+            "DAM_TEST_SEGMENTER",
+            common::converted_segmenter(GgmlType::F32),
+        )
         .env("PYTHONDONTWRITEBYTECODE", "1"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -7,67 +7,15 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
+use common::cli::{dam, ok, Out};
 use common::{fixtures, max_abs_err, rel_err, Case};
 use serde_json::Value;
 
 /// Builds an argument vector from anything path- or string-like.
 macro_rules! args {
     ($($x:expr),* $(,)?) => { Vec::<OsString>::from([$(OsString::from(&$x)),*]) };
-}
-
-/// The outcome of one run of the binary.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    cmd: String,
-}
-
-impl Out {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-fn dam(args: &[OsString]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_dam"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("cannot run the dam binary");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        cmd: args
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" "),
-    }
-}
-
-/// Runs a command that must succeed and returns its stdout.
-fn ok(args: &[OsString]) -> String {
-    let o = dam(args);
-    assert!(
-        o.ok(),
-        "dam {} failed ({:?}):\nstderr: {}\nstdout: {}",
-        o.cmd,
-        o.code,
-        o.stderr,
-        o.stdout
-    );
-    assert!(
-        !o.stderr.contains("panicked"),
-        "dam {}: {}",
-        o.cmd,
-        o.stderr
-    );
-    o.stdout
 }
 
 /// The temporary folder of this test binary.

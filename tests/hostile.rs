@@ -313,6 +313,7 @@ use gg::{Gguf, Layout, V};
 enum Kind {
     Llm,
     Vision,
+    Segmenter,
 }
 
 /// One crafted file and the error it must give.
@@ -399,9 +400,23 @@ impl Corpus {
         self.add(name, b, substr);
     }
 
-    /// Structural corruptions common to both files. `matrix` is a 2-D tensor,
-    /// `array_key` an array-valued key, `bool_key` a bool key.
-    fn structural(&mut self, matrix: &str, array_key: &str, bool_key: &str) {
+    /// The architecture key set to `wrong` (which must give `msg`), and
+    /// removed.
+    fn identity(&mut self, wrong: &str, msg: &str) {
+        self.edit("architecture_wrong", msg, |g| {
+            g.set("general.architecture", V::s(wrong))
+        });
+        self.edit(
+            "architecture_missing",
+            "missing key general.architecture",
+            |g| g.remove_key("general.architecture"),
+        );
+    }
+
+    /// Structural corruptions common to every file. `matrix` is a 2-D tensor,
+    /// `array_key` an array-valued key, `bool_key` a bool key (if the file
+    /// has one).
+    fn structural(&mut self, matrix: &str, array_key: &str, bool_key: Option<&str>) {
         let len = self.raw.len();
         let nkv = self.lay.kv.len();
         let nt = self.lay.ti.len();
@@ -482,12 +497,14 @@ impl Corpus {
         self.raw("unknown_value_type", "unknown value type 13", |b, l| {
             put_u32(b, l.kv_type[nkv / 2], 13)
         });
-        let bk = self.base.key(bool_key);
-        self.raw(
-            "bool_value_2",
-            format!("{bool_key}: bool value 2"),
-            |b, l| b[l.kv_value[bk]] = 2,
-        );
+        if let Some(bool_key) = bool_key {
+            let bk = self.base.key(bool_key);
+            self.raw(
+                "bool_value_2",
+                format!("{bool_key}: bool value 2"),
+                |b, l| b[l.kv_value[bk]] = 2,
+            );
+        }
         self.raw("key_not_utf8", "key: string is not UTF-8", |b, l| {
             b[l.kv[nkv / 2] + 8] = 0xff
         });
@@ -595,7 +612,7 @@ fn llm_corpus(llm: &Path) -> Corpus {
     c.structural(
         "blk.0.ffn_up.weight",
         "tokenizer.ggml.tokens",
-        "tokenizer.ggml.add_bos_token",
+        Some("tokenizer.ggml.add_bos_token"),
     );
     let vocab = c.base.tensors[c.base.tensor_index("token_embd.weight")].ne[1];
     assert_eq!(vocab, 1000);
@@ -904,7 +921,7 @@ fn vision_corpus(vision: &Path) -> Corpus {
     c.structural(
         "v.blk.0.ffn_up.weight",
         "dam.vision.image_mean",
-        "dam.context.masked_cross_attn",
+        Some("dam.context.masked_cross_attn"),
     );
     // Tensors against the hyper-parameters.
     c.edit(
@@ -1052,18 +1069,190 @@ fn vision_corpus(vision: &Path) -> Corpus {
         g.set("dam.vision.block_count", V::U32(0))
     });
 
-    // Identity.
-    c.edit(
-        "architecture_wrong",
+    c.identity(
+        "clip",
         "general.architecture is 'clip', expected 'dam-vision'",
-        |g| g.set("general.architecture", V::s("clip")),
-    );
-    c.edit(
-        "architecture_missing",
-        "missing key general.architecture",
-        |g| g.remove_key("general.architecture"),
     );
     c
+}
+
+fn segmenter_corpus(seg: &Path) -> Corpus {
+    let mut c = Corpus::new(Kind::Segmenter, seg);
+    c.structural(
+        "enc.blk.0.attn_q.weight",
+        "dam.segmenter.preprocess.image_mean",
+        None,
+    );
+    c.identity(
+        "dam-vision",
+        "general.architecture is 'dam-vision', expected 'dam-segmenter'",
+    );
+    c.edit("missing_tensor", "enc.blk.0.attn_q.weight", |g| {
+        g.remove_tensor("enc.blk.0.attn_q.weight")
+    });
+    c.edit("wrong_shape", "enc.blk.0.attn_q.weight", |g| {
+        let t = g.tensor("enc.blk.0.attn_q.weight");
+        t.ne = vec![24, 96];
+    });
+    c.edit("layers_0", "0 encoder", |g| {
+        g.set("dam.segmenter.block_count", V::U32(0))
+    });
+    c.edit("image_size_0", "image size 0", |g| {
+        g.set("dam.segmenter.image_size", V::U32(0))
+    });
+    c
+}
+
+/// Loads `path` as a segmenter and checks the error; returns a failure line.
+fn expect_invalid_segmenter(label: &str, path: &Path, substr: &str) -> Option<String> {
+    println!("[{label}]");
+    invalid_model_failure(
+        label,
+        dam::segmenter::Segmenter::load(path, 2).map(drop),
+        substr,
+    )
+}
+
+/// A failure line unless `r` is an `InvalidModel` error containing `substr`.
+fn invalid_model_failure(label: &str, r: dam::Result<()>, substr: &str) -> Option<String> {
+    let e = match r {
+        Ok(()) => return Some(format!("{label}: loaded without error")),
+        Err(e) => e,
+    };
+    println!("    -> {}: {e}", variant(&e));
+    let msg = e.to_string();
+    if !matches!(e, Error::InvalidModel(_)) {
+        Some(format!(
+            "{label}: {} instead of InvalidModel: {msg}",
+            variant(&e)
+        ))
+    } else if !msg.contains(substr) {
+        Some(format!("{label}: message lacks {substr:?}: {msg}"))
+    } else if msg.contains("llama.cpp cannot load") {
+        Some(format!("{label}: reached llama.cpp: {msg}"))
+    } else {
+        None
+    }
+}
+
+/// Malformed segmenter files, and DAM files given as segmenters: each is
+/// `InvalidModel` naming the problem, never a panic or a ggml abort.
+#[test]
+fn malformed_segmenter_corpus() {
+    let seg = converted_segmenter(GgmlType::F32);
+    let (llm, vision) = converted("tiny", GgmlType::F32);
+    let dir = scratch("seg-corpus");
+    let corpus = segmenter_corpus(&seg);
+    let ok = dir.join("roundtrip.gguf");
+    std::fs::write(&ok, &corpus.raw).unwrap();
+    dam::segmenter::Segmenter::load(&ok, 2).expect("the re-written valid file loads");
+    let mut failures = Vec::new();
+    for case in &corpus.cases {
+        let p = dir.join(format!("{}.gguf", case.name));
+        std::fs::write(&p, &case.bytes).unwrap();
+        failures.extend(expect_invalid_segmenter(&case.name, &p, &case.substr));
+    }
+    failures.extend(expect_invalid_segmenter(
+        "vision file",
+        &vision,
+        "expected 'dam-segmenter'",
+    ));
+    failures.extend(expect_invalid_segmenter(
+        "LLM file",
+        &llm,
+        "expected 'dam-segmenter'",
+    ));
+    // A model loaded with a bad segmenter fails as a whole, naming the file.
+    let bad = dir.join("architecture_wrong.gguf");
+    match Model::load(
+        &llm,
+        &vision,
+        ModelParams {
+            segmenter: Some(bad.clone()),
+            ..params()
+        },
+    ) {
+        Err(Error::InvalidModel(m)) => assert!(m.contains("architecture_wrong.gguf"), "{m}"),
+        other => failures.push(format!("model with a bad segmenter: {:?}", other.err())),
+    }
+    println!("cases: {}", corpus.cases.len());
+    assert!(
+        corpus.cases.len() >= 20,
+        "only {} cases",
+        corpus.cases.len()
+    );
+    finish(&dir, &failures);
+}
+
+/// Bad clicks and boxes through a model's segmenter: `InvalidArgument`
+/// naming the problem, and the session still describes afterwards.
+#[test]
+fn bad_segmenter_prompts_return_errors() {
+    let (llm, vision) = converted("tiny", GgmlType::F32);
+    let model = Model::load(
+        &llm,
+        &vision,
+        ModelParams {
+            segmenter: Some(converted_segmenter(GgmlType::F32)),
+            ..params()
+        },
+    )
+    .unwrap();
+    let mut s = model.session().unwrap();
+    let inp = Inputs::load("tiny", "c1");
+    let (w, h) = (inp.img.width as f32, inp.img.height as f32);
+    let greedy = DescribeOptions {
+        max_new_tokens: 4,
+        ..DescribeOptions::greedy()
+    };
+    let sbox = |x0, y0, x1, y1| Region::SegmentedBox { x0, y0, x1, y1 };
+    let cases: Vec<(&str, Region, &str)> = vec![
+        (
+            "click left of the image",
+            Region::Points(vec![(-1.0, 5.0, true)]),
+            "outside",
+        ),
+        (
+            "click below the image",
+            Region::Points(vec![(5.0, h + 1.0, true)]),
+            "outside",
+        ),
+        (
+            "NaN click",
+            Region::Points(vec![(f32::NAN, 5.0, true)]),
+            "outside",
+        ),
+        (
+            "infinite click",
+            Region::Points(vec![(5.0, f32::INFINITY, false)]),
+            "outside",
+        ),
+        ("no clicks", Region::Points(vec![]), "a point or a box"),
+        ("zero-width box", sbox(10.0, 10.0, 10.0, 20.0), "not a box"),
+        ("inverted box", sbox(20.0, 20.0, 10.0, 10.0), "not a box"),
+        (
+            "box past the image",
+            sbox(0.0, 0.0, w + 5.0, h),
+            "not a box",
+        ),
+        ("NaN box", sbox(0.0, f32::NAN, 5.0, 5.0), "not a box"),
+    ];
+    let want = s
+        .describe(&inp.image(), &inp.region(), &greedy)
+        .unwrap()
+        .text;
+    for (label, region, substr) in cases {
+        match s.describe(&inp.image(), &region, &greedy) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains(substr), "{label}: {m}"),
+            other => panic!("{label}: {other:?}"),
+        }
+        assert_eq!(
+            s.describe(&inp.image(), &inp.region(), &greedy)
+                .unwrap()
+                .text,
+            want
+        );
+    }
 }
 
 fn params() -> ModelParams {
@@ -1093,25 +1282,18 @@ fn expect_invalid_model(label: &str, llm: &Path, vision: &Path, substr: &str) ->
     // Printed before the call: if the process dies, the log names the case.
     println!("[{label}]");
     std::io::stdout().flush().ok();
-    match Model::load(llm, vision, params()) {
-        Ok(_) => Some(format!("{label}: loaded without error")),
-        Err(e) => {
-            println!("    -> {}: {e}", variant(&e));
-            let msg = e.to_string();
-            if !matches!(e, Error::InvalidModel(_)) {
-                Some(format!(
-                    "{label}: {} instead of InvalidModel: {msg}",
-                    variant(&e)
-                ))
-            } else if !msg.contains(substr) {
-                Some(format!("{label}: message lacks {substr:?}: {msg}"))
-            } else if msg.contains("llama.cpp cannot load") {
-                Some(format!("{label}: reached llama.cpp: {msg}"))
-            } else {
-                None
-            }
-        }
-    }
+    invalid_model_failure(label, Model::load(llm, vision, params()).map(drop), substr)
+}
+
+/// Removes a corpus folder; fails with every failure line, if any.
+fn finish(dir: &Path, failures: &[String]) {
+    std::fs::remove_dir_all(dir).ok();
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -1134,7 +1316,7 @@ fn malformed_gguf_corpus() {
         std::fs::write(&ok, &corpus.raw).unwrap();
         let (l, v) = match corpus.kind {
             Kind::Llm => (ok.as_path(), vision.as_path()),
-            Kind::Vision => (llm.as_path(), ok.as_path()),
+            _ => (llm.as_path(), ok.as_path()),
         };
         Model::load(l, v, params()).expect("the re-written valid file loads");
 
@@ -1143,7 +1325,7 @@ fn malformed_gguf_corpus() {
             std::fs::write(&p, &case.bytes).unwrap();
             let (l, v) = match corpus.kind {
                 Kind::Llm => (p.as_path(), vision.as_path()),
-                Kind::Vision => (llm.as_path(), p.as_path()),
+                _ => (llm.as_path(), p.as_path()),
             };
             let label = format!("{:?}/{}", corpus.kind, case.name);
             failures.extend(expect_invalid_model(&label, l, v, &case.substr));
@@ -1191,13 +1373,7 @@ fn malformed_gguf_corpus() {
     for (kind, n) in counts {
         assert!(n >= 20, "{kind:?}: only {n} cases");
     }
-    std::fs::remove_dir_all(&dir).ok();
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    finish(&dir, &failures);
 }
 
 // -------------------------------------------------------------- bad inputs

@@ -290,3 +290,98 @@ fn bad_prompts_are_errors() {
     };
     assert_eq!(seg.segment(&view, &single).unwrap().iou.len(), 1);
 }
+
+#[test]
+fn second_prompt_runs_only_the_decoder() {
+    let mut seg = load_f32(SAM, "second");
+    let a = dam::image::load_rgb(fixtures().join("geom/cases/c3_image.png")).unwrap();
+    let (w, h) = (a.width as f32, a.height as f32);
+    let click = Prompt {
+        points: vec![Point {
+            x: w / 3.0,
+            y: h / 2.0,
+            label: PointLabel::Foreground,
+        }],
+        bbox: None,
+        multimask: true,
+    };
+    let boxed = Prompt {
+        points: vec![],
+        bbox: Some([1.0, 1.0, w / 2.0, h / 2.0]),
+        multimask: false,
+    };
+    let first = seg.segment(&a.view().unwrap(), &click).unwrap();
+    assert_eq!(seg.encodes(), 1);
+    seg.segment(&a.view().unwrap(), &boxed).unwrap();
+    assert_eq!(seg.encodes(), 1, "a second prompt re-encoded the image");
+    // A failing prompt keeps the cache.
+    let nothing = Prompt {
+        bbox: None,
+        ..boxed.clone()
+    };
+    assert!(seg.segment(&a.view().unwrap(), &nothing).is_err());
+    assert_eq!(seg.segment(&a.view().unwrap(), &click).unwrap(), first);
+    assert_eq!(seg.encodes(), 1);
+    // Another image (same size, one pixel changed) is encoded.
+    let mut b = a.clone();
+    b.data[0] ^= 1;
+    seg.segment(&b.view().unwrap(), &click).unwrap();
+    assert_eq!(seg.encodes(), 2);
+}
+
+/// Points and segmented boxes through a model's segmenter: the region is the
+/// segmenter's mask; without a segmenter they are refused with a message
+/// that says what to load.
+#[test]
+fn model_resolves_points_through_its_segmenter() {
+    use dam::{DescribeOptions, Model, ModelParams, Region};
+    let (llm, vision) = common::converted("tiny", GgmlType::F32);
+    let image = dam::image::load_rgb(fixtures().join("geom/cases/c3_image.png")).unwrap();
+    let view = image.view().unwrap();
+    let (w, h) = (image.width as f32, image.height as f32);
+    let opts = DescribeOptions {
+        max_new_tokens: 2,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let clicks = Region::Points(vec![(w / 3.0, h / 2.0, true), (w - 2.0, 2.0, false)]);
+    let segbox = Region::SegmentedBox {
+        x0: 1.0,
+        y0: 1.0,
+        x1: w / 2.0,
+        y1: h / 2.0,
+    };
+
+    let plain = Model::load(&llm, &vision, ModelParams::default()).unwrap();
+    assert!(plain.segmenter.is_none());
+    let mut s = plain.session().unwrap();
+    for r in [&clicks, &segbox] {
+        match s.describe(&view, r, &opts) {
+            Err(dam::Error::UnsupportedRegion(m)) => assert!(m.contains("segmenter"), "{m}"),
+            other => panic!("{r:?} without a segmenter: {other:?}"),
+        }
+    }
+
+    let params = ModelParams {
+        threads: 2,
+        segmenter: Some(common::converted_segmenter(GgmlType::F32)),
+        ..Default::default()
+    };
+    let model = Model::load(&llm, &vision, params).unwrap();
+    let mut own = load_f32(SAM, "model");
+    let mut s = model.session().unwrap();
+    for r in [&clicks, &segbox] {
+        let want = own
+            .segment(&view, &dam::segmenter::regions::prompt_of(r).unwrap())
+            .unwrap()
+            .mask;
+        assert_eq!(model.region_mask(r, &view).unwrap(), want);
+        if let Some(b) = want.bbox() {
+            let cap = s.describe(&view, r, &opts).unwrap();
+            assert_eq!(cap.frames[0].mask_box, b);
+            assert_eq!(cap.frames[0].mask_pixels, want.count());
+        }
+    }
+    let seg = model.segmenter.as_ref().unwrap().lock().unwrap();
+    assert_eq!(seg.encodes(), 1, "one image, one encoder run");
+}

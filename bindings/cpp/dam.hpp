@@ -90,16 +90,25 @@ class Region {
         r.r_.normalized = normalized ? 1 : 0;
         return r;
     }
-    /// Clicks: the library answers DAM_STATUS_UNSUPPORTED_REGION (no segmenter yet).
-    static Region points(std::vector<dam_point> points) {
+    /// Clicks in pixels (labels: 1 positive, 0 negative; empty = all positive). They need a
+    /// segmenter (the model's, or `Segmenter`); without one DAM_STATUS_UNSUPPORTED_REGION.
+    static Region points(std::vector<dam_point> points, std::vector<int32_t> labels = {}) {
         Region r(DAM_REGION_KIND_POINTS);
         r.points_ = std::move(points);
+        r.labels_ = std::move(labels);
+        return r;
+    }
+    /// A box in pixels given to the segmenter, whose mask is the region (API 1.4).
+    static Region segmented_box(float x0, float y0, float x1, float y1) {
+        Region r = box(x0, y0, x1, y1);
+        r.r_.kind = DAM_REGION_KIND_SEGMENTED_BOX;
         return r;
     }
     /// The C struct; valid while this Region lives and is not modified.
     const dam_region &c() const {
         r_.points = points_.empty() ? nullptr : points_.data();
         r_.n_points = points_.size();
+        r_.point_labels = labels_.empty() ? nullptr : labels_.data();
         return r_;
     }
 
@@ -110,6 +119,40 @@ class Region {
     }
     mutable dam_region r_;
     std::vector<dam_point> points_;
+    std::vector<int32_t> labels_;
+};
+
+/// The result of `Segmenter::segment`: the selected mask (width * height bytes, 1 = inside),
+/// every candidate's predicted IoU and the selected index.
+struct Segmentation {
+    std::vector<uint8_t> mask;
+    std::vector<float> scores;
+    int32_t best = 0;
+};
+
+/// A segmenter on its own (API 1.4); copies share it (calls are serialised).
+class Segmenter {
+  public:
+    explicit Segmenter(const std::string &path, int32_t n_threads = 0) {
+        dam_segmenter *s = nullptr;
+        check(dam_segmenter_load(DAM_API_VERSION, path.c_str(), n_threads, &s));
+        seg_.reset(s, dam_segmenter_free);
+    }
+    /// Clicks (`Region::points`) or a box (`Region::segmented_box`) on `image`.
+    Segmentation segment(const dam_image_view &image, const Region &region, bool multimask = true) const {
+        Segmentation out;
+        out.mask.resize(static_cast<size_t>(image.width) * image.height);
+        out.scores.resize(8);
+        size_t n = 0;
+        check(dam_segment(seg_.get(), &image, &region.c(), multimask ? 1 : 0, out.mask.data(), out.mask.size(),
+                          out.scores.data(), out.scores.size(), &n, &out.best));
+        out.scores.resize(n);
+        return out;
+    }
+    dam_segmenter *get() const noexcept { return seg_.get(); }
+
+  private:
+    std::shared_ptr<dam_segmenter> seg_;
 };
 
 /// Describe options with chainable setters (defaults: dam_describe_options_default()).
@@ -182,7 +225,8 @@ class Model {
         check(dam_model_load_on(DAM_API_VERSION, llm_path.c_str(), vision_path.c_str(), &params, &device, &m));
         model_.reset(m, dam_model_free);
     }
-    /// The default device choices: the main GPU (0) when there is one, vision there too.
+    /// The default device choices: the main GPU (0) when there is one, vision there too; set
+    /// `segmenter_path` (API 1.4) to load a segmenter with the model for point regions.
     static dam_device_params device_defaults() {
         dam_device_params d;
         check(dam_device_params_init(&d, sizeof d));

@@ -66,6 +66,7 @@ namespace Dam
             public int main_gpu;
             public int vision_device;
             public int repack;
+            public IntPtr segmenter_path; // API 1.4 (NULL: no segmenter; not set by these bindings yet)
         }
 
         [StructLayout(LayoutKind.Sequential)]

@@ -7,7 +7,7 @@ use std::ptr;
 
 use super::types::*;
 use super::{
-    check_struct_size, enum_arg, fail, guard_default, invalid, read_optional, read_versioned, Fail,
+    check_struct_size, enum_arg, guard_default, invalid, read_optional, read_versioned, Fail,
 };
 use crate::image::{ImageView, MAX_IMAGE_SIDE};
 use crate::model::DescribeOptions;
@@ -93,6 +93,27 @@ unsafe fn points_of(p: *const DamPoint, n: usize, what: &str) -> Result<Vec<(f32
         .collect())
 }
 
+/// Labels of `n` points (true = positive); NULL = all positive.
+///
+/// # Safety
+/// `p`, when not NULL, must point to `n` readable `int32_t`s.
+unsafe fn labels_of(p: *const i32, n: usize, what: &str) -> Result<Vec<bool>, Fail> {
+    if p.is_null() || n == 0 {
+        return Ok(vec![true; n]);
+    }
+    (0..n)
+        // SAFETY: non-NULL, `n` labels readable by contract (`n` is at most
+        // MAX_POINTS, checked with the points); unaligned reads.
+        .map(|i| match unsafe { ptr::read_unaligned(p.add(i)) } {
+            1 => Ok(true),
+            0 => Ok(false),
+            l => Err(invalid(format!(
+                "{what}: point_labels[{i}] is {l}, not 0 or 1"
+            ))),
+        })
+        .collect()
+}
+
 /// Reads the image view `image` points to and borrows its bytes.
 ///
 /// # Safety
@@ -121,32 +142,51 @@ pub(crate) unsafe fn image_at<'a>(
 /// `n_points` points).
 unsafe fn region_of<'a>(r: &DamRegion, what: &str) -> Result<Region<'a>, Fail> {
     let normalized = r.normalized != 0;
-    Ok(match enum_arg::<DamRegionKind>(r.kind, &format!("{what}.kind"))? {
-        DamRegionKind::Mask => {
-            // SAFETY: forwarded contract for the mask view.
-            Region::Mask(unsafe { image_view(&r.mask, &format!("{what}.mask")) }?)
-        }
-        DamRegionKind::Alpha => Region::AlphaOfImage,
-        DamRegionKind::Box => Region::Box {
-            x0: r.x0,
-            y0: r.y0,
-            x1: r.x1,
-            y1: r.y1,
-            normalized,
+    Ok(
+        match enum_arg::<DamRegionKind>(r.kind, &format!("{what}.kind"))? {
+            DamRegionKind::Mask => {
+                // SAFETY: forwarded contract for the mask view.
+                Region::Mask(unsafe { image_view(&r.mask, &format!("{what}.mask")) }?)
+            }
+            DamRegionKind::Alpha => Region::AlphaOfImage,
+            DamRegionKind::Box => Region::Box {
+                x0: r.x0,
+                y0: r.y0,
+                x1: r.x1,
+                y1: r.y1,
+                normalized,
+            },
+            DamRegionKind::Scribble => Region::Scribble {
+                // SAFETY: forwarded contract for the points.
+                points: unsafe { points_of(r.points, r.n_points, what) }?,
+                width: r.brush_width,
+                normalized,
+            },
+            DamRegionKind::Points | DamRegionKind::SegmentedBox if normalized => {
+                return Err(invalid(format!(
+                    "{what}: points and segmented boxes are in pixels (normalized must be 0)"
+                )))
+            }
+            DamRegionKind::Points => {
+                // SAFETY: forwarded contract for the points.
+                let xy = unsafe { points_of(r.points, r.n_points, what) }?;
+                // SAFETY: forwarded contract for the labels.
+                let labels = unsafe { labels_of(r.point_labels, xy.len(), what) }?;
+                Region::Points(
+                    xy.into_iter()
+                        .zip(labels)
+                        .map(|((x, y), l)| (x, y, l))
+                        .collect(),
+                )
+            }
+            DamRegionKind::SegmentedBox => Region::SegmentedBox {
+                x0: r.x0,
+                y0: r.y0,
+                x1: r.x1,
+                y1: r.y1,
+            },
         },
-        DamRegionKind::Scribble => Region::Scribble {
-            // SAFETY: forwarded contract for the points.
-            points: unsafe { points_of(r.points, r.n_points, what) }?,
-            width: r.brush_width,
-            normalized,
-        },
-        DamRegionKind::Points => {
-            return Err(fail(
-                DamStatus::UnsupportedRegion,
-                format!("{what}: points need a segmenter, which dam does not have yet; pass a mask, box or scribble"),
-            ))
-        }
-    })
+    )
 }
 
 /// An all-zero region of the current size: the defaults of fields past a

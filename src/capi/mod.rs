@@ -20,7 +20,7 @@
 //! Files by topic: this one holds the shared plumbing (panics, statuses,
 //! the last error, reading caller memory) and the version/info functions;
 //! `types` the header's types; `model`, `session` and `input` (images,
-//! regions, options) the functions of each.
+//! regions, options) and `segmenter` the functions of each.
 //!
 //! The per-function safety contract is the header's (NULL-checked pointers
 //! must otherwise be valid for the documented size, the documented threads
@@ -40,11 +40,13 @@ use crate::error::Error;
 
 mod input;
 mod model;
+mod segmenter;
 mod session;
 mod types;
 
 pub use input::*;
 pub use model::*;
+pub use segmenter::*;
 pub use session::*;
 pub use types::*;
 
@@ -55,7 +57,7 @@ pub use types::*;
 pub const DAM_API_VERSION_MAJOR: u32 = 1;
 /// Minor version of the C API. Grows when functions, struct fields (at the
 /// end of a struct) or enum values are appended.
-pub const DAM_API_VERSION_MINOR: u32 = 3;
+pub const DAM_API_VERSION_MINOR: u32 = 4;
 /// The API version this header describes: `(MAJOR << 16) | MINOR`. Pass it
 /// to `dam_model_load`.
 pub const DAM_API_VERSION: u32 = (DAM_API_VERSION_MAJOR << 16) | DAM_API_VERSION_MINOR;

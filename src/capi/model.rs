@@ -79,6 +79,7 @@ fn device_params_default() -> DamDeviceParams {
         main_gpu: d.main_gpu,
         vision_device: DamVisionDevice::from(d.vision_device) as i32,
         repack: i32::from(d.repack),
+        segmenter_path: ptr::null(),
     }
 }
 
@@ -159,6 +160,7 @@ fn model_params_of(p: &DamModelParams, d: &DamDeviceParams) -> Result<ModelParam
         vision_device: enum_arg::<DamVisionDevice>(d.vision_device, "device.vision_device")?.into(),
         repack,
         n_seq_max,
+        segmenter: None,
     })
 }
 
@@ -255,7 +257,11 @@ pub unsafe extern "C" fn dam_model_load_on(
         // SAFETY: `device` is NULL or a dam_device_params of struct_size bytes.
         let d =
             unsafe { read_optional(device, device_params_default(), DEVICE_PARAMS_MIN, "device") }?;
-        let mp = model_params_of(&p, &d)?;
+        let mut mp = model_params_of(&p, &d)?;
+        if !d.segmenter_path.is_null() {
+            // SAFETY: a NUL-terminated string (contract; NULL checked).
+            mp.segmenter = Some(unsafe { path_arg(d.segmenter_path, "device.segmenter_path") }?);
+        }
         let logger = logger_of(&p)?;
         let _scope = log::enter(logger.clone());
         log::emit(

@@ -78,9 +78,14 @@ pub enum DamRegionKind {
     /// The polyline through `points[0 .. n_points]` drawn with a round brush
     /// of diameter `brush_width` pixels; `normalized` applies to the points.
     Scribble = 3,
-    /// Clicks `points` (labels in `point_labels`): needs a segmenter, which
-    /// dam does not have yet; always `DAM_STATUS_UNSUPPORTED_REGION`.
+    /// Clicks `points` in image pixels (labels in `point_labels`), made a
+    /// mask by the model's segmenter (`dam_device_params.segmenter_path`);
+    /// without one `DAM_STATUS_UNSUPPORTED_REGION` (before 1.4 always).
     Points = 4,
+    /// The box `x0, y0, x1, y1` in image pixels given to the segmenter,
+    /// whose mask is the region (an opt-in alternative to BOX's filled
+    /// rectangle); needs a segmenter like POINTS. Since API 1.4.
+    SegmentedBox = 5,
 }
 
 /// Length instructions the model was trained with (`length_kind` of
@@ -254,6 +259,10 @@ pub struct DamDeviceParams {
     /// faster in another layout (AMX tiles, repacked GEMM blocks) into it at
     /// load; 0: keep every weight in the mapped file (less memory).
     pub repack: i32,
+    /// A `dam-segmenter` GGUF file to load with the model (NULL = none,
+    /// the default): POINTS and SEGMENTED_BOX regions become its masks
+    /// (on the CPU, `n_threads` threads). Since API 1.4.
+    pub segmenter_path: *const c_char,
 }
 
 /// How to create a session. Get one from `dam_session_params_default()`.
@@ -329,11 +338,12 @@ pub struct DamRegion {
     pub struct_size: u32,
     /// A `dam_region_kind`.
     pub kind: i32,
-    /// BOX, SCRIBBLE: nonzero = coordinates are fractions of width/height.
+    /// BOX, SCRIBBLE: nonzero = coordinates are fractions of width/height
+    /// (POINTS and SEGMENTED_BOX take pixels: nonzero is refused).
     pub normalized: i32,
     /// SCRIBBLE: brush diameter in image pixels (> 0).
     pub brush_width: f32,
-    /// BOX: corners (x0 <= x1, y0 <= y1).
+    /// BOX, SEGMENTED_BOX: corners (x0 <= x1, y0 <= y1).
     pub x0: f32,
     pub y0: f32,
     pub x1: f32,
@@ -343,8 +353,8 @@ pub struct DamRegion {
     /// SCRIBBLE, POINTS: `n_points` points.
     pub points: *const DamPoint,
     pub n_points: usize,
-    /// POINTS: `n_points` labels (1 = positive, 0 = negative); NULL = all
-    /// positive.
+    /// POINTS: `n_points` labels (1 = positive, 0 = negative, anything
+    /// else refused); NULL = all positive.
     pub point_labels: *const i32,
 }
 
@@ -374,7 +384,7 @@ pub struct DamTimings {
 // size while these minimums stay.
 /// API 1.0's dam_model_params ended before `n_seq_max`.
 pub(crate) const MODEL_PARAMS_MIN: usize = std::mem::offset_of!(DamModelParams, n_seq_max);
-pub(crate) const DEVICE_PARAMS_MIN: usize = size_of::<DamDeviceParams>();
+pub(crate) const DEVICE_PARAMS_MIN: usize = std::mem::offset_of!(DamDeviceParams, segmenter_path);
 pub(crate) const SESSION_PARAMS_MIN: usize = size_of::<DamSessionParams>();
 pub(crate) const OPTIONS_MIN: usize = size_of::<DamDescribeOptions>();
 pub(crate) const REGION_MIN: usize = size_of::<DamRegion>();
@@ -481,7 +491,7 @@ c_enum!(
 c_enum!(
     DamRegionKind,
     "dam_region_kind",
-    [Mask, Alpha, Box, Scribble, Points]
+    [Mask, Alpha, Box, Scribble, Points, SegmentedBox]
 );
 c_enum!(
     DamLength,

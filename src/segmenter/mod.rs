@@ -14,6 +14,7 @@ pub(crate) mod mask_decoder;
 pub mod postprocess;
 pub mod preprocess;
 pub(crate) mod prompt_encoder;
+pub mod regions;
 pub mod tensors;
 pub(crate) mod tiny_vit;
 
@@ -97,6 +98,8 @@ pub struct Segmenter {
     backend: Backend,
     threads: usize,
     cache: Option<Cached>,
+    /// Image encoder runs so far (the cache's effect is observable).
+    encodes: u64,
 }
 
 impl Segmenter {
@@ -144,6 +147,7 @@ impl Segmenter {
             backend,
             threads,
             cache: None,
+            encodes: 0,
         })
     }
 
@@ -184,7 +188,20 @@ impl Segmenter {
             self.backend.set_i32(&g, t, &values(side))?;
         }
         self.backend.compute(&g)?;
+        self.encodes += 1;
         self.backend.get_f32(&g, emb)
+    }
+
+    /// The cached image embedding ([O, g*g], channels fastest) of the last
+    /// image segmented.
+    pub fn cached_embedding(&self) -> Option<&[f32]> {
+        self.cache.as_ref().map(|c| c.embedding.as_slice())
+    }
+
+    /// How many times the image encoder has run (a second prompt on the
+    /// cached image does not add one).
+    pub fn encodes(&self) -> u64 {
+        self.encodes
     }
 
     /// [O, g*g] token layout -> PyTorch's [O, g, g].

@@ -8,6 +8,8 @@ use std::sync::{Mutex, OnceLock};
 
 use dam::GgmlType;
 
+pub mod cli;
+
 pub const MODELS: [&str; 2] = ["tiny", "geom"];
 
 /// What a test that misses a tool tells the user to run.
@@ -156,7 +158,8 @@ impl Case {
     }
 }
 
-/// A fixture safetensors file: its f32 tensors and its i64 tensors.
+/// A fixture safetensors file: its f32 tensors and its i64 tensors (u8
+/// ones widened to i64).
 pub fn read_safetensors(
     path: &std::path::Path,
 ) -> (HashMap<String, Arr>, HashMap<String, Vec<i64>>) {
@@ -186,6 +189,9 @@ pub fn read_safetensors(
                     .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
                     .collect();
                 ids.insert(k.to_string(), data);
+            }
+            safetensors::Dtype::U8 => {
+                ids.insert(k.to_string(), d.iter().map(|&b| i64::from(b)).collect());
             }
             other => panic!("unexpected dtype {other:?}"),
         }
@@ -233,6 +239,23 @@ pub fn converted(model: &str, ty: GgmlType) -> (PathBuf, PathBuf) {
             let ck = fixtures().join(model).join("checkpoint");
             let r = dam::convert::convert(&ck, &out, ty, model, &Default::default()).unwrap();
             (r.llm_path, r.vision_path)
+        })
+        .clone()
+}
+
+/// Converts the sam-tiny segmenter fixture once per type and returns the
+/// GGUF file's path.
+pub fn converted_segmenter(ty: GgmlType) -> PathBuf {
+    static DONE: OnceLock<Mutex<HashMap<GgmlType, PathBuf>>> = OnceLock::new();
+    let m = DONE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+    g.entry(ty)
+        .or_insert_with(|| {
+            let out = tmp_root().join(format!("sam-tiny-{}", ty.name()));
+            let ck = fixtures().join("segmenter/sam-tiny/checkpoint");
+            dam::convert::convert_segmenter(&ck, &out, ty, "sam-tiny", false)
+                .unwrap()
+                .path
         })
         .clone()
 }

@@ -24,7 +24,7 @@ int main(void) {
     F(dam_describe_options, seed);
     S(dam_device_params);
     F(dam_device_params, struct_size); F(dam_device_params, main_gpu); F(dam_device_params, vision_device);
-    F(dam_device_params, repack);
+    F(dam_device_params, repack); F(dam_device_params, segmenter_path);
     S(dam_image_view);
     F(dam_image_view, data); F(dam_image_view, width); F(dam_image_view, height);
     F(dam_image_view, stride_bytes); F(dam_image_view, format);

@@ -12,8 +12,9 @@ else the one `pip install` bundled in this package, else a checkout's target/rel
 Images: a PIL image, a numpy array (H x W gray, H x W x 3 RGB, H x W x 4 RGBA, uint8), or a
 path. Regions (exactly one): ``mask=`` (same kinds; pixel > 0 = region), ``box=(x0, y0, x1,
 y1)``, ``scribble=[(x, y), ...]`` with ``brush=``, ``alpha=True`` (the image's alpha channel),
-``points=`` (refused with UnsupportedRegionError: needs a segmenter). ``normalized=True`` makes
-box/scribble coordinates fractions of the size.
+``points=[(x, y[, positive]), ...]`` in pixels (needs ``Model(..., segmenter=S.gguf)``, else
+UnsupportedRegionError). ``normalized=True`` makes box/scribble coordinates fractions of the size.
+``dam.Segmenter(S.gguf).segment(image, points=..., box=...)`` gives the mask alone.
 
 Errors raise a subclass of DamError carrying ``status`` and ``message``.
 """
@@ -46,6 +47,7 @@ __all__ = [
     "VersionMismatchError",
     "BufferTooSmallError",
     "InternalError",
+    "Segmenter",
     "version",
     "backend_info",
     "library_path",
@@ -672,6 +674,7 @@ class Model:
     ``n_gpu_layers`` (-1 = all on the GPU when there is one), ``main_gpu`` (index of
     the GPU), ``vision_device`` ("gpu": on the main GPU when there is one; "cpu"),
     ``repack`` (False keeps CPU weights in the file's layout: no AMX/repacked copies),
+    ``segmenter`` (a dam-segmenter GGUF: ``points=`` regions become its masks),
     ``log=fn(level, text)`` with ``log_level`` ("debug".."error"), ``progress=fn(stage,
     fraction) -> bool`` (False cancels the load)."""
 
@@ -688,6 +691,7 @@ class Model:
         main_gpu: int = 0,
         vision_device: str = "gpu",
         repack: bool = True,
+        segmenter: "Optional[str | os.PathLike[str]]" = None,
         log: Optional[Callable[[str, str], None]] = None,
         log_level: str = "warn",
         progress: Optional[Callable[[str, float], Any]] = None,
@@ -711,6 +715,8 @@ class Model:
         d.main_gpu = main_gpu
         d.vision_device = vision_code
         d.repack = 1 if repack else 0
+        self._segmenter_path = None if segmenter is None else os.fsencode(segmenter)
+        d.segmenter_path = self._segmenter_path
         names = {v: k for k, v in _ffi.LOG_LEVELS.items()}
         self._callbacks: list = []
         if log is not None:
@@ -818,3 +824,25 @@ class Model:
         """Yields the caption's pieces as they are generated (see ``Session.stream``)."""
         with self._borrow() as s:
             yield from s.stream(image, mask, **kw)
+
+
+class _Closing:
+    """close() on garbage collection and at the end of a ``with`` block."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+from .segment import Segmenter  # noqa: E402  (uses the helpers above)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 API_VERSION_MAJOR = 1
-API_VERSION_MINOR = 2
+API_VERSION_MINOR = 4
 API_VERSION = (API_VERSION_MAJOR << 16) | API_VERSION_MINOR
 
 # dam_status
@@ -31,6 +31,7 @@ INTERNAL = -11
 PIXEL_FORMAT_RGB8, PIXEL_FORMAT_RGBA8, PIXEL_FORMAT_BGRA8, PIXEL_FORMAT_GRAY8 = 0, 1, 2, 3
 # dam_region_kind
 REGION_MASK, REGION_ALPHA, REGION_BOX, REGION_SCRIBBLE, REGION_POINTS = 0, 1, 2, 3, 4
+REGION_SEGMENTED_BOX = 5  # API 1.4
 # dam_length
 LENGTH_NONE, LENGTH_WORDS, LENGTH_ABOUT_WORDS, LENGTH_MORE_THAN_WORDS, LENGTH_SENTENCES = 0, 1, 2, 3, 4
 # dam_kv_type, dam_flash_attn, dam_log_level, dam_load_stage
@@ -70,6 +71,7 @@ class DeviceParams(ctypes.Structure):  # API 1.2
         ("main_gpu", ctypes.c_int32),
         ("vision_device", ctypes.c_int32),
         ("repack", ctypes.c_int32),
+        ("segmenter_path", ctypes.c_char_p),  # API 1.4
     ]
 
 
@@ -252,6 +254,23 @@ def load(path: str | None = None) -> ctypes.CDLL:
             status,
         ),
         "dam_session_caption_count": ([c.c_void_p], c.c_size_t),
+        "dam_segmenter_load": ([c.c_uint32, c.c_char_p, c.c_int32, c.POINTER(c.c_void_p)], status),
+        "dam_segmenter_free": ([c.c_void_p], None),
+        "dam_segment": (
+            [
+                c.c_void_p,
+                c.POINTER(ImageView),
+                c.POINTER(Region),
+                c.c_int32,
+                c.POINTER(c.c_uint8),
+                c.c_size_t,
+                c.POINTER(c.c_float),
+                c.c_size_t,
+                c.POINTER(c.c_size_t),
+                c.POINTER(c.c_int32),
+            ],
+            status,
+        ),
         "dam_session_caption": (
             [c.c_void_p, c.c_size_t, c.c_char_p, c.c_size_t, c.POINTER(c.c_size_t)],
             status,

@@ -45,6 +45,23 @@ def model_files(cli, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def segmenter_file(cli, tmp_path_factory) -> str:
+    """The sam-tiny fixture segmenter ($DAM_TEST_SEGMENTER, else converted with the CLI)."""
+    path = os.environ.get("DAM_TEST_SEGMENTER")
+    if path:
+        return path
+    out = tmp_path_factory.mktemp("sam")
+    res = subprocess.run(
+        [cli, "convert", str(REPO / "tests/fixtures/segmenter/sam-tiny/checkpoint"), "--outdir", str(out),
+         "--type", "f32", "--name", "sam-tiny"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return res.stdout.strip()
+
+
+@pytest.fixture(scope="session")
 def model(model_files):
     import dam
 

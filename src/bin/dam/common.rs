@@ -46,6 +46,10 @@ pub struct ModelArgs {
     /// less memory, slower matrix products).
     #[arg(long)]
     pub no_repack: bool,
+    /// A dam-segmenter GGUF (`dam convert` of a SAM checkpoint): --points
+    /// and --segment-box regions become its masks.
+    #[arg(long, value_name = "S.gguf")]
+    pub segmenter: Option<PathBuf>,
 }
 
 /// Where `convert` and `synth` write the model pair, and its weight type.
@@ -101,6 +105,7 @@ pub fn model_params(a: &ModelArgs, reference: bool) -> Result<ModelParams> {
     p.repack = !a.no_repack;
     p.vision_device = a.vision_device;
     p.n_ctx = a.ctx;
+    p.segmenter = a.segmenter.clone();
     if !reference {
         p.kv_type = a.kv_type;
         p.flash_attn = a.flash_attn;

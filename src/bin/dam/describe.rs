@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use dam::image::Mask;
+use dam::segmenter::regions::{prompt_of, NEEDS_SEGMENTER};
 use dam::{Caption, DescribeOptions, Error, Frame, LengthControl, Model, Result, Session};
 
 use crate::common::{load_model, ModelArgs};
@@ -87,15 +88,20 @@ pub fn run(a: DescribeArgs) -> Result<()> {
         ignore_eos: a.ignore_eos,
     };
     // Rasterise once, early, so that region errors come before the model
-    // loads (a video drops empty frames instead) and for the overlay.
-    let masks = frames
-        .iter()
-        .map(|f| match frames.len() {
-            1 => dam::region::rasterize(&f.region, &f.image),
-            _ => dam::region::rasterize_any(&f.region, &f.image),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // loads (a video drops empty frames instead) and for the overlay;
+    // segmented regions wait for the model's segmenter.
+    let segmented = frames.iter().any(|f| prompt_of(&f.region).is_some());
+    if segmented && a.model.segmenter.is_none() {
+        return Err(Error::UnsupportedRegion(NEEDS_SEGMENTER.into()));
+    }
+    let early = (!segmented)
+        .then(|| region_masks(&frames, None))
+        .transpose()?;
     let model = load_model(&a.model, false)?;
+    let masks = match early {
+        Some(m) => m,
+        None => region_masks(&frames, Some(&model))?,
+    };
     let mut session = model.session()?;
     let stdout_tty = std::io::stdout().is_terminal();
     let stream = !a.json && (a.stream || (stdout_tty && !a.no_stream));
@@ -114,6 +120,20 @@ pub fn run(a: DescribeArgs) -> Result<()> {
         println!("{}", cap.text);
     }
     Ok(())
+}
+
+/// The mask of each frame's region (with `model`'s segmenter, if given);
+/// a single frame's must not be empty.
+fn region_masks(frames: &[Frame], model: Option<&Model>) -> Result<Vec<Mask>> {
+    let one = |f: &Frame| match model {
+        Some(m) => m.region_mask(&f.region, &f.image),
+        None => dam::region::rasterize_any(&f.region, &f.image),
+    };
+    let masks = frames.iter().map(one).collect::<Result<Vec<_>>>()?;
+    if frames.len() == 1 && masks[0].is_empty() {
+        return Err(Error::InvalidRegion(dam::region::EMPTY_REGION.into()));
+    }
+    Ok(masks)
 }
 
 /// Runs the request, printing text as it comes with `stream`; a terminal's
@@ -184,12 +204,15 @@ fn write_overlay(path: &Path, frames: &[Frame], masks: &[Mask], cap: &Caption) -
         .frames
         .first()
         .ok_or_else(|| Error::InvalidArgument("no frame".into()))?;
-    let img = dam::overlay::draw(
+    let mut img = dam::overlay::draw(
         &f.image.to_rgb(),
         mask,
         info.mask_box,
         info.window.to_array(),
     )?;
+    if let dam::Region::Points(clicks) = &f.region {
+        dam::overlay::draw_clicks(&mut img, clicks);
+    }
     image::save_buffer(
         path,
         &img.data,

@@ -82,10 +82,10 @@ fn le<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
 
 /// The named tensors of a dump: (name, type, shape, little-endian bytes).
 #[derive(Default)]
-struct Tensors(Vec<(String, Dtype, Vec<usize>, Vec<u8>)>);
+pub struct Tensors(Vec<(String, Dtype, Vec<usize>, Vec<u8>)>);
 
 impl Tensors {
-    fn f32(&mut self, name: &str, shape: Vec<usize>, data: &[f32]) {
+    pub fn f32(&mut self, name: &str, shape: Vec<usize>, data: &[f32]) {
         let bytes = le(data, f32::to_le_bytes);
         self.0.push((name.to_string(), Dtype::F32, shape, bytes));
     }
@@ -96,7 +96,12 @@ impl Tensors {
             .push((name.to_string(), Dtype::I64, vec![data.len()], bytes));
     }
 
-    fn write(&self, out: &Path) -> Result<()> {
+    pub fn u8(&mut self, name: &str, shape: Vec<usize>, data: &[u8]) {
+        self.0
+            .push((name.to_string(), Dtype::U8, shape, data.to_vec()));
+    }
+
+    pub fn write(&self, out: &Path) -> Result<()> {
         let views: Vec<(String, TensorView)> = self
             .0
             .iter()

@@ -24,9 +24,15 @@ pub struct RegionArgs {
     /// Brush diameter of --scribble, pixels.
     #[arg(long, default_value_t = 10.0)]
     pub brush: f32,
-    /// Clicks x,y;x,y (needs a segmenter: not supported yet).
+    /// Clicks x,y;x,y in pixels, made a mask by --segmenter.
     #[arg(long, value_name = "X,Y;...")]
     pub points: Option<String>,
+    /// One label per click: 1 = positive (the default), 0 = negative.
+    #[arg(long, value_name = "L,L,...", requires = "points")]
+    pub labels: Option<String>,
+    /// The --box goes to --segmenter, whose mask is the region (pixels).
+    #[arg(long, requires = "bbox")]
+    pub segment_box: bool,
     /// Take the mask from the image's alpha channel (alpha > 0).
     #[arg(long)]
     pub alpha_mask: bool,
@@ -45,6 +51,8 @@ impl RegionArgs {
             scribble: None,
             brush: 0.0,
             points: None,
+            labels: None,
+            segment_box: false,
             alpha_mask: false,
             normalized: false,
         }
@@ -69,6 +77,44 @@ fn floats(s: &str, what: &str) -> Result<Vec<f32>> {
                 .map_err(|_| Error::InvalidArgument(format!("{what}: '{t}' is not a number")))
         })
         .collect()
+}
+
+/// `--points` with `--labels` (all positive without): (x, y, positive).
+pub fn clicks(points: &str, labels: Option<&str>) -> Result<Vec<(f32, f32, bool)>> {
+    let xy = pairs(points, "--points")?;
+    let positive = match labels {
+        None => vec![true; xy.len()],
+        Some(l) => l
+            .split([',', ';', ' '])
+            .filter(|t| !t.is_empty())
+            .map(|t| match t.trim() {
+                "1" => Ok(true),
+                "0" => Ok(false),
+                _ => Err(Error::InvalidArgument(format!(
+                    "--labels: '{t}' is not 0 or 1"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    if positive.len() != xy.len() {
+        return Err(Error::InvalidArgument(format!(
+            "--labels: {} labels for {} points",
+            positive.len(),
+            xy.len()
+        )));
+    }
+    Ok(xy
+        .into_iter()
+        .zip(positive)
+        .map(|((x, y), p)| (x, y, p))
+        .collect())
+}
+
+/// `--box x0,y0,x1,y1`.
+pub fn box_corners(b: &str) -> Result<[f32; 4]> {
+    let v = floats(b, "--box")?;
+    v.try_into()
+        .map_err(|_| Error::InvalidArgument("--box: expected x0,y0,x1,y1".into()))
 }
 
 fn pairs(s: &str, what: &str) -> Result<Vec<(f32, f32)>> {
@@ -153,16 +199,22 @@ fn load_image(p: &Path, alpha_mask: bool) -> Result<(Vec<u8>, u32, u32, PixelFor
 /// The region every frame shares (none with --mask).
 fn parse_region(r: &RegionArgs) -> Result<Option<Region<'static>>> {
     Ok(if let Some(b) = &r.bbox {
-        let v = floats(b, "--box")?;
-        let [x0, y0, x1, y1] = v[..] else {
-            return Err(Error::InvalidArgument("--box: expected x0,y0,x1,y1".into()));
-        };
-        Some(Region::Box {
-            x0,
-            y0,
-            x1,
-            y1,
-            normalized: r.normalized,
+        let [x0, y0, x1, y1] = box_corners(b)?;
+        if r.segment_box && r.normalized {
+            return Err(Error::InvalidArgument(
+                "--segment-box takes pixels, not --normalized".into(),
+            ));
+        }
+        Some(if r.segment_box {
+            Region::SegmentedBox { x0, y0, x1, y1 }
+        } else {
+            Region::Box {
+                x0,
+                y0,
+                x1,
+                y1,
+                normalized: r.normalized,
+            }
         })
     } else if let Some(s) = &r.scribble {
         Some(Region::Scribble {
@@ -171,10 +223,7 @@ fn parse_region(r: &RegionArgs) -> Result<Option<Region<'static>>> {
             normalized: r.normalized,
         })
     } else if let Some(p) = &r.points {
-        let clicks = pairs(p, "--points")?;
-        Some(Region::Points(
-            clicks.into_iter().map(|(x, y)| (x, y, true)).collect(),
-        ))
+        Some(Region::Points(clicks(p, r.labels.as_deref())?))
     } else if r.alpha_mask {
         Some(Region::AlphaOfImage)
     } else {

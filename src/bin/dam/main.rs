@@ -14,6 +14,7 @@ mod dump;
 mod info;
 mod inputs;
 mod quantize;
+mod segment;
 #[cfg(feature = "server")]
 mod serve;
 mod synth;
@@ -43,6 +44,8 @@ enum Cmd {
     Quantize(quantize::QuantizeArgs),
     /// Run one request and write every stage (parity/debugging).
     Dump(dump::DumpArgs),
+    /// A mask from clicks and/or a box with a segmenter (no DAM model).
+    Segment(segment::SegmentArgs),
     /// Print a model's hyper-parameters and the compute backend.
     Info(common::ModelArgs),
     /// Write a model with DAM-3B's (or a tiny) shapes and seeded random weights.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Cmd::Convert(a) => convert::run(a),
         Cmd::Quantize(a) => quantize::run(a),
         Cmd::Dump(a) => dump::run(a),
+        Cmd::Segment(a) => segment::run(a),
         Cmd::Info(a) => info::run(a),
         Cmd::Synth(a) => synth::run(a),
         Cmd::Bench(a) => bench::run(a),
