@@ -183,6 +183,9 @@ class Main:
         )
         assert r.choices[0].message.content == self.exp["alpha"]
         assert ask(scribble=[[20, 20], [50, 40]], brush=8)[0]
+        # The length option: the CLI's spelling or an object, one parser.
+        assert ask(box=[10, 10, 60, 50], length="about:20") == ask(
+            box=[10, 10, 60, 50], length={"about_words": 20})
         # Sampling parameters are honoured: a seed reproduces its caption.
         a = self.good(temperature=0.9, seed=7, top_p=0.9)
         b = self.good(temperature=0.9, seed=7, top_p=0.9)
@@ -231,6 +234,8 @@ class Main:
             ("file url", req("file:///etc/passwd"), 400, "invalid_image_url"),
             ("negative temperature", req(temperature=-1), 400, "invalid_parameter"),
             ("zero max_tokens", req(max_tokens=0), 400, "invalid_parameter"),
+            ("zero length", req(length={"words": 0}), 400, "invalid_request"),
+            ("bad length kind", req(length="lines:2"), 400, "invalid_request"),
             ("box outside", req(self.rgb_url, box=[500, 500, 600, 600]), 400, "invalid_region"),
             ("inverted box", req(self.rgb_url, box=[50, 50, 10, 10]), 400, "invalid_region"),
             ("two region kinds", req(self.rgb_url, box=[1, 1, 9, 9], scribble=[[1, 1]]), 400, "invalid_region"),
