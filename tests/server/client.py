@@ -90,6 +90,12 @@ class Main:
         empty = rgb.convert("RGBA")
         empty.putalpha(0)
         self.empty_url = data_url(png_bytes(empty))
+        # Other images of the fixture, each with its mask as alpha.
+        self.others = []
+        for c in ["c2", "c3", "c4", "c5"]:
+            im = Image.open(f"{cases}/{c}_image.png").convert("RGBA")
+            im.putalpha(Image.open(f"{cases}/{c}_mask.png").convert("L"))
+            self.others.append(data_url(png_bytes(im)))
         self.client = openai.OpenAI(
             base_url=server.url + "/v1", api_key="none", timeout=TIMEOUT, max_retries=0
         )
@@ -199,10 +205,26 @@ class Main:
         assert r.choices[0].message.content.startswith(self.exp["alpha"]), r.choices[0].message.content
 
     def concurrent(self):
-        """Concurrent requests (batched by the server) give the lone answer."""
+        """Concurrent requests (batched by the server) give the lone answer,
+        with the same image or with different ones."""
         with cf.ThreadPoolExecutor(8) as ex:
             outs = list(ex.map(lambda _: self.good().choices[0].message.content, range(8)))
         assert all(o == self.exp["alpha"] for o in outs), outs
+        # Different images: each one's caption alone (one request at a time),
+        # then all at once, twice each; until a batch mixed requests (the
+        # metrics say so), at most 3 rounds.
+        lone = {u: self.good(messages=message(u)).choices[0].message.content for u in self.others}
+        assert len(set(lone.values())) > 1, lone
+        urls = list(self.others) * 2
+        for _ in range(3):
+            b0, r0 = self.s.metric("dam_batches_total"), self.s.metric("dam_batched_regions_total")
+            with cf.ThreadPoolExecutor(len(urls)) as ex:
+                outs = list(ex.map(lambda u: self.good(messages=message(u)).choices[0].message.content, urls))
+            assert outs == [lone[u] for u in urls], (outs, lone)
+            b1, r1 = self.s.metric("dam_batches_total"), self.s.metric("dam_batched_regions_total")
+            if r1 - r0 > b1 - b0:
+                return
+        raise AssertionError("no batch held more than one request")
 
     def corpus(self):
         big = json.dumps({"model": "x", "pad": "a" * (2 << 20)})
