@@ -203,3 +203,25 @@ fn serve_answers_503_when_its_queue_is_full() {
     assert_eq!(code, Some(0), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn serve_fetches_http_images_only_with_allow_remote_images() {
+    let dir = tmp("remote");
+    let model = tiny_model(&dir);
+    let mut server = Server::start(
+        &model,
+        &[
+            "--allow-remote-images",
+            "--max-body-mib",
+            "1",
+            "--remote-timeout",
+            "2",
+        ],
+    );
+    let out = server.client("remote", "{}");
+    assert!(out.contains("remote: ok"), "{out}");
+    let (code, stderr) = server.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

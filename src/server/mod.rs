@@ -5,6 +5,7 @@
 //! [`routes`] shapes the answers.
 
 pub mod api;
+pub mod fetch;
 pub mod metrics;
 pub mod queue;
 pub mod routes;
@@ -66,6 +67,16 @@ pub struct ServeArgs {
     /// The most pixels of one decoded image.
     #[arg(long, default_value_t = 4096 * 4096)]
     pub max_image_pixels: u64,
+    /// Fetch http:// image URLs that requests name (off: they are refused,
+    /// as the server would fetch any address a client names, internal ones
+    /// included: SSRF). No https (no TLS client). Images are limited to
+    /// --max-body-mib and --max-image-pixels, fetches to --remote-timeout
+    /// and 5 redirects.
+    #[arg(long)]
+    pub allow_remote_images: bool,
+    /// Seconds one remote image may take, redirects included.
+    #[arg(long, default_value_t = 10.0)]
+    pub remote_timeout: f64,
     /// On SIGINT/SIGTERM, seconds that running requests may take to finish
     /// before they are cancelled.
     #[arg(long, default_value_t = 10)]
@@ -107,6 +118,15 @@ pub fn run(model: Arc<Model>, args: ServeArgs) -> Result<()> {
     if name != REFERENCE_MODEL_NAME {
         names.push(REFERENCE_MODEL_NAME.into());
     }
+    let timeout = Duration::try_from_secs_f64(args.remote_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| Error::InvalidArgument("--remote-timeout must be > 0".into()))?;
+    let max_body = args.max_body_mib.saturating_mul(1 << 20);
+    let remote = args.allow_remote_images.then_some(fetch::FetchLimits {
+        max_bytes: max_body,
+        timeout,
+    });
     let queue = Arc::new(Queue::new(args.queue));
     let metrics = Arc::new(Metrics::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -129,6 +149,7 @@ pub fn run(model: Arc<Model>, args: ServeArgs) -> Result<()> {
             },
             max_pixels: args.max_image_pixels,
             max_regions: crate::MAX_REGIONS,
+            remote,
         }),
         queue: queue.clone(),
         metrics,

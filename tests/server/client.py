@@ -7,6 +7,8 @@ usage: client.py MODE URL EXPECTED_JSON CASES_DIR
               request; a client that disconnects mid-stream.
   MODE busy:  a server with --queue 1: a burst gets 503 + Retry-After;
               with --max-images 1, two images are refused.
+  MODE remote: a server with --allow-remote-images: http:// images from a
+              loopback http.server, and every way such a fetch fails.
 EXPECTED_JSON: {"alpha": greedy caption of c2 with its mask (dam describe),
                 "box": the same for --box 10,10,60,50, "max_tokens": N}
 Every call has a timeout; loops are bounded; loopback only.
@@ -15,10 +17,12 @@ Every call has a timeout; loops are bounded; loopback only.
 import base64
 import concurrent.futures as cf
 import http.client
+import http.server
 import io
 import json
 import struct
 import sys
+import threading
 import time
 import urllib.parse
 import zlib
@@ -342,11 +346,97 @@ def busy(server, cases):
     print(f"busy: {len(busy)} of {len(outs)} answered 503")
 
 
+class Images(http.server.BaseHTTPRequestHandler):
+    """The loopback image server of `remote` (paths: see `remote`)."""
+
+    routes = {}  # path -> (status, headers, body, delay s)
+
+    def do_GET(self):
+        status, headers, body, delay = self.routes.get(self.path, (404, {}, b"", 0))
+        time.sleep(delay)
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def remote(server, cases):
+    """Against --allow-remote-images --max-body-mib 1 --remote-timeout 2: http://
+    images from a loopback server (bounded: it stops at the end), and each way
+    a fetch can fail, each answered 4xx and followed by a good request."""
+    rgba = Image.open(f"{cases}/c2_image.png").convert("RGBA")
+    rgba.putalpha(Image.open(f"{cases}/c2_mask.png").convert("L"))
+    png = png_bytes(rgba)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 6, 0, 0, 0))
+    bomb += chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    big = png + b"\0" * (2 << 20)
+    image = {"Content-Type": "image/png"}
+    Images.routes = {
+        "/ok.png": (200, dict(image, **{"Content-Length": str(len(png))}), png, 0),
+        "/redirect": (302, {"Location": "/ok.png"}, b"", 0),
+        "/loop": (302, {"Location": "/loop"}, b"", 0),
+        "/page": (200, {"Content-Type": "text/html"}, b"<html></html>", 0),
+        "/declared-big.png": (200, dict(image, **{"Content-Length": str(len(big))}), big, 0),
+        "/undeclared-big.png": (200, image, big, 0),  # HTTP/1.0: the body ends at close
+        "/bomb.png": (200, image, bomb, 0),
+        "/text.png": (200, image, b"hello, I am text", 0),
+        "/slow.png": (200, image, png, 5),
+    }
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Images)
+    httpd.daemon_threads = True
+    httpd.timeout = TIMEOUT
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    ok = {"model": "describe_anything_model", "max_tokens": 8, "temperature": 0}
+
+    def ask(url):
+        status, _, raw = server.chat(dict(ok, messages=message(url)))
+        return status, json.loads(raw)
+
+    try:
+        status, inline = ask(data_url(png))
+        assert status == 200, inline
+        want = inline["choices"][0]["message"]["content"]
+        for path in ["/ok.png", "/redirect"]:
+            status, r = ask(base + path)
+            assert status == 200 and r["choices"][0]["message"]["content"] == want, (path, r)
+        bad = [
+            ("/loop", 400, "remote_image_fetch_failed"),
+            ("/missing.png", 400, "remote_image_fetch_failed"),
+            ("/page", 400, "invalid_image"),
+            ("/declared-big.png", 413, "remote_image_too_large"),
+            ("/undeclared-big.png", 413, "remote_image_too_large"),
+            ("/bomb.png", 400, "image_too_large"),
+            ("/text.png", 400, "invalid_image"),
+            ("/slow.png", 400, "remote_image_fetch_failed"),
+            ("https://127.0.0.1:9/a.png", 400, "remote_image_fetch_failed"),
+            ("http://127.0.0.1:9/a.png", 400, "remote_image_fetch_failed"),
+        ]
+        for path, want_status, code in bad:
+            t0 = time.monotonic()
+            status, r = ask(base + path if path.startswith("/") else path)
+            assert status == want_status and r["error"]["code"] == code, (path, status, r)
+            assert time.monotonic() - t0 < 15, (path, "the fetch outlived its timeout")
+            status, r = ask(base + "/ok.png")
+            assert status == 200, (path, r)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    print(f"remote: ok ({len(bad)} failing fetches, each followed by a good request)")
+
+
 def main():
     mode, url, expected, cases = sys.argv[1:5]
     server = Server(url)
     if mode == "busy":
         busy(server, cases)
+        return
+    if mode == "remote":
+        remote(server, cases)
         return
     m = Main(server, json.loads(expected), cases)
     m.openai_modes()
