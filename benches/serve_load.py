@@ -9,7 +9,7 @@ image region per client, so that batches mix images), and reports throughput
 content chunk), errors, the regions per engine call (the batching),
 the server's CPU time per caption (user + sys: comparable on a loaded machine,
 where wall time is not) and its RSS. --soak R then sends R more requests at concurrency 4 and
-reports the RSS before and after (memory must stay flat).
+reports the RSS every 100 requests (memory must stay flat).
 
 usage: .venv/bin/python benches/serve_load.py -m MODEL_DIR [--levels 1,4,16]
        [--per-client 4] [--max-tokens 32] [--threads 2] [--soak 0]
@@ -161,11 +161,15 @@ def main():
                   f"| {pct(ttfts, 50):.2f} | {pct(ttfts, 99):.2f} | {errs} | {per_call:.2f} | {rss_mib(srv.pid):.0f} |",
                   flush=True)
         if a.soak:
-            before = rss_mib(srv.pid)
-            tput, _, errs, wall = level(port, bodies(a.max_tokens, a.soak), 4)
-            after = rss_mib(srv.pid)
-            print(f"\nsoak: {a.soak} requests at 4 clients in {wall:.0f} s ({tput:.2f}/s), {errs} errors; "
-                  f"RSS {before:.0f} -> {after:.0f} MiB")
+            # In chunks of 100, the RSS after each (flat = no growth per request).
+            rss, errs, wall, done = [rss_mib(srv.pid)], 0, 0.0, 0
+            while done < a.soak:
+                k = min(100, a.soak - done)
+                _, _, e, w = level(port, bodies(a.max_tokens, k), 4)
+                errs, wall, done = errs + e, wall + w, done + k
+                rss.append(rss_mib(srv.pid))
+            print(f"\nsoak: {a.soak} requests at 4 clients in {wall:.0f} s ({a.soak / wall:.2f}/s), {errs} errors; "
+                  f"RSS every 100 requests: {' -> '.join(f'{r:.0f}' for r in rss)} MiB")
         m = metrics(port)
         print(f"\n{m['dam_generated_tokens_total'] / m['dam_requests_completed_total']:.1f} tokens per caption "
               f"on average; {m['dam_batched_regions_total'] / m['dam_batches_total']:.2f} regions per engine call; "
