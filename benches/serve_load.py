@@ -2,12 +2,14 @@
 
 Starts `target/release/dam serve` on 127.0.0.1 (a free port) with MODEL, then
 for each concurrency N in --levels runs N client threads, each sending
---per-client greedy streaming requests (a different image region per client, so
-that batches mix images), and reports throughput (captions/s), time to first
-token p50/p99 (client side: request sent -> first content chunk), errors,
+--per-client greedy streaming requests of fixed length ("ignore_eos": exactly
+--max-tokens tokens each, so that every level does the same work; a different
+image region per client, so that batches mix images), and reports throughput
+(captions/s), time to first token p50/p99 (client side: request sent -> first
+content chunk), errors, the regions per engine call (the batching),
 the server's CPU time per caption (user + sys: comparable on a loaded machine,
 where wall time is not) and its RSS. --soak R then sends R more requests at concurrency 4 and
-reports the RSS before and after (memory must stay flat).
+reports the RSS every 100 requests (memory must stay flat).
 
 usage: .venv/bin/python benches/serve_load.py -m MODEL_DIR [--levels 1,4,16]
        [--per-client 4] [--max-tokens 32] [--threads 2] [--soak 0]
@@ -63,7 +65,7 @@ def bodies(max_tokens, n):
         box = [w * (0.1 + 0.02 * d), h * (0.1 + 0.03 * d), w * (0.7 + 0.02 * d), h * (0.8 + 0.02 * d)]
         out.append(json.dumps({
             "model": "describe_anything_model", "stream": True, "compat": "openai",
-            "temperature": 0, "max_tokens": max_tokens, "box": box,
+            "temperature": 0, "max_tokens": max_tokens, "ignore_eos": True, "box": box,
             "messages": [{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": url}},
                 {"type": "text", "text": "<image>\nDescribe the masked region in detail."}]}],
@@ -96,6 +98,16 @@ def one(port, body):
         return False, None, time.perf_counter() - t0
     finally:
         c.close()
+
+
+def metrics(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+    finally:
+        c.close()
+    return {k: float(v) for k, v in (l.split(" ", 1) for l in text.splitlines() if l and l[0] != "#")}
 
 
 def level(port, reqs, n):
@@ -133,30 +145,35 @@ def main():
         print(f"`{' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)}`, "
               f"max_tokens {a.max_tokens}, greedy, streaming; RSS after warm-up {rss0:.0f} MiB\n")
         print("| clients | requests | captions/s | x one client | server CPU s / caption | CPU gain "
-              "| TTFT p50 (s) | TTFT p99 (s) | errors | RSS after (MiB) |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| TTFT p50 (s) | TTFT p99 (s) | errors | regions / engine call | RSS after (MiB) |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         base = None
         for n in [int(x) for x in a.levels.split(",")]:
             reqs = bodies(a.max_tokens, n * a.per_client)
-            c0 = cpu_s(srv.pid)
+            c0, m0 = cpu_s(srv.pid), metrics(port)
             tput, ttfts, errs, _ = level(port, reqs, n)
             cpu = (cpu_s(srv.pid) - c0) / max(1, len(reqs) - errs)
+            m1 = metrics(port)
+            per_call = (m1["dam_batched_regions_total"] - m0["dam_batched_regions_total"]) / max(
+                1, m1["dam_batches_total"] - m0["dam_batches_total"])
             base = base or (tput, cpu)
             print(f"| {n} | {len(reqs)} | {tput:.2f} | {tput / base[0]:.2f} | {cpu:.3f} | {base[1] / cpu:.2f} "
-                  f"| {pct(ttfts, 50):.2f} | {pct(ttfts, 99):.2f} | {errs} | {rss_mib(srv.pid):.0f} |", flush=True)
+                  f"| {pct(ttfts, 50):.2f} | {pct(ttfts, 99):.2f} | {errs} | {per_call:.2f} | {rss_mib(srv.pid):.0f} |",
+                  flush=True)
         if a.soak:
-            before = rss_mib(srv.pid)
-            tput, _, errs, wall = level(port, bodies(a.max_tokens, a.soak), 4)
-            after = rss_mib(srv.pid)
-            print(f"\nsoak: {a.soak} requests at 4 clients in {wall:.0f} s ({tput:.2f}/s), {errs} errors; "
-                  f"RSS {before:.0f} -> {after:.0f} MiB")
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-        c.request("GET", "/metrics")
-        m = dict(l.split(" ", 1) for l in c.getresponse().read().decode().splitlines() if l and l[0] != "#")
-        done = float(m["dam_requests_completed_total"])
-        print(f"\n{float(m['dam_generated_tokens_total']) / done:.1f} tokens per caption on average "
-              f"(random weights: greedy captions often end early at EOS); "
-              f"{float(m['dam_batched_regions_total']) / float(m['dam_batches_total']):.2f} regions per engine call")
+            # In chunks of 100, the RSS after each (flat = no growth per request).
+            rss, errs, wall, done = [rss_mib(srv.pid)], 0, 0.0, 0
+            while done < a.soak:
+                k = min(100, a.soak - done)
+                _, _, e, w = level(port, bodies(a.max_tokens, k), 4)
+                errs, wall, done = errs + e, wall + w, done + k
+                rss.append(rss_mib(srv.pid))
+            print(f"\nsoak: {a.soak} requests at 4 clients in {wall:.0f} s ({a.soak / wall:.2f}/s), {errs} errors; "
+                  f"RSS every 100 requests: {' -> '.join(f'{r:.0f}' for r in rss)} MiB")
+        m = metrics(port)
+        print(f"\n{m['dam_generated_tokens_total'] / m['dam_requests_completed_total']:.1f} tokens per caption "
+              f"on average; {m['dam_batched_regions_total'] / m['dam_batches_total']:.2f} regions per engine call; "
+              f"server CPU {cpu_s(srv.pid):.1f} s in all")
     finally:
         srv.terminate()
         try:

@@ -1,7 +1,8 @@
-//! Many regions of one image in one call (`Session::describe_many`): every
-//! caption must equal the one a separate `describe` call gives for its
-//! region, whatever the batching (one wave, waves forced by the number of
-//! sequences or by the context's cells), precision and sampling.
+//! Many regions of one image in one call (`Session::describe_many`), or of
+//! different images (`Session::describe_batch`): every caption must equal
+//! the one a separate `describe` call gives for its region, whatever the
+//! batching (one wave, waves forced by the number of sequences or by the
+//! context's cells), precision and sampling.
 
 mod common;
 
@@ -312,4 +313,59 @@ fn context_grows_with_the_call() {
     assert_eq!(s.n_ctx(), 2048);
     let again = separate(&mut s, &image, &rs[..1], &o);
     assert_eq!(again[0].tokens.len(), 60);
+}
+
+/// Regions of DIFFERENT images in one `describe_batch` (what the server
+/// batches from concurrent requests): each gets the caption it gets alone,
+/// in waves too (five regions, four sequences by default).
+#[test]
+fn batch_of_different_images_equals_separate_calls() {
+    let inputs: Vec<Input> = ["c2", "c3", "c4", "c5"]
+        .iter()
+        .map(|c| Input::load("tiny", c))
+        .collect();
+    let mut frames: Vec<dam::Frame> = inputs.iter().map(|i| i.frames().remove(0)).collect();
+    frames.insert(
+        3,
+        dam::Frame {
+            image: frames[0].image,
+            region: Region::Box {
+                x0: 0.1,
+                y0: 0.2,
+                x1: 0.6,
+                y1: 0.8,
+                normalized: true,
+            },
+        },
+    );
+    let (llm, vision) = converted("tiny", GgmlType::F32);
+    let model = Model::load(&llm, &vision, ModelParams::reference()).unwrap();
+    let mut s = model.session().unwrap();
+    let o = greedy(24);
+    let want: Vec<Caption> = frames
+        .iter()
+        .map(|f| s.describe(&f.image, &f.region, &o).unwrap())
+        .collect();
+    let mut streamed = vec![String::new(); frames.len()];
+    let got = s
+        .describe_batch(&frames, &o, &mut |k, t| {
+            streamed[k].push_str(t);
+            true
+        })
+        .unwrap();
+    assert_eq!(got.captions.len(), frames.len());
+    for (k, (g, w)) in got.captions.iter().zip(&want).enumerate() {
+        assert_eq!(g.tokens, w.tokens, "region {k} tokens");
+        assert_eq!(g.text, w.text, "region {k} text");
+        assert_eq!(g.frames, w.frames, "region {k} frames");
+        assert_eq!(streamed[k], g.text, "region {k} stream");
+    }
+    // Different images give different captions here, so a mix-up of
+    // images between sequences would show.
+    let distinct: std::collections::HashSet<_> = want.iter().map(|c| &c.tokens).collect();
+    assert!(
+        distinct.len() >= 3,
+        "{:?}",
+        want.iter().map(|c| &c.text).collect::<Vec<_>>()
+    );
 }

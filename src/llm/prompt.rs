@@ -9,6 +9,8 @@
 //! slot (its T embedding rows are spliced in at generation time; the
 //! reference's ids use -200 there).
 
+use std::str::FromStr;
+
 use crate::error::Result;
 use crate::sys::llama::LlamaModel;
 
@@ -50,10 +52,11 @@ pub fn conversation(user: &str) -> String {
 /// not documented anywhere we can check; we use the grammatical singular
 /// (` in 1 word`, ` in 1 sentence`), and digits for every count as in the
 /// examples above.
-/// In JSON (the server's `length` field): `{"words": 20}`, `{"about_words": 20}`,
-/// `{"more_than_words": 20}` or `{"sentences": 2}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// Spelt `KIND:N` (`dam describe --length about:20`, [`FromStr`]) or, in
+/// JSON (the server's `length` field), that string or `{"KIND": N}`
+/// (`{"about_words": 20}`); both go through [`LengthControl::from_kind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LengthControl {
     /// ` in {n} words`
     Words(u32),
@@ -65,7 +68,28 @@ pub enum LengthControl {
     Sentences(u32),
 }
 
+/// The kinds [`LengthControl::from_kind`] knows, for error messages.
+const LENGTH_KINDS: &str = "words, about, more-than or sentences";
+
 impl LengthControl {
+    /// The one parser of a length kind and count (the CLI's `KIND:N` and the
+    /// server's JSON): `words`, `about` (`about-words`), `more-than`
+    /// (`more-than-words`), `sentences`, `_` allowed for `-`; `n` >= 1. The
+    /// error says why, without the input.
+    pub fn from_kind(kind: &str, n: u64) -> std::result::Result<Self, String> {
+        let n = u32::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("N must be a positive integer, not {n}"))?;
+        match kind.replace('_', "-").as_str() {
+            "words" => Ok(LengthControl::Words(n)),
+            "about" | "about-words" => Ok(LengthControl::AboutWords(n)),
+            "more-than" | "more-than-words" => Ok(LengthControl::MoreThanWords(n)),
+            "sentences" => Ok(LengthControl::Sentences(n)),
+            _ => Err(format!("kind must be {LENGTH_KINDS}, not `{kind}`")),
+        }
+    }
+
     /// The suffix, starting with a space, without a final period.
     pub fn suffix(&self) -> String {
         fn noun(n: u32, one: &str, many: &str) -> String {
@@ -90,6 +114,60 @@ impl LengthControl {
             Some(stem) => format!("{stem}{}.", self.suffix()),
             None => format!("{q}{}", self.suffix()),
         }
+    }
+}
+
+/// `KIND:N`, as `dam describe --length about:20`; the error says why.
+impl FromStr for LengthControl {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (kind, n) = s
+            .split_once(':')
+            .ok_or_else(|| format!("expected KIND:N (KIND {LENGTH_KINDS})"))?;
+        let n = n
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("N must be a positive integer, not `{n}`"))?;
+        LengthControl::from_kind(kind.trim(), n)
+    }
+}
+
+/// `"KIND:N"` or `{"KIND": N}` (exactly one entry).
+impl<'de> serde::Deserialize<'de> for LengthControl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LengthControl;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"a length: "about:20" or {"about_words": 20}"#)
+            }
+
+            fn visit_str<E: serde::de::Error>(
+                self,
+                s: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                s.parse()
+                    .map_err(|why| E::custom(format!("length `{s}`: {why}")))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                use serde::de::Error as _;
+                let (kind, n) = m
+                    .next_entry::<String, u64>()?
+                    .ok_or_else(|| A::Error::custom("length: an empty object"))?;
+                if m.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::custom("length: give one KIND: N entry"));
+                }
+                LengthControl::from_kind(&kind, n)
+                    .map_err(|why| A::Error::custom(format!("length {{\"{kind}\": {n}}}: {why}")))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -249,6 +327,52 @@ mod tests {
             LengthControl::Words(3).apply("Describe it"),
             "Describe it in 3 words"
         );
+    }
+
+    #[test]
+    fn length_spellings() {
+        let about = Ok(LengthControl::AboutWords(20));
+        for s in [
+            "about:20",
+            "about-words:20",
+            "about_words:20",
+            " about : 20",
+        ] {
+            assert_eq!(s.parse::<LengthControl>(), about, "{s}");
+        }
+        assert_eq!("words:3".parse(), Ok(LengthControl::Words(3)));
+        assert_eq!("more-than:9".parse(), Ok(LengthControl::MoreThanWords(9)));
+        assert_eq!("sentences:2".parse(), Ok(LengthControl::Sentences(2)));
+        for bad in [
+            "about",
+            "bad:3",
+            "about:0",
+            "about:-1",
+            "about:x",
+            "words:99999999999",
+        ] {
+            assert!(bad.parse::<LengthControl>().is_err(), "{bad}");
+        }
+        let json = |v: &str| serde_json::from_str::<LengthControl>(v).map_err(|e| e.to_string());
+        assert_eq!(json(r#""about:20""#), about);
+        assert_eq!(json(r#"{"about_words": 20}"#), about);
+        assert_eq!(
+            json(r#"{"more_than_words": 5}"#),
+            Ok(LengthControl::MoreThanWords(5))
+        );
+        for bad in [
+            r#"{"about_words": 0}"#,
+            r#"{"lines": 2}"#,
+            r#"{}"#,
+            r#"{"words": 2, "sentences": 1}"#,
+            r#""bad:3""#,
+            "20",
+        ] {
+            assert!(json(bad).is_err(), "{bad}");
+        }
+        assert!(json(r#"{"lines": 2}"#)
+            .unwrap_err()
+            .contains("kind must be"));
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct ParseCtx {
     pub max_pixels: u64,
     /// The most regions one request may ask for.
     pub max_regions: usize,
+    /// `--allow-remote-images`: how http:// image URLs are fetched; None
+    /// refuses them.
+    pub remote: Option<super::fetch::FetchLimits>,
 }
 
 /// A decoded image, RGB or RGBA.
@@ -250,7 +253,7 @@ pub fn parse(body: &[u8], ctx: &ParseCtx) -> Result<Parsed, ApiError> {
     let (text, image_urls, mask_urls) = user_content(&req.messages);
     let images = image_urls
         .iter()
-        .map(|u| decode_url(u, ctx.max_pixels))
+        .map(|u| decode_url(u, ctx))
         .collect::<Result<Vec<_>, _>>()?;
     check_image_count(images.len(), ctx.max_frames)?;
     let opts = options(&req, &text)?;
@@ -423,7 +426,7 @@ fn regions(
     } else if !masks.is_empty() {
         masks
             .iter()
-            .map(|u| decode_url(u, ctx.max_pixels).map(OwnedRegion::Mask))
+            .map(|u| decode_url(u, ctx).map(OwnedRegion::Mask))
             .collect::<Result<Vec<_>, _>>()?
     } else {
         vec![OwnedRegion::Alpha]
@@ -440,7 +443,7 @@ fn region_spec(s: &RegionSpec, n: bool, ctx: &ParseCtx) -> Result<OwnedRegion, A
             s.brush.unwrap_or(BRUSH),
             n,
         )),
-        (None, None, Some(u), false) => decode_url(u, ctx.max_pixels).map(OwnedRegion::Mask),
+        (None, None, Some(u), false) => decode_url(u, ctx).map(OwnedRegion::Mask),
         (None, None, None, true) => Ok(OwnedRegion::Alpha),
         _ => Err(ApiError::bad(
             "invalid_region",
@@ -515,15 +518,20 @@ fn no_alpha() -> ApiError {
     )
 }
 
-/// Decodes a `data:image/...;base64,` URL. Remote URLs are refused: the
-/// server never fetches what a request names (SSRF).
-pub fn decode_url(url: &str, max_pixels: u64) -> Result<OwnedImage, ApiError> {
+/// Decodes a `data:image/...;base64,` URL. Remote URLs are refused (the
+/// server does not fetch what a request names: SSRF) unless the server runs
+/// with `--allow-remote-images`.
+pub fn decode_url(url: &str, ctx: &ParseCtx) -> Result<OwnedImage, ApiError> {
+    let max_pixels = ctx.max_pixels;
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
-        return Err(ApiError::bad(
-            "remote_url_refused",
-            "remote image URLs are refused (the server does not fetch URLs); send the image inline as data:image/png;base64,...",
-        ));
+        let Some(limits) = ctx.remote else {
+            return Err(ApiError::bad(
+                "remote_url_refused",
+                "remote image URLs are refused (the server does not fetch URLs unless started with --allow-remote-images); send the image inline as data:image/png;base64,...",
+            ));
+        };
+        return decode_image(&super::fetch::fetch_blocking(url, limits)?, max_pixels);
     }
     let rest = url.strip_prefix("data:").ok_or_else(|| {
         ApiError::bad(

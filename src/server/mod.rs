@@ -5,6 +5,7 @@
 //! [`routes`] shapes the answers.
 
 pub mod api;
+pub mod fetch;
 pub mod metrics;
 pub mod queue;
 pub mod routes;
@@ -47,6 +48,11 @@ pub struct ServeArgs {
     /// parallel sequences, 4).
     #[arg(long, default_value_t = 0)]
     pub max_batch: usize,
+    /// Milliseconds a batch with room waits for requests that have arrived
+    /// and are still being parsed (0 = never; an idle server never waits).
+    /// About one photo's parse: small against a caption's time.
+    #[arg(long, default_value_t = 30)]
+    pub batch_wait_ms: u64,
     /// How streamed pieces are spelt: reference (delta.content is a list of
     /// text items, as dam_server.py) or openai (a string). A request's
     /// "compat" field overrides it.
@@ -66,6 +72,16 @@ pub struct ServeArgs {
     /// The most pixels of one decoded image.
     #[arg(long, default_value_t = 4096 * 4096)]
     pub max_image_pixels: u64,
+    /// Fetch http:// image URLs that requests name (off: they are refused,
+    /// as the server would fetch any address a client names, internal ones
+    /// included: SSRF). No https (no TLS client). Images are limited to
+    /// --max-body-mib and --max-image-pixels, fetches to --remote-timeout
+    /// and 5 redirects.
+    #[arg(long)]
+    pub allow_remote_images: bool,
+    /// Seconds one remote image may take, redirects included.
+    #[arg(long, default_value_t = 10.0)]
+    pub remote_timeout: f64,
     /// On SIGINT/SIGTERM, seconds that running requests may take to finish
     /// before they are cancelled.
     #[arg(long, default_value_t = 10)]
@@ -107,7 +123,19 @@ pub fn run(model: Arc<Model>, args: ServeArgs) -> Result<()> {
     if name != REFERENCE_MODEL_NAME {
         names.push(REFERENCE_MODEL_NAME.into());
     }
-    let queue = Arc::new(Queue::new(args.queue));
+    let timeout = Duration::try_from_secs_f64(args.remote_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| Error::InvalidArgument("--remote-timeout must be > 0".into()))?;
+    let max_body = args.max_body_mib.saturating_mul(1 << 20);
+    let remote = args.allow_remote_images.then_some(fetch::FetchLimits {
+        max_bytes: max_body,
+        timeout,
+    });
+    let queue = Arc::new(Queue::new(
+        args.queue,
+        Duration::from_millis(args.batch_wait_ms),
+    ));
     let metrics = Arc::new(Metrics::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -129,6 +157,7 @@ pub fn run(model: Arc<Model>, args: ServeArgs) -> Result<()> {
             },
             max_pixels: args.max_image_pixels,
             max_regions: crate::MAX_REGIONS,
+            remote,
         }),
         queue: queue.clone(),
         metrics,

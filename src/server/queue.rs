@@ -4,11 +4,17 @@
 //! (up to `max_batch` regions), and runs them as one
 //! [`Session::describe_batch`]: one batched vision pass, captions decoded as
 //! parallel sequences.
+//!
+//! Gathering: a batch that has room waits up to `--batch-wait-ms` for
+//! requests that have arrived and are still being parsed (decoding their
+//! images), so that requests sent together share one engine call instead of
+//! the first running alone while the others queue behind it. An idle
+//! server (nothing being parsed) never waits.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -50,6 +56,22 @@ pub struct Queue {
     state: Mutex<State>,
     ready: Condvar,
     capacity: usize,
+    /// The longest a batch with room waits for requests being parsed.
+    gather_wait: Duration,
+    /// Requests received and being parsed (not yet pushed or refused).
+    parsing: AtomicUsize,
+}
+
+/// Counts a request as being parsed until dropped (after its push, or when
+/// it fails): a gathering worker waits for it meanwhile.
+pub struct Arriving<'a>(&'a Queue);
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        self.0.parsing.fetch_sub(1, Relaxed);
+        // A worker waiting for this request stops waiting.
+        self.0.ready.notify_all();
+    }
 }
 
 struct State {
@@ -58,7 +80,7 @@ struct State {
 }
 
 impl Queue {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, gather_wait: Duration) -> Self {
         Queue {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
@@ -66,7 +88,15 @@ impl Queue {
             }),
             ready: Condvar::new(),
             capacity,
+            gather_wait,
+            parsing: AtomicUsize::new(0),
         }
+    }
+
+    /// Marks a request as arriving (parsed next, then pushed).
+    pub fn arriving(&self) -> Arriving<'_> {
+        self.parsing.fetch_add(1, Relaxed);
+        Arriving(self)
     }
 
     /// Queues a job; gives it back when the queue is full or closed.
@@ -107,19 +137,18 @@ impl Queue {
             }
             if let Some(first) = s.jobs.pop_front() {
                 let mut batch = vec![first];
-                if batch[0].batchable() {
-                    let mut n = batch[0].req.regions.len();
-                    let mut i = 0;
-                    while i < s.jobs.len() {
-                        let j = &s.jobs[i];
-                        let fits = n + j.req.regions.len() <= max_regions;
-                        if fits && j.batchable() && j.req.opts == batch[0].req.opts {
-                            n += j.req.regions.len();
-                            batch.extend(s.jobs.remove(i));
-                        } else {
-                            i += 1;
-                        }
+                if !batch[0].batchable() {
+                    return Some(batch);
+                }
+                let deadline = Instant::now() + self.gather_wait;
+                let mut n = gather(&mut s.jobs, &mut batch, max_regions);
+                while n < max_regions && self.parsing.load(Relaxed) > 0 {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || s.closed {
+                        break;
                     }
+                    s = self.ready.wait_timeout(s, left).ok()?.0;
+                    n = gather(&mut s.jobs, &mut batch, max_regions);
                 }
                 return Some(batch);
             }
@@ -129,6 +158,24 @@ impl Queue {
             s = self.ready.wait(s).ok()?;
         }
     }
+}
+
+/// Moves the waiting single-image jobs with `batch[0]`'s options into
+/// `batch` while they fit in `max_regions`; the regions now in `batch`.
+fn gather(jobs: &mut VecDeque<Job>, batch: &mut Vec<Job>, max_regions: usize) -> usize {
+    let mut n: usize = batch.iter().map(|j| j.req.regions.len()).sum();
+    let mut i = 0;
+    while i < jobs.len() {
+        let j = &jobs[i];
+        let fits = n + j.req.regions.len() <= max_regions;
+        if fits && j.batchable() && j.req.opts == batch[0].req.opts && !j.cancel.load(Relaxed) {
+            n += j.req.regions.len();
+            batch.extend(jobs.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    n
 }
 
 /// A worker's loop: batches from `queue` through `session` until the queue
@@ -262,4 +309,50 @@ fn describe(
     Ok(session
         .describe_batch(&frames, &first.opts, on_text)?
         .captions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::api::OwnedRegion;
+
+    fn job() -> Job {
+        Job {
+            req: Parsed {
+                images: Vec::new(),
+                regions: vec![OwnedRegion::Alpha],
+                opts: crate::DescribeOptions::default(),
+                stream: false,
+                model: "m".into(),
+                compat: None,
+            },
+            events: tokio::sync::mpsc::unbounded_channel().0,
+            cancel: Arc::new(AtomicBool::new(false)),
+            arrived: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_batch_waits_only_for_requests_being_parsed() {
+        let q = Arc::new(Queue::new(8, Duration::from_secs(5)));
+        assert!(q.push(job()).is_ok());
+        let parsing = q.arriving();
+        let q2 = q.clone();
+        let t = std::thread::spawn(move || q2.pop_batch(4).map(|b| b.len()));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(q.push(job()).is_ok());
+        drop(parsing);
+        assert_eq!(t.join().unwrap(), Some(2));
+        // Nothing being parsed: no wait.
+        assert!(q.push(job()).is_ok());
+        let t0 = Instant::now();
+        assert_eq!(q.pop_batch(4).map(|b| b.len()), Some(1));
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        // A request that is still being parsed when the wait ends: the batch
+        // goes without it.
+        let q = Queue::new(8, Duration::from_millis(20));
+        assert!(q.push(job()).is_ok());
+        let _parsing = q.arriving();
+        assert_eq!(q.pop_batch(4).map(|b| b.len()), Some(1));
+    }
 }

@@ -127,6 +127,9 @@ pub async fn chat(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejectio
         }
     };
     let arrived = Instant::now();
+    // Until pushed (or refused), a worker may wait for this request to
+    // batch it with others (--batch-wait-ms).
+    let arriving = app.queue.arriving();
     let ctx = app.parse.clone();
     let parsed = match tokio::task::spawn_blocking(move || api::parse(&body, &ctx)).await {
         Ok(Ok(p)) => p,
@@ -153,7 +156,9 @@ pub async fn chat(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejectio
         cancel: cancel.clone(),
         arrived,
     };
-    if app.queue.push(job).is_err() {
+    let pushed = app.queue.push(job);
+    drop(arriving);
+    if pushed.is_err() {
         let e = ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "the server is busy (its queue is full); retry later".into(),

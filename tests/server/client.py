@@ -7,6 +7,8 @@ usage: client.py MODE URL EXPECTED_JSON CASES_DIR
               request; a client that disconnects mid-stream.
   MODE busy:  a server with --queue 1: a burst gets 503 + Retry-After;
               with --max-images 1, two images are refused.
+  MODE remote: a server with --allow-remote-images: http:// images from a
+              loopback http.server, and every way such a fetch fails.
 EXPECTED_JSON: {"alpha": greedy caption of c2 with its mask (dam describe),
                 "box": the same for --box 10,10,60,50, "max_tokens": N}
 Every call has a timeout; loops are bounded; loopback only.
@@ -15,10 +17,12 @@ Every call has a timeout; loops are bounded; loopback only.
 import base64
 import concurrent.futures as cf
 import http.client
+import http.server
 import io
 import json
 import struct
 import sys
+import threading
 import time
 import urllib.parse
 import zlib
@@ -90,6 +94,12 @@ class Main:
         empty = rgb.convert("RGBA")
         empty.putalpha(0)
         self.empty_url = data_url(png_bytes(empty))
+        # Other images of the fixture, each with its mask as alpha.
+        self.others = []
+        for c in ["c2", "c3", "c4", "c5"]:
+            im = Image.open(f"{cases}/{c}_image.png").convert("RGBA")
+            im.putalpha(Image.open(f"{cases}/{c}_mask.png").convert("L"))
+            self.others.append(data_url(png_bytes(im)))
         self.client = openai.OpenAI(
             base_url=server.url + "/v1", api_key="none", timeout=TIMEOUT, max_retries=0
         )
@@ -183,6 +193,9 @@ class Main:
         )
         assert r.choices[0].message.content == self.exp["alpha"]
         assert ask(scribble=[[20, 20], [50, 40]], brush=8)[0]
+        # The length option: the CLI's spelling or an object, one parser.
+        assert ask(box=[10, 10, 60, 50], length="about:20") == ask(
+            box=[10, 10, 60, 50], length={"about_words": 20})
         # Sampling parameters are honoured: a seed reproduces its caption.
         a = self.good(temperature=0.9, seed=7, top_p=0.9)
         b = self.good(temperature=0.9, seed=7, top_p=0.9)
@@ -196,10 +209,26 @@ class Main:
         assert r.choices[0].message.content.startswith(self.exp["alpha"]), r.choices[0].message.content
 
     def concurrent(self):
-        """Concurrent requests (batched by the server) give the lone answer."""
+        """Concurrent requests (batched by the server) give the lone answer,
+        with the same image or with different ones."""
         with cf.ThreadPoolExecutor(8) as ex:
             outs = list(ex.map(lambda _: self.good().choices[0].message.content, range(8)))
         assert all(o == self.exp["alpha"] for o in outs), outs
+        # Different images: each one's caption alone (one request at a time),
+        # then all at once, twice each; until a batch mixed requests (the
+        # metrics say so), at most 3 rounds.
+        lone = {u: self.good(messages=message(u)).choices[0].message.content for u in self.others}
+        assert len(set(lone.values())) > 1, lone
+        urls = list(self.others) * 2
+        for _ in range(3):
+            b0, r0 = self.s.metric("dam_batches_total"), self.s.metric("dam_batched_regions_total")
+            with cf.ThreadPoolExecutor(len(urls)) as ex:
+                outs = list(ex.map(lambda u: self.good(messages=message(u)).choices[0].message.content, urls))
+            assert outs == [lone[u] for u in urls], (outs, lone)
+            b1, r1 = self.s.metric("dam_batches_total"), self.s.metric("dam_batched_regions_total")
+            if r1 - r0 > b1 - b0:
+                return
+        raise AssertionError("no batch held more than one request")
 
     def corpus(self):
         big = json.dumps({"model": "x", "pad": "a" * (2 << 20)})
@@ -231,6 +260,8 @@ class Main:
             ("file url", req("file:///etc/passwd"), 400, "invalid_image_url"),
             ("negative temperature", req(temperature=-1), 400, "invalid_parameter"),
             ("zero max_tokens", req(max_tokens=0), 400, "invalid_parameter"),
+            ("zero length", req(length={"words": 0}), 400, "invalid_request"),
+            ("bad length kind", req(length="lines:2"), 400, "invalid_request"),
             ("box outside", req(self.rgb_url, box=[500, 500, 600, 600]), 400, "invalid_region"),
             ("inverted box", req(self.rgb_url, box=[50, 50, 10, 10]), 400, "invalid_region"),
             ("two region kinds", req(self.rgb_url, box=[1, 1, 9, 9], scribble=[[1, 1]]), 400, "invalid_region"),
@@ -315,11 +346,97 @@ def busy(server, cases):
     print(f"busy: {len(busy)} of {len(outs)} answered 503")
 
 
+class Images(http.server.BaseHTTPRequestHandler):
+    """The loopback image server of `remote` (paths: see `remote`)."""
+
+    routes = {}  # path -> (status, headers, body, delay s)
+
+    def do_GET(self):
+        status, headers, body, delay = self.routes.get(self.path, (404, {}, b"", 0))
+        time.sleep(delay)
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def remote(server, cases):
+    """Against --allow-remote-images --max-body-mib 1 --remote-timeout 2: http://
+    images from a loopback server (bounded: it stops at the end), and each way
+    a fetch can fail, each answered 4xx and followed by a good request."""
+    rgba = Image.open(f"{cases}/c2_image.png").convert("RGBA")
+    rgba.putalpha(Image.open(f"{cases}/c2_mask.png").convert("L"))
+    png = png_bytes(rgba)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 6, 0, 0, 0))
+    bomb += chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    big = png + b"\0" * (2 << 20)
+    image = {"Content-Type": "image/png"}
+    Images.routes = {
+        "/ok.png": (200, dict(image, **{"Content-Length": str(len(png))}), png, 0),
+        "/redirect": (302, {"Location": "/ok.png"}, b"", 0),
+        "/loop": (302, {"Location": "/loop"}, b"", 0),
+        "/page": (200, {"Content-Type": "text/html"}, b"<html></html>", 0),
+        "/declared-big.png": (200, dict(image, **{"Content-Length": str(len(big))}), big, 0),
+        "/undeclared-big.png": (200, image, big, 0),  # HTTP/1.0: the body ends at close
+        "/bomb.png": (200, image, bomb, 0),
+        "/text.png": (200, image, b"hello, I am text", 0),
+        "/slow.png": (200, image, png, 5),
+    }
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Images)
+    httpd.daemon_threads = True
+    httpd.timeout = TIMEOUT
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    ok = {"model": "describe_anything_model", "max_tokens": 8, "temperature": 0}
+
+    def ask(url):
+        status, _, raw = server.chat(dict(ok, messages=message(url)))
+        return status, json.loads(raw)
+
+    try:
+        status, inline = ask(data_url(png))
+        assert status == 200, inline
+        want = inline["choices"][0]["message"]["content"]
+        for path in ["/ok.png", "/redirect"]:
+            status, r = ask(base + path)
+            assert status == 200 and r["choices"][0]["message"]["content"] == want, (path, r)
+        bad = [
+            ("/loop", 400, "remote_image_fetch_failed"),
+            ("/missing.png", 400, "remote_image_fetch_failed"),
+            ("/page", 400, "invalid_image"),
+            ("/declared-big.png", 413, "remote_image_too_large"),
+            ("/undeclared-big.png", 413, "remote_image_too_large"),
+            ("/bomb.png", 400, "image_too_large"),
+            ("/text.png", 400, "invalid_image"),
+            ("/slow.png", 400, "remote_image_fetch_failed"),
+            ("https://127.0.0.1:9/a.png", 400, "remote_image_fetch_failed"),
+            ("http://127.0.0.1:9/a.png", 400, "remote_image_fetch_failed"),
+        ]
+        for path, want_status, code in bad:
+            t0 = time.monotonic()
+            status, r = ask(base + path if path.startswith("/") else path)
+            assert status == want_status and r["error"]["code"] == code, (path, status, r)
+            assert time.monotonic() - t0 < 15, (path, "the fetch outlived its timeout")
+            status, r = ask(base + "/ok.png")
+            assert status == 200, (path, r)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    print(f"remote: ok ({len(bad)} failing fetches, each followed by a good request)")
+
+
 def main():
     mode, url, expected, cases = sys.argv[1:5]
     server = Server(url)
     if mode == "busy":
         busy(server, cases)
+        return
+    if mode == "remote":
+        remote(server, cases)
         return
     m = Main(server, json.loads(expected), cases)
     m.openai_modes()

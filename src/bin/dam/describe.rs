@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use dam::image::Mask;
 use dam::segmenter::regions::{prompt_of, NEEDS_SEGMENTER};
-use dam::{Caption, DescribeOptions, Error, Frame, LengthControl, Model, Result, Session};
+use dam::{Caption, DescribeOptions, Error, Frame, Model, Result, Session};
 
 use crate::common::{load_model, ModelArgs};
 use crate::inputs::{load_inputs, RegionArgs};
@@ -56,30 +56,19 @@ pub struct DescribeArgs {
     overlay: Option<PathBuf>,
 }
 
-fn parse_length(s: &str) -> Result<LengthControl> {
-    let (k, n) = s
-        .split_once(':')
-        .ok_or_else(|| Error::InvalidArgument(format!("--length {s}: expected KIND:N")))?;
-    let n: u32 = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-        Error::InvalidArgument(format!("--length {s}: N must be a positive integer"))
-    })?;
-    match k {
-        "words" => Ok(LengthControl::Words(n)),
-        "about" | "about-words" => Ok(LengthControl::AboutWords(n)),
-        "more-than" | "more-than-words" => Ok(LengthControl::MoreThanWords(n)),
-        "sentences" => Ok(LengthControl::Sentences(n)),
-        _ => Err(Error::InvalidArgument(format!(
-            "--length {s}: kind must be words, about, more-than or sentences"
-        ))),
-    }
-}
-
 pub fn run(a: DescribeArgs) -> Result<()> {
     let inputs = load_inputs(&a.region)?;
     let frames = inputs.frames()?;
     let opts = DescribeOptions {
         query: a.query.clone(),
-        length: a.length.as_deref().map(parse_length).transpose()?,
+        length: a
+            .length
+            .as_deref()
+            .map(|s| {
+                s.parse()
+                    .map_err(|why| Error::InvalidArgument(format!("--length {s}: {why}")))
+            })
+            .transpose()?,
         max_new_tokens: a.max_tokens,
         temperature: if a.greedy { 0.0 } else { a.temperature },
         top_p: a.top_p,
