@@ -140,21 +140,13 @@ fn vision(
     let fhp = hp.padded_for(ty);
     let names = hp.tensor_names();
     let mut w = GgufWriter::with_capacity(names.len())?;
-    for key in &h.keys {
-        // Our writer always uses the default alignment.
-        if key == "general.alignment" || key == WEIGHT_TYPE_KEY {
-            continue;
-        }
-        match key.as_str() {
-            key::FF => w.set_u32(key, fhp.ff)?,
-            key::CTX_FF => w.set_u32(key, fhp.ctx_ff)?,
-            _ => {
-                if let Some(v) = h.get(key) {
-                    w.set_value(key, v)?;
-                }
-            }
-        }
-    }
+    copy_keys(h, &mut w, |w, key| match key {
+        // Written last, as the converter does.
+        WEIGHT_TYPE_KEY => Ok(true),
+        key::FF => w.set_u32(key, fhp.ff).map(|_| true),
+        key::CTX_FF => w.set_u32(key, fhp.ctx_ff).map(|_| true),
+        _ => Ok(false),
+    })?;
     w.set_str(WEIGHT_TYPE_KEY, ty.name())?;
     let mut fallbacks = Vec::new();
     let mut plan = Vec::with_capacity(names.len());
@@ -191,15 +183,7 @@ fn segmenter(
     hp.check_tensors(h)?;
     let names = hp.tensor_names();
     let mut w = GgufWriter::with_capacity(names.len())?;
-    for key in &h.keys {
-        // Our writer always uses the default alignment.
-        if key == "general.alignment" {
-            continue;
-        }
-        if let Some(v) = h.get(key) {
-            w.set_value(key, v)?;
-        }
-    }
+    copy_keys(h, &mut w, |_, _| Ok(false))?;
     let mut fallbacks = Vec::new();
     let mut plan = Vec::with_capacity(names.len());
     for (name, def, _) in &names {
@@ -222,6 +206,25 @@ fn segmenter(
     }
     let size = write_plan(w, path, map, plan, threads)?;
     Ok((names.len(), size, fallbacks))
+}
+
+/// Copies the keys of `h` in order, except `general.alignment` (the writer
+/// always uses the default); `set(w, key)` may write a key itself instead
+/// (returning true).
+fn copy_keys(
+    h: &GgufHeader,
+    w: &mut GgufWriter,
+    mut set: impl FnMut(&mut GgufWriter, &str) -> Result<bool>,
+) -> Result<()> {
+    for key in &h.keys {
+        if key == "general.alignment" || set(w, key)? {
+            continue;
+        }
+        if let Some(v) = h.get(key) {
+            w.set_value(key, v)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the planned tensors (source, type, shape) of `map` to `path`:

@@ -168,8 +168,14 @@ fn serve_answers_like_describe_and_survives_bad_input() {
     let case = fixtures().join("tiny/cases");
     let (image, mask) = (case.join("c2_image.png"), case.join("c2_mask.png"));
     let n = MAX_TOKENS.to_string();
+    // Reference precision (f32 KV, no flash attention) for the CLI and the
+    // server alike: batched decoding then equals single decoding exactly
+    // (tests/batch.rs), so the server's batches of concurrent requests must
+    // give each request its lone caption, at any length.
+    let exact = ["--kv-type", "f32", "--flash-attn", "off"];
     let describe = |region: &[&str]| {
         let mut a = vec!["describe", "-m", &model, "-t", "1", "--greedy", "-n", &n];
+        a.extend(exact);
         a.extend(["-i", image.to_str().unwrap()]);
         a.extend(region);
         dam(&a).trim_end_matches('\n').to_string()
@@ -179,7 +185,7 @@ fn serve_answers_like_describe_and_survives_bad_input() {
         "box": describe(&["--box", "10,10,60,50"]),
         "max_tokens": MAX_TOKENS,
     });
-    let mut server = Server::start(&model, &["--max-body-mib", "1"]);
+    let mut server = Server::start(&model, &[&["--max-body-mib", "1"], &exact[..]].concat());
     let out = server.client("main", &expected.to_string());
     assert!(out.contains("client: ok"), "{out}");
     server.terminate();

@@ -217,13 +217,16 @@ class Main:
         # Different images: each one's caption alone (one request at a time),
         # then all at once, twice each; until a batch mixed requests (the
         # metrics say so), at most 3 rounds.
-        lone = {u: self.good(messages=message(u)).choices[0].message.content for u in self.others}
+        # Long enough answers (ignore_eos) that requests arriving while one
+        # runs queue up and share the next batch, on a fast machine too.
+        slow = dict(max_tokens=48, extra_body={"ignore_eos": True})
+        lone = {u: self.good(messages=message(u), **slow).choices[0].message.content for u in self.others}
         assert len(set(lone.values())) > 1, lone
         urls = list(self.others) * 2
         for _ in range(3):
             b0, r0 = self.s.metric("dam_batches_total"), self.s.metric("dam_batched_regions_total")
             with cf.ThreadPoolExecutor(len(urls)) as ex:
-                outs = list(ex.map(lambda u: self.good(messages=message(u)).choices[0].message.content, urls))
+                outs = list(ex.map(lambda u: self.good(messages=message(u), **slow).choices[0].message.content, urls))
             assert outs == [lone[u] for u in urls], (outs, lone)
             b1, r1 = self.s.metric("dam_batches_total"), self.s.metric("dam_batched_regions_total")
             if r1 - r0 > b1 - b0:
