@@ -106,6 +106,14 @@ fn newest(dir: &Path) -> SystemTime {
 fn build_jni() -> PathBuf {
     require("cmake", "--version");
     let build = out("kotlin-cmake");
+    // A cache made for another checkout (a copied or moved target/) makes
+    // CMake refuse the folder: start it afresh.
+    let src = repo().join("bindings/kotlin");
+    let cache = std::fs::read_to_string(build.join("CMakeCache.txt")).unwrap_or_default();
+    if !cache.is_empty() && !cache.contains(&format!("={}\n", src.display())) {
+        let _ = std::fs::remove_dir_all(&build);
+        std::fs::create_dir_all(&build).unwrap();
+    }
     run(Command::new("cmake")
         .arg("-S")
         .arg(repo().join("bindings/kotlin"))
