@@ -307,7 +307,7 @@ impl Model {
         let threads = resolve_threads(self.params.threads)?;
         // An explicit n_ctx is made as asked; the default starts at what one
         // caption at the default length needs and grows with the requests
-        // (Session::ctx_for), up to min(training length, 4096).
+        // (Session::grow_ctx), up to min(training length, 4096).
         let (n_ctx, ctx_limit) = if self.params.n_ctx > 0 {
             (self.params.n_ctx, self.params.n_ctx)
         } else {
@@ -316,7 +316,7 @@ impl Model {
         };
         let ctx_params = ContextParams {
             n_ctx,
-            n_batch: n_ctx.min(2048),
+            n_batch: n_batch_for(n_ctx),
             n_threads: threads as i32,
             type_k: self.params.kv_type,
             type_v: self.params.kv_type,
@@ -369,13 +369,19 @@ pub struct Session {
     model: Arc<Model>,
     backend: Backend,
     /// The LLM context; remade larger when a request needs more cells
-    /// (`ctx_for`), so the KV cache follows what requests use.
+    /// (`grow_ctx`), so the KV cache follows what requests use.
     ctx: LlamaContext,
     /// What `ctx` was made with (its threads kept current).
     ctx_params: ContextParams,
     /// The most cells `ctx` may grow to.
     ctx_limit: usize,
     cancel: Arc<AtomicBool>,
+}
+
+/// Rows per llama_decode for a context of `n_ctx` cells: the whole context,
+/// at most 2048.
+fn n_batch_for(n_ctx: u32) -> u32 {
+    n_ctx.min(2048)
 }
 
 /// Cells of a default session's first context: one image caption at the
@@ -425,7 +431,7 @@ impl Session {
             let n = want.next_power_of_two().min(self.ctx_limit) as u32;
             let params = ContextParams {
                 n_ctx: n,
-                n_batch: n.min(2048),
+                n_batch: n_batch_for(n),
                 ..self.ctx_params.clone()
             };
             // The new cache is made before the old one goes, so a failure
@@ -579,9 +585,8 @@ impl Session {
             })
             .collect();
         let t2 = Instant::now();
-        let n_embd = self.model.llm.n_embd();
         let n_seq = self.ctx_params.n_seq_max as usize;
-        let cells = cells_needed(&prompts, n_embd, opts.max_new_tokens, n_seq);
+        let cells = cells_needed(&prompts, &self.model.llm, opts.max_new_tokens, n_seq);
         self.grow_ctx(cells)?;
         let gens = generate_many(
             &mut self.ctx,
@@ -750,7 +755,7 @@ impl Session {
             pieces: &pieces,
             images: &images,
         };
-        let cells = cells_needed(&[one], self.model.llm.n_embd(), opts.max_new_tokens, 1);
+        let cells = cells_needed(&[one], &self.model.llm, opts.max_new_tokens, 1);
         self.grow_ctx(cells)?;
         let g = generate(
             &mut self.ctx,

@@ -543,21 +543,13 @@ fn prompt_err(k: usize, e: Error) -> Error {
 
 /// KV cells one call needs to run its prompts as one wave: each prompt's
 /// positions plus its answer, for at most `n_seq` prompts (the longest).
-pub fn cells_needed(prompts: &[Prompt], n_embd: usize, max_new: usize, n_seq: usize) -> usize {
+/// An invalid prompt counts 0: its error comes from the generation.
+pub fn cells_needed(prompts: &[Prompt], model: &LlamaModel, max_new: usize, n_seq: usize) -> usize {
     let mut need: Vec<usize> = prompts
         .iter()
         .map(|p| {
-            let rows: usize = p
-                .pieces
-                .iter()
-                .map(|piece| match piece {
-                    PromptPiece::Tokens(t) => t.len(),
-                    PromptPiece::Image(i) => {
-                        p.images.get(*i).map_or(0, |e| e.len() / n_embd.max(1))
-                    }
-                })
-                .sum();
-            rows.saturating_add(max_new)
+            let len = check_pieces(model, p.pieces, p.images).unwrap_or(0);
+            len.saturating_add(max_new)
         })
         .collect();
     need.sort_unstable_by(|a, b| b.cmp(a));
