@@ -30,7 +30,7 @@ use crate::sys::GgmlType;
 
 pub use llm::{llm_key, permute_rows, unpermute_rows, LlmHparams};
 pub use quant::{quantize, QuantizeReport, QUANTIZE_TYPES};
-pub use segmenter::{convert_segmenter, SegmenterReport};
+pub use segmenter::{convert_segmenter, is_segmenter_checkpoint, SegmenterReport};
 pub use spm::{parse as parse_sentencepiece, piece_type, Piece, SpModel};
 pub use synth::{
     synth, synth_plan, synth_vocab, Preset, SynthOptions, SynthPlan, SynthReport, SynthTensor,

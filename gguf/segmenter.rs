@@ -374,6 +374,20 @@ fn check_sources(ts: &Tensors<'_>, srcs: &[(String, Vec<u64>)]) -> Result<()> {
     Ok(())
 }
 
+/// Whether `dir` holds a segmenter checkpoint `convert_segmenter` reads: a
+/// Hugging Face `SamModel` (config.json `model_type` "sam") or MobileSAM's
+/// state dict (model.safetensors with TinyViT's tensors, no config.json).
+pub fn is_segmenter_checkpoint(dir: &Path) -> bool {
+    match std::fs::read(dir.join("config.json")) {
+        Ok(b) => {
+            serde_json::from_slice::<serde_json::Value>(&b).is_ok_and(|c| c["model_type"] == "sam")
+        }
+        Err(_) => hf::Shards::open(dir)
+            .and_then(|s| Ok(s.tensors()?.contains(super::mobilesam::MARKER)))
+            .unwrap_or(false),
+    }
+}
+
 /// One planned tensor: (gguf name, checkpoint sources, def, instance, type).
 type Planned = (String, Vec<String>, &'static TensorDef, usize, GgmlType);
 

@@ -18,14 +18,13 @@ pub mod regions;
 pub mod tensors;
 pub(crate) mod tiny_vit;
 
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gguf_file::{GgufHeader, TensorInfo};
-use crate::image::{ImageView, Mask};
+use crate::image::{ImageView, Mask, PixelFormat};
 use crate::sys::ggml::{Backend, Graph, MappedWeights};
 use crate::sys::{GgmlType, MappedFile};
 use image_encoder::{rel_index, ImageEncoder};
@@ -73,7 +72,7 @@ pub struct Segmentation {
 
 /// The cached embedding of the last image.
 struct Cached {
-    key: u64,
+    key: ImageKey,
     pre: Preprocessed,
     /// [O, g*g] token layout (channels fastest).
     embedding: Vec<f32>,
@@ -198,6 +197,11 @@ impl Segmenter {
         self.cache.as_ref().map(|c| c.embedding.as_slice())
     }
 
+    /// Drops the cached image embedding (the next `segment` encodes again).
+    pub fn forget_image(&mut self) {
+        self.cache = None;
+    }
+
     /// How many times the image encoder has run (a second prompt on the
     /// cached image does not add one).
     pub fn encodes(&self) -> u64 {
@@ -308,9 +312,9 @@ impl Segmenter {
     /// Segments `image` with `prompt`: the embedding comes from the cache
     /// when `image` is the last one seen (same size, format and bytes).
     pub fn segment(&mut self, image: &ImageView<'_>, prompt: &Prompt) -> Result<Segmentation> {
-        let key = image_key(image);
-        if self.cache.as_ref().is_none_or(|c| c.key != key) {
+        if self.cache.as_ref().is_none_or(|c| !c.key.matches(image)) {
             self.cache = None;
+            let key = ImageKey::of(image);
             let pre = self.preprocess(image)?;
             let embedding = self.encode(&pre)?;
             self.cache = Some(Cached {
@@ -350,12 +354,34 @@ impl Segmenter {
     }
 }
 
-/// Identity of an image for the embedding cache.
-fn image_key(image: &ImageView<'_>) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (image.width(), image.height(), image.format()).hash(&mut h);
-    for y in 0..image.height() {
-        image.row(y).unwrap_or_default().hash(&mut h);
+/// Identity of an image for the embedding cache: its size, format and a
+/// copy of its pixel rows (compared exactly: a copy costs a few MB and
+/// less time than hashing them).
+struct ImageKey {
+    size: (u32, u32),
+    format: PixelFormat,
+    pixels: Vec<u8>,
+}
+
+impl ImageKey {
+    fn matches(&self, image: &ImageView<'_>) -> bool {
+        if self.size != (image.width(), image.height()) || self.format != image.format() {
+            return false;
+        }
+        let w = image.width() as usize * image.format().bytes_per_pixel();
+        (0..image.height())
+            .all(|y| image.row(y) == self.pixels.get(y as usize * w..(y as usize + 1) * w))
     }
-    h.finish()
+
+    fn of(image: &ImageView<'_>) -> ImageKey {
+        let mut pixels = Vec::new();
+        for y in 0..image.height() {
+            pixels.extend_from_slice(image.row(y).unwrap_or_default());
+        }
+        ImageKey {
+            size: (image.width(), image.height()),
+            format: image.format(),
+            pixels,
+        }
+    }
 }

@@ -9,7 +9,11 @@ use dam::vision::Detail;
 use dam::{find_model_files, DescribeOptions, Error, ImageView, Region, Result, Session};
 use serde_json::{json, Value};
 
+use dam::segmenter::regions::clicks_prompt;
+use dam::segmenter::Segmenter;
+
 use crate::common::{cli_threads, load_model, model_params, ModelArgs};
+use crate::inputs::{box_corners, clicks};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -17,8 +21,8 @@ pub struct BenchArgs {
     model: ModelArgs,
     #[arg(long, short = 'i')]
     image: PathBuf,
-    #[arg(long)]
-    mask: PathBuf,
+    #[arg(long, required_unless_present = "segmenter_only")]
+    mask: Option<PathBuf>,
     /// New tokens per request (greedy; a synthetic model never stops early).
     #[arg(long, short = 'n', default_value_t = 64)]
     max_tokens: usize,
@@ -35,6 +39,31 @@ pub struct BenchArgs {
     /// boxes) as K sequential calls and as one describe_many batch.
     #[arg(long, default_value_t = 1)]
     regions: usize,
+    /// Time the --segmenter alone (no DAM model is loaded): preprocessing,
+    /// the image encoder, the decoder, a whole first click and a re-click on
+    /// the cached image. The prompt is --points/--labels and/or --box, or
+    /// one click at the image's centre.
+    #[arg(long, requires = "segmenter", conflicts_with = "vision_only")]
+    segmenter_only: bool,
+    /// Clicks x,y;x,y in pixels (with --segmenter-only).
+    #[arg(
+        long,
+        value_name = "X,Y;...",
+        allow_hyphen_values = true,
+        requires = "segmenter_only"
+    )]
+    points: Option<String>,
+    /// One label per click: 1 = positive (the default), 0 = negative.
+    #[arg(long, value_name = "L,L,...", requires = "points")]
+    labels: Option<String>,
+    /// A box x0,y0,x1,y1 in pixels (with --segmenter-only).
+    #[arg(
+        long = "box",
+        value_name = "X0,Y0,X1,Y1",
+        allow_hyphen_values = true,
+        requires = "segmenter_only"
+    )]
+    bbox: Option<String>,
 }
 
 /// Milliseconds since `t`.
@@ -74,8 +103,15 @@ fn file_size(p: &Path) -> u64 {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let rgb = load_rgb(&a.image)?;
-    let mask = load_mask(&a.mask)?;
     let threads = cli_threads(a.model.threads)?;
+    if let (true, Some(path)) = (a.segmenter_only, &a.model.segmenter) {
+        println!("{}", bench_segmenter(&a, path, &rgb, threads)?);
+        return Ok(());
+    }
+    let mask = match &a.mask {
+        Some(m) => load_mask(m)?,
+        None => return Err(Error::InvalidArgument("give --mask".into())),
+    };
     let out = if a.vision_only {
         bench_vision(&a, &rgb, &mask, threads)?
     } else {
@@ -161,6 +197,64 @@ fn bench_model(a: &BenchArgs, rgb: &RgbImage, mask: &Mask, threads: usize) -> Re
         "vision_repacked_matrices": model.vision.n_repacked(),
         "threads": threads, "load_ms": load_ms, "session_ms": session_ms,
         "ready_ms": load_ms + session_ms, "runs": runs, "batches": batches,
+        "peak_rss_bytes": peak_rss(),
+    }))
+}
+
+/// `--segmenter-only`: each stage of a click on a new image, then a re-click.
+fn bench_segmenter(a: &BenchArgs, path: &Path, rgb: &RgbImage, threads: usize) -> Result<Value> {
+    let clicks = a
+        .points
+        .as_deref()
+        .map(|p| clicks(p, a.labels.as_deref()))
+        .transpose()?
+        .unwrap_or_default();
+    let bbox = a.bbox.as_deref().map(box_corners).transpose()?;
+    let clicks = if clicks.is_empty() && bbox.is_none() {
+        vec![(rgb.width as f32 / 2.0, rgb.height as f32 / 2.0, true)]
+    } else {
+        clicks
+    };
+    let prompt = clicks_prompt(&clicks, bbox);
+    let t0 = Instant::now();
+    let mut seg = Segmenter::load(path, threads)?;
+    let load_ms = ms(t0);
+    let image = rgb.view()?;
+    let mut runs = Vec::new();
+    for k in 0..a.warmup + a.runs {
+        // The stages one by one, through the public steps...
+        let t = Instant::now();
+        let pre = seg.preprocess(&image)?;
+        let preprocess_ms = ms(t);
+        let t = Instant::now();
+        let emb = seg.encode(&pre)?;
+        let encode_ms = ms(t);
+        let t = Instant::now();
+        seg.decode(&emb, &pre, &prompt)?;
+        let decode_ms = ms(t);
+        // ...then what a caller sees: a click on a new image (all of it,
+        // with the mask upscaled to the image) and a second click.
+        seg.forget_image();
+        let t = Instant::now();
+        let s = seg.segment(&image, &prompt)?;
+        let first_click_ms = ms(t);
+        let t = Instant::now();
+        seg.segment(&image, &prompt)?;
+        let reclick_ms = ms(t);
+        if k >= a.warmup {
+            runs.push(json!({
+                "preprocess_ms": preprocess_ms, "encode_ms": encode_ms,
+                "decode_ms": decode_ms, "first_click_ms": first_click_ms,
+                "reclick_ms": reclick_ms, "best_index": s.best, "iou_scores": s.iou,
+                "mask_pixels": s.mask.count(),
+            }));
+        }
+    }
+    Ok(json!({
+        "segmenter": path, "segmenter_file_bytes": file_size(path),
+        "encoder": seg.hp.encoder_kind().name(), "image_size": seg.hp.image_size,
+        "width": rgb.width, "height": rgb.height,
+        "threads": threads, "load_ms": load_ms, "runs": runs,
         "peak_rss_bytes": peak_rss(),
     }))
 }

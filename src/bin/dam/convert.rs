@@ -1,5 +1,5 @@
 //! `dam convert`: a Hugging Face DAM checkpoint into the two GGUF files, or
-//! a `SamModel` folder (config.json `model_type` "sam") into a segmenter.
+//! a `SamModel` or MobileSAM folder into a segmenter.
 
 use std::path::PathBuf;
 
@@ -34,7 +34,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             .unwrap_or_else(|| "dam".into()),
     };
     std::fs::create_dir_all(&a.out.outdir).map_err(|e| Error::io(&a.out.outdir, e))?;
-    if is_sam(&a.hf_dir) {
+    if dam::convert::is_segmenter_checkpoint(&a.hf_dir) {
         let r = dam::convert::convert_segmenter(&a.hf_dir, &a.out.outdir, ty, &name, true)?;
         println!("{}", r.path.display());
         return Ok(());
@@ -47,12 +47,4 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     println!("{}", r.llm_path.display());
     println!("{}", r.vision_path.display());
     Ok(())
-}
-
-/// Whether `dir` holds a Hugging Face `SamModel` (its config's model_type).
-fn is_sam(dir: &std::path::Path) -> bool {
-    std::fs::read(dir.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|c| c["model_type"] == "sam")
 }

@@ -45,6 +45,7 @@ use crate::error::{Error, Result};
 
 mod backend;
 mod graph;
+mod ops;
 mod weights;
 
 pub use backend::{cpu_features, devices, gpu_devices, Backend, Device, DeviceInfo};
