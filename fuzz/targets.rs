@@ -13,6 +13,7 @@ use std::sync::{Mutex, OnceLock};
 
 use dam::capi::*;
 use dam::gguf_file::GgufHeader;
+use dam::segmenter::{Point, PointLabel, Prompt, Segmenter};
 use dam::GgmlType;
 use dam::{ImageView, Model, ModelParams, PixelFormat, Region};
 
@@ -37,6 +38,25 @@ pub fn tiny() -> &'static (PathBuf, PathBuf) {
         let r = dam::convert::convert(&ck, &out, GgmlType::F32, "tiny", &Default::default())
             .expect("convert the tiny fixture model");
         (r.llm_path, r.vision_path)
+    })
+}
+
+/// The two segmenter fixtures (SAM's ViT, MobileSAM's TinyViT) converted
+/// to f32 once per process.
+pub fn segmenters() -> &'static [PathBuf; 2] {
+    static SEG: OnceLock<[PathBuf; 2]> = OnceLock::new();
+    SEG.get_or_init(|| {
+        let out = std::env::temp_dir().join(format!("dam-fuzz-seg-{}", std::process::id()));
+        std::fs::create_dir_all(&out).expect("temp dir");
+        ["sam-tiny", "mobilesam-tiny"].map(|set| {
+            let ck = root()
+                .join("tests/fixtures/segmenter")
+                .join(set)
+                .join("checkpoint");
+            dam::convert::convert_segmenter(&ck, &out, GgmlType::F32, set, false)
+                .expect("convert a segmenter fixture")
+                .path
+        })
     })
 }
 
@@ -421,5 +441,168 @@ fn zeroed_region() -> DamRegion {
         points: std::ptr::null(),
         n_points: 0,
         point_labels: std::ptr::null(),
+    }
+}
+
+// ---------------------------------------------------------------- segmenters
+
+/// The bytes are a segmenter file: dam's GGUF reader alone, then
+/// `Segmenter::load` (dam's validation, then ggml). A file that loads must
+/// also segment a small image with a click and a box (a mask or an error).
+pub fn segmenter_load(data: &[u8]) {
+    let _ = GgufHeader::parse(data, "fuzz");
+    let dir = segmenters()[0].parent().expect("segmenter dir");
+    let path = dir.join("fuzz-segmenter-input.gguf");
+    std::fs::write(&path, data).expect("write the input");
+    let Ok(mut seg) = Segmenter::load(&path, 1) else {
+        return;
+    };
+    let pixels: Vec<u8> = (0..24 * 16 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let Ok(image) = ImageView::new(&pixels, 24, 16, 24 * 3, PixelFormat::Rgb8) else {
+        return;
+    };
+    for prompt in [
+        Prompt {
+            points: vec![Point {
+                x: 12.0,
+                y: 8.0,
+                label: PointLabel::Foreground,
+            }],
+            bbox: None,
+            multimask: true,
+        },
+        Prompt {
+            points: Vec::new(),
+            bbox: Some([2.0, 2.0, 20.0, 14.0]),
+            multimask: false,
+        },
+    ] {
+        let _ = seg.segment(&image, &prompt);
+    }
+}
+
+/// One loaded segmenter of each kind for `segment_prompt`, shared by all
+/// runs of the process (each must stay usable after every error).
+struct SegHandles([*mut DamSegmenter; 2]);
+
+// SAFETY: the segmenters are only used under the mutex below; the C API
+// also allows calls from any thread.
+unsafe impl Send for SegHandles {}
+
+fn seg_handles() -> &'static Mutex<SegHandles> {
+    static H: OnceLock<Mutex<SegHandles>> = OnceLock::new();
+    H.get_or_init(|| {
+        let paths = segmenters();
+        let load = |p: &PathBuf| {
+            let c = CString::new(p.to_str().expect("utf-8 path")).expect("path");
+            let mut s = std::ptr::null_mut();
+            // SAFETY: a valid NUL-terminated path and out pointer.
+            let st = unsafe { dam_segmenter_load(DAM_API_VERSION, c.as_ptr(), 1, &mut s) };
+            assert_eq!(st, DamStatus::Ok);
+            s
+        };
+        Mutex::new(SegHandles([load(&paths[0]), load(&paths[1])]))
+    })
+}
+
+/// Arbitrary images (0..=64 per side, any format and stride, also invalid
+/// ones), region kinds (also not a segmenter's), clicks with arbitrary
+/// coordinates and labels (also invalid, or no label array), boxes,
+/// multimask values, and mask and score buffers of any declared size
+/// through `dam_segment`, twice in a row (the second call on the cached
+/// embedding), on SAM or MobileSAM. Every buffer is as large as declared.
+pub fn segment_prompt(data: &[u8]) {
+    let mut b = Bytes(data);
+    let which = usize::from(b.u8() % 2);
+    let (w, h) = (b.u8() as u32 % 65, b.u8() as u32 % 65);
+    let fmt_raw = (b.u8() % 6) as i32 - 1; // -1 and 4 are invalid
+    let bpp = match fmt_raw {
+        0 => 3,
+        1 | 2 => 4,
+        _ => 1,
+    };
+    let row = w as usize * bpp;
+    let stride = match b.u8() % 4 {
+        0 => row.saturating_sub(1),
+        1 => row + b.u8() as usize % 8,
+        _ => row,
+    };
+    let pixels = b.fill(stride.max(row) * h as usize + 8);
+    let kind = match b.u8() % 8 {
+        0 => DamRegionKind::Box as i32,
+        1 => 9, // not a kind
+        2..=4 => DamRegionKind::SegmentedBox as i32,
+        _ => DamRegionKind::Points as i32,
+    };
+    let n_points = b.u8() as usize % 6;
+    let points: Vec<DamPoint> = (0..n_points)
+        .map(|_| DamPoint {
+            x: b.coord().abs(),
+            y: b.coord().abs(),
+        })
+        .collect();
+    let labels: Vec<i32> = (0..n_points)
+        .map(|_| match b.u8() % 8 {
+            0 => b.u8() as i32 - 128,
+            1..=2 => 0,
+            _ => 1,
+        })
+        .collect();
+    let mut r = zeroed_region();
+    r.kind = kind;
+    (r.x0, r.y0, r.x1, r.y1) = (b.coord().abs(), b.coord().abs(), b.coord(), b.coord());
+    r.n_points = n_points;
+    r.points = if points.is_empty() {
+        std::ptr::null()
+    } else {
+        points.as_ptr()
+    };
+    r.point_labels = if b.u8() % 4 == 0 || labels.is_empty() {
+        std::ptr::null()
+    } else {
+        labels.as_ptr()
+    };
+    let multimask = (b.u8() % 4) as i32 - 1; // -1 and 2 are invalid
+    let need = w as usize * h as usize;
+    let mask_size = match b.u8() % 8 {
+        0 => need.saturating_sub(1),
+        _ => need,
+    };
+    let mut mask = vec![0u8; mask_size.max(1)];
+    let scores_cap = b.u8() as usize % 5;
+    let mut scores = vec![0f32; scores_cap.max(1)];
+    let image = DamImageView {
+        data: pixels.as_ptr(),
+        width: w,
+        height: h,
+        stride_bytes: stride,
+        format: fmt_raw,
+    };
+    let hs = seg_handles().lock().unwrap_or_else(|e| e.into_inner());
+    let (mut n, mut best) = (0usize, 0i32);
+    for _ in 0..2 {
+        // SAFETY: the image holds `stride * (height - 1) + width * bpp`
+        // bytes or more, the region's arrays `n_points` entries, the mask
+        // `mask_size` bytes and the scores `scores_cap` floats (both
+        // buffers are at least that long); the segmenter is used by this
+        // thread only.
+        unsafe {
+            dam_segment(
+                hs.0[which],
+                &image,
+                &r,
+                multimask,
+                mask.as_mut_ptr(),
+                mask_size,
+                if scores_cap == 0 {
+                    std::ptr::null_mut()
+                } else {
+                    scores.as_mut_ptr()
+                },
+                scores_cap,
+                &mut n,
+                &mut best,
+            );
+        }
     }
 }

@@ -3,7 +3,8 @@
 # committed corpus, with AddressSanitizer; fails on a crash, leak, OOM or
 # timeout artifact. Needs a nightly toolchain (cargo-fuzz is installed when
 # missing). Not in CI (see .ci/run): run it before changing the code the
-# targets reach (GGUF reading, preprocessing, regions, the C ABI).
+# targets reach (GGUF reading, preprocessing, regions, the C ABI, the
+# segmenters).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs=${1:-30}
@@ -16,7 +17,7 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install -q --locked cargo-fuzz --
 # llama.cpp, the slowest part, slower still; Rust keeps line tables).
 export LLAMA_LIB_PROFILE=Release
 cargo +nightly fuzz build -O --debug-assertions
-for t in gguf_load preprocess capi_describe; do
+for t in gguf_load preprocess capi_describe segmenter_load segment_prompt; do
   rm -rf "target/smoke-$t" && cp -r "corpus/$t" "target/smoke-$t"
   cargo +nightly fuzz run -O --debug-assertions "$t" "target/smoke-$t" -- \
     -max_total_time="$secs" -rss_limit_mb=4096 -print_final_stats=1 2>&1 |

@@ -175,6 +175,9 @@ pub struct Model {
     /// Whether LLM layers live on a GPU (a GPU was found and n_gpu_layers
     /// is not 0).
     pub llm_on_gpu: bool,
+    /// Whether llama.cpp uses the LLM file in place from a memory mapping
+    /// (nothing repacked or uploaded) rather than reading it.
+    pub llm_mapped: bool,
     /// The segmenter of `params.segmenter`, shared by the sessions (one
     /// segmentation at a time; its image embedding cache is shared too).
     pub segmenter: Option<Arc<Mutex<Segmenter>>>,
@@ -256,6 +259,15 @@ impl Model {
         let file = check_llm_file(llm_path, vision.hp.llm_hidden)?;
         let table = TokenTable::new(file.map, &file.token_embd)?;
         llama::init_backend();
+        // Mapping pays only when the weights are used in place. When ggml
+        // repacks them (CPU) or uploads them (GPU), llama.cpp copies every
+        // matrix out of the mapping and the mapped pages it read stay
+        // resident beside the copies (it unmaps only the file's ends):
+        // reading the file instead keeps one copy. A file of which the CPU
+        // repacks nothing (f16 on AVX2) is used in place, so mapped.
+        let use_mmap = gpu.is_none()
+            && (!params.repack
+                || !crate::sys::ggml::cpu_repacks_any(&file.matrices.iter().collect::<Vec<_>>())?);
         let llm = Arc::new(LlamaModel::load_with_table(
             llm_path,
             &llama::ModelParams {
@@ -266,12 +278,7 @@ impl Model {
                 },
                 main_gpu: params.main_gpu.max(0),
                 use_extra_bufts: params.repack,
-                // Mapping pays only when the weights are used in place. When
-                // ggml repacks them (CPU) or uploads them (GPU), llama.cpp
-                // copies every matrix out of the mapping and the mapped pages
-                // it read stay resident beside the copies (it unmaps only the
-                // file's ends): reading the file instead keeps one copy.
-                use_mmap: !params.repack && gpu.is_none(),
+                use_mmap,
             },
             Some(table),
         )?);
@@ -293,6 +300,7 @@ impl Model {
             llm_path: llm_path.to_path_buf(),
             vision_path: vision_path.to_path_buf(),
             llm_on_gpu: gpu.is_some() && params.n_gpu_layers != 0,
+            llm_mapped: use_mmap,
             params,
             load_ms: t0.elapsed().as_secs_f64() * 1e3,
             segmenter,

@@ -315,6 +315,26 @@ fn context_grows_with_the_call() {
     assert_eq!(again[0].tokens.len(), 60);
 }
 
+/// llama.cpp maps the LLM file when it uses the weights in place and reads
+/// it when the CPU repacks them (the mapped pages would stay resident
+/// beside the copies): f32 is never repacked, and repacking off keeps every
+/// file in place. (Which quantized types are repacked depends on the CPU:
+/// `dam bench` reports `llm_mapped`.)
+#[test]
+fn llm_is_mapped_only_when_used_in_place() {
+    let load = |ty: GgmlType, repack: bool| {
+        let (llm, vision) = converted("geom", ty);
+        let params = ModelParams {
+            threads: 2,
+            repack,
+            ..ModelParams::default()
+        };
+        Model::load(&llm, &vision, params).unwrap()
+    };
+    assert!(load(GgmlType::F32, true).llm_mapped, "f32");
+    assert!(load(GgmlType::Q8_0, false).llm_mapped, "no repacking");
+}
+
 /// Regions of DIFFERENT images in one `describe_batch` (what the server
 /// batches from concurrent requests): each gets the caption it gets alone,
 /// in waves too (five regions, four sequences by default).

@@ -56,3 +56,13 @@ fn preprocess_corpus() {
 fn capi_describe_corpus() {
     replay("capi_describe", targets::capi_describe);
 }
+
+#[test]
+fn segmenter_load_corpus() {
+    replay("segmenter_load", targets::segmenter_load);
+}
+
+#[test]
+fn segment_prompt_corpus() {
+    replay("segment_prompt", targets::segment_prompt);
+}

@@ -38,6 +38,9 @@ pub struct LlmFile {
     pub token_embd: TensorInfo,
     pub dims: LlmDims,
     pub layers: u32,
+    /// Every tensor but the token embedding (which prompts read by rows):
+    /// the matrices llama.cpp may repack.
+    pub matrices: Vec<TensorInfo>,
 }
 
 /// Maps, parses and checks the LLM file at `path`; `width` is the vision
@@ -54,11 +57,18 @@ pub fn check_llm_file(path: &Path, width: u32) -> Result<LlmFile> {
         .tensor(TOKEN_EMBD)
         .cloned()
         .ok_or_else(|| Error::InvalidModel(format!("{name}: missing tensor {TOKEN_EMBD}")))?;
+    let matrices = h
+        .tensors
+        .iter()
+        .filter(|t| t.name != TOKEN_EMBD)
+        .cloned()
+        .collect();
     Ok(LlmFile {
         map,
         token_embd,
         dims,
         layers,
+        matrices,
     })
 }
 

@@ -122,14 +122,15 @@ pub(crate) fn unpartition<'g>(
 
 /// Multi-head attention over B independent sets of N tokens: projections
 /// `q`, `k`, `v` [C, N, B] -> [C, N, B] (heads concatenated).
-/// `extra(q, scores)` adds position terms to the scaled scores
-/// [Nk, Nq, H*B] (heads before sets, as torch's reshape) given the
-/// unscaled queries [D, N, H*B].
+/// `soft_max(q, scores, scale)` gives the probabilities from the unscaled
+/// scores [Nk, Nq, H*B] (heads before sets, as torch's reshape), their
+/// scale and the unscaled queries [D, N, H*B]: the softmax of the scaled
+/// scores plus the model's position terms.
 pub(crate) fn attend<'g>(
     g: &'g Graph<'_>,
     (q, k, v): (Tensor<'g>, Tensor<'g>, Tensor<'g>),
     heads: i64,
-    extra: impl FnOnce(Tensor<'g>, Tensor<'g>) -> Result<Tensor<'g>>,
+    soft_max: impl FnOnce(Tensor<'g>, Tensor<'g>, f32) -> Result<Tensor<'g>>,
 ) -> Result<Tensor<'g>> {
     let [c, n, b, _] = q.ne();
     let (h, d) = (heads, c / heads);
@@ -143,9 +144,7 @@ pub(crate) fn attend<'g>(
     let q = heads_first(q)?;
     let k = heads_first(k)?;
     let scores = g.mul_mat(k, q)?; // [Nk, Nq, H*B]
-    let scores = g.scale_bias(scores, 1.0 / (d as f32).sqrt(), 0.0)?;
-    let scores = extra(q, scores)?;
-    let probs = g.soft_max_ext(scores, None, 1.0)?;
+    let probs = soft_max(q, scores, 1.0 / (d as f32).sqrt())?;
     let v = g.reshape(v, &[d, h, n, b])?;
     let v = g.cont(g.permute(v, [1, 2, 0, 3])?)?; // [N, D, H, B]
     let v = g.reshape(v, &[n, d, hb])?;
@@ -280,9 +279,9 @@ impl EncoderLayer {
 }
 
 impl RelAttention {
-    /// `x` [C, s*s, B] (B windows of side s) -> [C, s*s, B]. Scores get
-    /// `rel_h[q_h, k_h] + rel_w[q_w, k_w]` from the unscaled queries
-    /// before the softmax, as `add_decomposed_rel_pos` does.
+    /// `x` [C, s*s, B] (B windows of side s) -> [C, s*s, B]. The scaled
+    /// scores get `rel_h[q_h, k_h] + rel_w[q_w, k_w]` from the unscaled
+    /// queries before the softmax, as `add_decomposed_rel_pos` does.
     fn forward<'g>(
         &self,
         g: &'g Graph<'_>,
@@ -296,8 +295,8 @@ impl RelAttention {
             self.k.forward(g, x)?,
             self.v.forward(g, x)?,
         );
-        let o = attend(g, qkv, self.heads, |q, scores| {
-            let [d, n, hb, _] = q.ne();
+        let o = attend(g, qkv, self.heads, |q, scores, scale| {
+            let [d, _, hb, _] = q.ne();
             // Tables [D, k, q] of the relative embeddings for every (q, k).
             let table = |w: Weight| -> Result<Tensor<'g>> {
                 let r = g.get_rows(g.weight(w)?, idx)?;
@@ -308,10 +307,10 @@ impl RelAttention {
             let rq_t = g.cont(g.permute(rq, [0, 2, 1, 3])?)?; // [D, h, w, HB]
             let rel_w = g.mul_mat(table(self.rel_w)?, rq_t)?; // [k_w, h, w, HB]
             let rel_w = g.cont(g.permute(rel_w, [0, 2, 1, 3])?)?; // [k_w, w, h, HB]
-            let scores = g.reshape(scores, &[s, s, n, hb])?; // [k_w, k_h, Nq, HB]
-            let scores = g.add(scores, g.reshape(rel_h, &[1, s, n, hb])?)?;
-            let scores = g.add(scores, g.reshape(rel_w, &[s, 1, n, hb])?)?;
-            g.reshape(scores, &[n, n, hb])
+            let n = s * s;
+            let rel_h = g.reshape(rel_h, &[s, n, hb])?;
+            let rel_w = g.reshape(rel_w, &[s, n, hb])?;
+            g.rel_soft_max(scores, rel_h, rel_w, scale)
         })?;
         self.out.forward(g, o)
     }

@@ -217,15 +217,16 @@ impl Block {
             self.k.forward(g, h)?,
             self.v.forward(g, h)?,
         );
-        let o = attend(g, qkv, self.heads, |_, scores| {
+        let o = attend(g, qkv, self.heads, |_, scores, scale| {
             let [n, _, hb, _] = scores.ne();
-            // [H, Nq*Nk] rows of the bias table -> [Nk, Nq, H, 1].
+            // [H, Nq*Nk] rows of the bias table -> [Nk, Nq, H, 1], the same
+            // for every window: softmax's mask, added after its scale.
             let b = g.get_rows(g.weight(self.bias)?, idx)?;
             let b = g.reshape(b, &[self.heads, n, n, 1])?;
             let b = g.cont(g.permute(b, [2, 0, 1, 3])?)?;
             let scores = g.reshape(scores, &[n, n, self.heads, hb / self.heads])?;
-            let scores = g.add(scores, b)?;
-            g.reshape(scores, &[n, n, hb])
+            let probs = g.soft_max_ext(scores, Some(b), scale)?;
+            g.reshape(probs, &[n, n, hb])
         })?;
         let h = self.out.forward(g, o)?;
         let x = g.add(x, unpartition(g, h, ws, padded, grid)?)?;

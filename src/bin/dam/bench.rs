@@ -195,6 +195,7 @@ fn bench_model(a: &BenchArgs, rgb: &RgbImage, mask: &Mask, threads: usize) -> Re
         "llm_weight_bytes_per_token": llm_bytes_per_token(&model.llm_path)?,
         "vision_weight_type": model.vision.weight_type.name(),
         "vision_repacked_matrices": model.vision.n_repacked(),
+        "llm_mapped": model.llm_mapped,
         "threads": threads, "load_ms": load_ms, "session_ms": session_ms,
         "ready_ms": load_ms + session_ms, "runs": runs, "batches": batches,
         "peak_rss_bytes": peak_rss(),

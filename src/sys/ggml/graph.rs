@@ -416,6 +416,65 @@ impl<'w> Graph<'w> {
     }
 
     /// Row-wise softmax of `a * scale + mask`.
+    /// `softmax(scale * scores + rel_h[k_h] + rel_w[k_w])` over the keys of
+    /// each row (SAM's decomposed relative positions): `scores` [s*s, n, m]
+    /// with keys `k_w + s k_h`, `rel_h` and `rel_w` [s, n, m], all f32 and
+    /// contiguous. On the CPU one pass of dam's kernel; elsewhere ggml's
+    /// scale, two broadcast adds and softmax.
+    pub fn rel_soft_max<'g>(
+        &'g self,
+        scores: Tensor<'_>,
+        rel_h: Tensor<'_>,
+        rel_w: Tensor<'_>,
+        scale: f32,
+    ) -> Result<Tensor<'g>> {
+        let c = self.begin("rel_soft_max", &[scores, rel_h, rel_w])?;
+        let [k, n, m, one] = scores.ne();
+        let s = rel_h.ne()[0];
+        let fits = one == 1
+            && s * s == k
+            && rel_h.ne() == [s, n, m, 1]
+            && rel_w.ne() == [s, n, m, 1]
+            && [scores, rel_h, rel_w]
+                .iter()
+                .all(|t| t.ty() == ffi::GGML_TYPE_F32 && t.is_contiguous());
+        if !fits {
+            return Err(err(
+                "rel_soft_max",
+                format!(
+                    "scores {:?}, rel_h {:?}, rel_w {:?}",
+                    scores.ne(),
+                    rel_h.ne(),
+                    rel_w.ne()
+                ),
+            ));
+        }
+        if self.weights.device().is_none() {
+            // SAFETY: the shapes and types rel_soft_max_op needs (checked);
+            // ggml makes the output in the scores' shape and calls the
+            // callback on the CPU backend (these weights are not on a GPU,
+            // so neither is the graph) with all four allocated. The userdata
+            // is the scale's bits, never dereferenced.
+            let p = unsafe {
+                ffi::ggml_map_custom3(
+                    c,
+                    scores.raw(),
+                    rel_h.raw(),
+                    rel_w.raw(),
+                    Some(super::ops::rel_soft_max_op),
+                    -1, // GGML_N_TASKS_MAX: every thread of the backend
+                    scale.to_bits() as usize as *mut std::os::raw::c_void,
+                )
+            };
+            return self.wrap(p, "rel_soft_max");
+        }
+        let x = self.scale_bias(scores, scale, 0.0)?;
+        let x = self.reshape(x, &[s, s, n, m])?;
+        let x = self.add(x, self.reshape(rel_h, &[1, s, n, m])?)?;
+        let x = self.add(x, self.reshape(rel_w, &[s, 1, n, m])?)?;
+        self.soft_max_ext(self.reshape(x, &[k, n, m])?, None, 1.0)
+    }
+
     pub fn soft_max_ext<'g>(
         &'g self,
         a: Tensor<'_>,

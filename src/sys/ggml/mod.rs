@@ -50,7 +50,7 @@ mod weights;
 
 pub use backend::{cpu_features, devices, gpu_devices, Backend, Device, DeviceInfo};
 pub use graph::{Graph, Unary};
-pub use weights::{MappedWeights, Weight};
+pub use weights::{cpu_repacks_any, MappedWeights, Weight};
 
 /// A fresh id for a graph or a set of weights (never reused in a process).
 fn next_id() -> u64 {

@@ -1,5 +1,10 @@
 //! dam's own CPU ops, run by ggml as custom-op nodes.
 //!
+//! SAM's attention with decomposed relative positions: the softmax of
+//! `scale * scores + rel_h[k_h] + rel_w[k_w]` in one pass over the scores
+//! (ggml ops would scale, add twice and soften in four passes over a
+//! [4096, 4096, heads] tensor in each global layer).
+//!
 //! GELU with erf: ggml's CPU kernel calls libm's scalar `erff` per element,
 //! which took ~13% of MobileSAM's encoder and most of SAM's mask upscaling.
 //! Here erf is the Abramowitz & Stegun 7.1.26 formula (absolute error
@@ -123,6 +128,100 @@ pub(super) unsafe extern "C" fn gelu_erf_op(
     }
 }
 
+/// One row of [`rel_soft_max_op`]: `out[k_w + s k_h] = softmax(scale *
+/// x + rh[k_h] + rw[k_w])` over the `s * s` keys, exp by [`exp_neg`].
+fn rel_soft_max_row(x: &[f32], rh: &[f32], rw: &[f32], scale: f32, out: &mut [f32]) {
+    let s = rw.len();
+    for ((o, x), &h) in out.chunks_exact_mut(s).zip(x.chunks_exact(s)).zip(rh) {
+        for ((o, &x), &w) in o.iter_mut().zip(x).zip(rw) {
+            *o = x * scale + h + w;
+        }
+    }
+    let max = out.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    // Eight partial sums, so the loop vectorises.
+    let mut sums = [0f32; 8];
+    for c in out.chunks_mut(8) {
+        for (v, acc) in c.iter_mut().zip(&mut sums) {
+            *v = exp_neg(*v - max);
+            *acc += *v;
+        }
+    }
+    let inv = 1.0 / sums.iter().sum::<f32>();
+    for v in out.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// The node's callback for [`super::Graph::rel_soft_max`]: `a` scores
+/// [s*s, n, m], `b` rel_h [s, n, m], `c` rel_w [s, n, m], `dst` like `a`
+/// (all f32, contiguous, checked when the node was made); the scale's bits
+/// are the userdata pointer's value. Thread `ith` of `nth` does its share
+/// of the n * m rows.
+///
+/// # Safety
+/// Called by ggml's CPU backend only, with the tensors of a node made by
+/// `Graph::rel_soft_max` (shapes as above, allocated).
+pub(super) unsafe extern "C" fn rel_soft_max_op(
+    dst: *mut ffi::ggml_tensor,
+    a: *const ffi::ggml_tensor,
+    b: *const ffi::ggml_tensor,
+    c: *const ffi::ggml_tensor,
+    ith: c_int,
+    nth: c_int,
+    userdata: *mut c_void,
+) {
+    let scale = f32::from_bits(userdata as usize as u32);
+    // SAFETY: valid headers (caller's contract).
+    let (ne_a, ne_b) = unsafe { ((*a).ne, (*b).ne) };
+    let (keys, side) = (ne_a[0].max(0) as usize, ne_b[0].max(0) as usize);
+    let rows = (ne_a[1] * ne_a[2] * ne_a[3]).max(0) as usize;
+    let (ith, nth) = (ith.max(0) as usize, nth.max(1) as usize);
+    let per = rows.div_ceil(nth);
+    let (start, end) = ((ith * per).min(rows), ((ith + 1) * per).min(rows));
+    if start == end || keys != side * side {
+        return;
+    }
+    // SAFETY: f32 data of `rows * keys` (a, dst) and `rows * side` (b, c)
+    // elements (caller's contract).
+    let (x, rh, rw, out) = unsafe {
+        (
+            (*a).data as *const f32,
+            (*b).data as *const f32,
+            (*c).data as *const f32,
+            (*dst).data as *mut f32,
+        )
+    };
+    // ggml never runs a custom op in place; were dst over a, each row is
+    // copied out before it is written.
+    let in_place = std::ptr::eq(x, out);
+    let mut copy = if in_place {
+        vec![0f32; keys]
+    } else {
+        Vec::new()
+    };
+    for r in start..end {
+        // SAFETY: row r of each tensor lies inside it (r < rows); this
+        // thread alone reads and writes rows [start, end) of dst, and a's
+        // row is only borrowed when it is not dst's.
+        unsafe {
+            let (hr, wr) = (
+                std::slice::from_raw_parts(rh.add(r * side), side),
+                std::slice::from_raw_parts(rw.add(r * side), side),
+            );
+            if in_place {
+                std::ptr::copy_nonoverlapping(x.add(r * keys), copy.as_mut_ptr(), keys);
+            }
+            let xr: &[f32] = if in_place {
+                &copy
+            } else {
+                std::slice::from_raw_parts(x.add(r * keys), keys)
+            };
+            let or = std::slice::from_raw_parts_mut(out.add(r * keys), keys);
+            rel_soft_max_row(xr, hr, wr, scale, or);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +274,30 @@ mod tests {
             assert!((y - exact).abs() <= exact.abs() * 1e-6, "gelu({x}) = {y}");
         }
         assert!(gelu_erf(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn rel_soft_max_row_is_the_softmax_of_the_biased_scores() {
+        let s = 5;
+        let x: Vec<f32> = (0..s * s)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
+            .collect();
+        let rh: Vec<f32> = (0..s).map(|i| i as f32 * 0.3 - 0.5).collect();
+        let rw: Vec<f32> = (0..s).map(|i| 1.0 - i as f32 * 0.45).collect();
+        let mut out = vec![0f32; s * s];
+        rel_soft_max_row(&x, &rh, &rw, 0.125, &mut out);
+        let v: Vec<f64> = (0..s * s)
+            .map(|k| x[k] as f64 * 0.125 + rh[k / s] as f64 + rw[k % s] as f64)
+            .collect();
+        let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = v.iter().map(|v| (v - max).exp()).sum();
+        for (k, &o) in out.iter().enumerate() {
+            let want = (v[k] - max).exp() / sum;
+            assert!(
+                (o as f64 - want).abs() < 1e-6 * want.max(1e-3),
+                "{k}: {o} vs {want}"
+            );
+        }
     }
 
     #[test]

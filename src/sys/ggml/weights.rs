@@ -210,13 +210,8 @@ impl MappedWeights {
         let bufts = extra_buffer_types(dev);
         let mut chosen: Vec<Vec<&TensorInfo>> = vec![Vec::new(); bufts.len()];
         for &t in infos {
-            if t.ne.len() == 2 && t.ty != GgmlType::F32 {
-                if let Some(k) = bufts
-                    .iter()
-                    .position(|&b| supports_matmul(dev, b, t.ty, &t.ne))
-                {
-                    chosen[k].push(t);
-                }
+            if let Some(k) = repacking_buffer(dev, &bufts, t) {
+                chosen[k].push(t);
             }
         }
         for (buft, list) in bufts.into_iter().zip(chosen) {
@@ -360,6 +355,31 @@ impl Weight {
     pub(super) fn owner(&self) -> u64 {
         self.owner
     }
+}
+
+/// The first of `bufts` that takes the matrix `t` (2-D, not f32), if any.
+fn repacking_buffer(
+    dev: NonNull<ffi::ggml_backend_device>,
+    bufts: &[ffi::ggml_backend_buffer_type_t],
+    t: &TensorInfo,
+) -> Option<usize> {
+    if t.ne.len() != 2 || t.ty == GgmlType::F32 {
+        return None;
+    }
+    bufts
+        .iter()
+        .position(|&b| supports_matmul(dev, b, t.ty, &t.ne))
+}
+
+/// Whether the CPU's extra buffer types (AMX, repacked GEMM layouts) take
+/// any of these matrices: the choice `MappedWeights::new` with `repack`
+/// makes, and llama.cpp's with extra buffer types.
+pub fn cpu_repacks_any(infos: &[&TensorInfo]) -> Result<bool> {
+    let dev = cpu_device()?;
+    let bufts = extra_buffer_types(dev);
+    Ok(infos
+        .iter()
+        .any(|t| repacking_buffer(dev, &bufts, t).is_some()))
 }
 
 /// The CPU's extra buffer types (AMX, repacked GEMM layouts; empty when
