@@ -76,6 +76,17 @@ def make(args):
     print(json.dumps({"model": args.model, "out": args.out, "parameters": n}))
 
 
+def record(runs, kept, preprocess_ms, encode_ms, decode_ms, first_click_ms, reclick_ms, iou, mask):
+    """Appends one measured run (not a warm-up's) with its result."""
+    iou = [float(v) for v in np.asarray(iou).reshape(-1)]
+    run = dict(preprocess_ms=preprocess_ms, encode_ms=encode_ms, decode_ms=decode_ms,
+               first_click_ms=first_click_ms, reclick_ms=reclick_ms,
+               best_index=int(np.argmax(iou)), iou_scores=iou, mask_pixels=int(mask.sum()))
+    if kept:
+        runs.append(run)
+    print(f"run: {run if kept else 'warm-up'}", file=sys.stderr)
+
+
 def prompt_of(args, w, h):
     pts = [[float(v) for v in p.split(",")] for p in args.points.split(";")] if args.points else []
     labels = [int(v) for v in args.labels.split(",")] if args.labels else [1] * len(pts)
@@ -136,13 +147,8 @@ def bench_sam(args, image, pts, labels, box):
             t = time.perf_counter()
             upscale(decode(emb, inputs), inputs)
             reclick_ms = ms(t)
-            if k >= args.warmup:
-                runs.append(dict(preprocess_ms=preprocess_ms, encode_ms=encode_ms,
-                                 decode_ms=decode_ms, first_click_ms=first_click_ms,
-                                 reclick_ms=reclick_ms, best_index=best,
-                                 iou_scores=[float(v) for v in np.asarray(iou).reshape(-1)],
-                                 mask_pixels=int(masks[best].sum())))
-            print(f"run {k}: {runs[-1] if k >= args.warmup else 'warm-up'}", file=sys.stderr)
+            record(runs, k >= args.warmup, preprocess_ms, encode_ms, decode_ms, first_click_ms,
+                   reclick_ms, iou, masks[best])
     return load_ms, runs
 
 
@@ -203,13 +209,8 @@ def bench_mobilesam(args, image, pts, labels, box):
             predictor.predict(**kw)
             reclick_ms = ms(t)
             best = int(np.argmax(iou))
-            if k >= args.warmup:
-                runs.append(dict(preprocess_ms=preprocess_ms, encode_ms=encode_ms,
-                                 decode_ms=decode_ms, first_click_ms=first_click_ms,
-                                 reclick_ms=reclick_ms, best_index=best,
-                                 iou_scores=[float(v) for v in np.asarray(iou).reshape(-1)],
-                                 mask_pixels=int(masks[best].sum())))
-            print(f"run {k}: {runs[-1] if k >= args.warmup else 'warm-up'}", file=sys.stderr)
+            record(runs, k >= args.warmup, preprocess_ms, encode_ms, decode_ms, first_click_ms,
+                   reclick_ms, iou, masks[best])
     return load_ms, runs
 
 

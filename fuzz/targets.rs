@@ -208,6 +208,32 @@ pub fn preprocess(data: &[u8]) {
 
 // ---------------------------------------------------------------- C ABI
 
+/// A C image's declared sizes: width and height 0..=max, a pixel format
+/// (also the invalid -1 and 4) and a stride (sometimes shorter than a row).
+fn capi_image(b: &mut Bytes, max: u8) -> (u32, u32, i32, usize) {
+    let side = u32::from(max) + 1;
+    let (w, h) = (b.u8() as u32 % side, b.u8() as u32 % side);
+    let fmt_raw = (b.u8() % 6) as i32 - 1;
+    let row = row_bytes(w, fmt_raw);
+    let stride = match b.u8() % 4 {
+        0 => row.saturating_sub(1),
+        1 => row + b.u8() as usize % 8,
+        _ => row,
+    };
+    (w, h, fmt_raw, stride)
+}
+
+/// Bytes of a row of `w` pixels of the C format `fmt_raw` (1 per pixel
+/// for the invalid ones).
+fn row_bytes(w: u32, fmt_raw: i32) -> usize {
+    let bpp = match fmt_raw {
+        0 => 3,
+        1 | 2 => 4,
+        _ => 1,
+    };
+    w as usize * bpp
+}
+
 /// A model and a session of the C API, shared by all runs of the process
 /// (the session must stay usable after every error).
 struct Handles {
@@ -269,22 +295,10 @@ unsafe extern "C" fn on_batch_token(
 /// sizes, so a sanitizer report is dam's bug, not the harness's.
 pub fn capi_describe(data: &[u8]) {
     let mut b = Bytes(data);
-    let (w, h) = (b.u8() as u32 % 49, b.u8() as u32 % 49);
-    let fmt_raw = (b.u8() % 6) as i32 - 1; // -1 and 4 are invalid
-    let bpp = match fmt_raw {
-        0 => 3,
-        1 | 2 => 4,
-        _ => 1,
-    };
-    let row = w as usize * bpp;
-    let stride = match b.u8() % 4 {
-        0 => row.saturating_sub(1),
-        1 => row + b.u8() as usize % 8,
-        _ => row,
-    };
+    let (w, h, fmt_raw, stride) = capi_image(&mut b, 48);
     let n_regions = 1 + b.u8() as usize % 3;
     let batch = b.u8() % 3 == 0;
-    let pixels = b.fill(stride.max(row) * h as usize + 8);
+    let pixels = b.fill(stride.max(row_bytes(w, fmt_raw)) * h as usize + 8);
 
     let mut masks = Vec::new();
     let mut points = Vec::new();
@@ -514,20 +528,8 @@ fn seg_handles() -> &'static Mutex<SegHandles> {
 pub fn segment_prompt(data: &[u8]) {
     let mut b = Bytes(data);
     let which = usize::from(b.u8() % 2);
-    let (w, h) = (b.u8() as u32 % 65, b.u8() as u32 % 65);
-    let fmt_raw = (b.u8() % 6) as i32 - 1; // -1 and 4 are invalid
-    let bpp = match fmt_raw {
-        0 => 3,
-        1 | 2 => 4,
-        _ => 1,
-    };
-    let row = w as usize * bpp;
-    let stride = match b.u8() % 4 {
-        0 => row.saturating_sub(1),
-        1 => row + b.u8() as usize % 8,
-        _ => row,
-    };
-    let pixels = b.fill(stride.max(row) * h as usize + 8);
+    let (w, h, fmt_raw, stride) = capi_image(&mut b, 64);
+    let pixels = b.fill(stride.max(row_bytes(w, fmt_raw)) * h as usize + 8);
     let kind = match b.u8() % 8 {
         0 => DamRegionKind::Box as i32,
         1 => 9, // not a kind

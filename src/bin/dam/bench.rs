@@ -13,7 +13,7 @@ use dam::segmenter::regions::clicks_prompt;
 use dam::segmenter::Segmenter;
 
 use crate::common::{cli_threads, load_model, model_params, ModelArgs};
-use crate::inputs::{box_corners, clicks};
+use crate::inputs::clicks_and_box;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -204,13 +204,8 @@ fn bench_model(a: &BenchArgs, rgb: &RgbImage, mask: &Mask, threads: usize) -> Re
 
 /// `--segmenter-only`: each stage of a click on a new image, then a re-click.
 fn bench_segmenter(a: &BenchArgs, path: &Path, rgb: &RgbImage, threads: usize) -> Result<Value> {
-    let clicks = a
-        .points
-        .as_deref()
-        .map(|p| clicks(p, a.labels.as_deref()))
-        .transpose()?
-        .unwrap_or_default();
-    let bbox = a.bbox.as_deref().map(box_corners).transpose()?;
+    let (clicks, bbox) =
+        clicks_and_box(a.points.as_deref(), a.labels.as_deref(), a.bbox.as_deref())?;
     let clicks = if clicks.is_empty() && bbox.is_none() {
         vec![(rgb.width as f32 / 2.0, rgb.height as f32 / 2.0, true)]
     } else {

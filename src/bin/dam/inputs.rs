@@ -110,6 +110,20 @@ pub fn clicks(points: &str, labels: Option<&str>) -> Result<Vec<(f32, f32, bool)
         .collect())
 }
 
+/// A segmenter prompt's `--points`/`--labels` and `--box` (each optional):
+/// the clicks (none without `--points`) and the box.
+pub fn clicks_and_box(
+    points: Option<&str>,
+    labels: Option<&str>,
+    bbox: Option<&str>,
+) -> Result<(Vec<(f32, f32, bool)>, Option<[f32; 4]>)> {
+    let clicks = points
+        .map(|p| clicks(p, labels))
+        .transpose()?
+        .unwrap_or_default();
+    Ok((clicks, bbox.map(box_corners).transpose()?))
+}
+
 /// `--box x0,y0,x1,y1`.
 pub fn box_corners(b: &str) -> Result<[f32; 4]> {
     let v = floats(b, "--box")?;

@@ -12,7 +12,7 @@ use dam::{Error, Result};
 
 use crate::common::cli_threads;
 use crate::dump::Tensors;
-use crate::inputs::{box_corners, clicks};
+use crate::inputs::clicks_and_box;
 
 #[derive(Args)]
 pub struct SegmentArgs {
@@ -51,13 +51,8 @@ pub struct SegmentArgs {
 
 pub fn run(a: SegmentArgs) -> Result<()> {
     let threads = cli_threads(a.threads)?;
-    let clicks = a
-        .points
-        .as_deref()
-        .map(|p| clicks(p, a.labels.as_deref()))
-        .transpose()?
-        .unwrap_or_default();
-    let bbox = a.bbox.as_deref().map(box_corners).transpose()?;
+    let (clicks, bbox) =
+        clicks_and_box(a.points.as_deref(), a.labels.as_deref(), a.bbox.as_deref())?;
     if clicks.is_empty() && bbox.is_none() {
         return Err(Error::InvalidArgument(
             "give --points, --box or both".into(),
