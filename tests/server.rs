@@ -52,6 +52,25 @@ fn tiny_model(dir: &Path) -> String {
     out.to_string()
 }
 
+/// The sam-tiny fixture segmenter converted to f32 into `dir` (as
+/// tests/cli_segment.rs): the path `dam convert` prints.
+fn tiny_segmenter(dir: &Path) -> String {
+    let ck = fixtures().join("segmenter/sam-tiny/checkpoint");
+    let out = dir.join("seg");
+    let args = ["--type", "f32", "--name", "sam-tiny"];
+    let printed = dam(&[
+        &[
+            "convert",
+            ck.to_str().unwrap(),
+            "--outdir",
+            out.to_str().unwrap(),
+        ],
+        &args[..],
+    ]
+    .concat());
+    printed.trim().to_string()
+}
+
 /// A running server; killed when dropped (a failing test leaves none).
 struct Server {
     child: Child,
@@ -188,6 +207,41 @@ fn serve_answers_like_describe_and_survives_bad_input() {
     let mut server = Server::start(&model, &[&["--max-body-mib", "1"], &exact[..]].concat());
     let out = server.client("main", &expected.to_string());
     assert!(out.contains("client: ok"), "{out}");
+    server.terminate();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn serve_describes_clicks_and_segmented_boxes_with_a_segmenter() {
+    let dir = tmp("segment");
+    let model = tiny_model(&dir);
+    let seg = tiny_segmenter(&dir);
+    let image = fixtures().join("tiny/cases/c2_image.png");
+    let n = MAX_TOKENS.to_string();
+    // The precision of the test above, for the same reason.
+    let exact = [
+        "--kv-type",
+        "f32",
+        "--flash-attn",
+        "off",
+        "--segmenter",
+        &seg,
+    ];
+    let describe = |region: &[&str]| {
+        let mut a = vec!["describe", "-m", &model, "-t", "1", "--greedy", "-n", &n];
+        a.extend(exact);
+        a.extend(["-i", image.to_str().unwrap()]);
+        a.extend(region);
+        dam(&a).trim_end_matches('\n').to_string()
+    };
+    let expected = serde_json::json!({
+        "points": describe(&["--points", "30,30;70,40", "--labels", "1,0"]),
+        "segment_box": describe(&["--box", "10,10,60,50", "--segment-box"]),
+        "max_tokens": MAX_TOKENS,
+    });
+    let mut server = Server::start(&model, &exact);
+    let out = server.client("segment", &expected.to_string());
+    assert!(out.contains("segment: ok"), "{out}");
     server.terminate();
     let _ = std::fs::remove_dir_all(dir);
 }
