@@ -52,6 +52,25 @@ fn tiny_model(dir: &Path) -> String {
     out.to_string()
 }
 
+/// The sam-tiny fixture segmenter converted to f32 into `dir` (as
+/// tests/cli_segment.rs): the path `dam convert` prints.
+fn tiny_segmenter(dir: &Path) -> String {
+    let ck = fixtures().join("segmenter/sam-tiny/checkpoint");
+    let out = dir.join("seg");
+    let args = ["--type", "f32", "--name", "sam-tiny"];
+    let printed = dam(&[
+        &[
+            "convert",
+            ck.to_str().unwrap(),
+            "--outdir",
+            out.to_str().unwrap(),
+        ],
+        &args[..],
+    ]
+    .concat());
+    printed.trim().to_string()
+}
+
 /// A running server; killed when dropped (a failing test leaves none).
 struct Server {
     child: Child,
@@ -154,6 +173,24 @@ impl Drop for Server {
     }
 }
 
+/// Reference precision (f32 KV, no flash attention) for the CLI and the
+/// server alike: batched decoding then equals single decoding exactly
+/// (tests/batch.rs), so the server's batches of concurrent requests must
+/// give each request its lone caption, at any length.
+const EXACT: [&str; 4] = ["--kv-type", "f32", "--flash-attn", "off"];
+
+/// `dam describe`'s greedy caption (MAX_TOKENS tokens, EXACT precision,
+/// `flags`) of `region` on `image`.
+fn cli_caption(model: &str, image: &Path, flags: &[&str], region: &[&str]) -> String {
+    let n = MAX_TOKENS.to_string();
+    let mut a = vec!["describe", "-m", model, "-t", "1", "--greedy", "-n", &n];
+    a.extend(EXACT);
+    a.extend(flags);
+    a.extend(["-i", image.to_str().unwrap()]);
+    a.extend(region);
+    dam(&a).trim_end_matches('\n').to_string()
+}
+
 fn tmp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("dam-server-tests-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
@@ -167,27 +204,35 @@ fn serve_answers_like_describe_and_survives_bad_input() {
     let model = tiny_model(&dir);
     let case = fixtures().join("tiny/cases");
     let (image, mask) = (case.join("c2_image.png"), case.join("c2_mask.png"));
-    let n = MAX_TOKENS.to_string();
-    // Reference precision (f32 KV, no flash attention) for the CLI and the
-    // server alike: batched decoding then equals single decoding exactly
-    // (tests/batch.rs), so the server's batches of concurrent requests must
-    // give each request its lone caption, at any length.
-    let exact = ["--kv-type", "f32", "--flash-attn", "off"];
-    let describe = |region: &[&str]| {
-        let mut a = vec!["describe", "-m", &model, "-t", "1", "--greedy", "-n", &n];
-        a.extend(exact);
-        a.extend(["-i", image.to_str().unwrap()]);
-        a.extend(region);
-        dam(&a).trim_end_matches('\n').to_string()
-    };
+    let describe = |region: &[&str]| cli_caption(&model, &image, &[], region);
     let expected = serde_json::json!({
         "alpha": describe(&["--mask", mask.to_str().unwrap()]),
         "box": describe(&["--box", "10,10,60,50"]),
         "max_tokens": MAX_TOKENS,
     });
-    let mut server = Server::start(&model, &[&["--max-body-mib", "1"], &exact[..]].concat());
+    let mut server = Server::start(&model, &[&["--max-body-mib", "1"], &EXACT[..]].concat());
     let out = server.client("main", &expected.to_string());
     assert!(out.contains("client: ok"), "{out}");
+    server.terminate();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn serve_describes_clicks_and_segmented_boxes_with_a_segmenter() {
+    let dir = tmp("segment");
+    let model = tiny_model(&dir);
+    let seg = tiny_segmenter(&dir);
+    let image = fixtures().join("tiny/cases/c2_image.png");
+    let flags = ["--segmenter", seg.as_str()];
+    let describe = |region: &[&str]| cli_caption(&model, &image, &flags, region);
+    let expected = serde_json::json!({
+        "points": describe(&["--points", "30,30;70,40", "--labels", "1,0"]),
+        "segment_box": describe(&["--box", "10,10,60,50", "--segment-box"]),
+        "max_tokens": MAX_TOKENS,
+    });
+    let mut server = Server::start(&model, &[&EXACT[..], &flags].concat());
+    let out = server.client("segment", &expected.to_string());
+    assert!(out.contains("segment: ok"), "{out}");
     server.terminate();
     let _ = std::fs::remove_dir_all(dir);
 }

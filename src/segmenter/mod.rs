@@ -56,6 +56,37 @@ pub struct Prompt {
     pub multimask: bool,
 }
 
+impl Prompt {
+    /// Checks the prompt against a `width` x `height` image: at least one
+    /// point or a box, every coordinate finite and inside the image, the box
+    /// proper (x1 > x0, y1 > y0). Cheap: callers may check before encoding.
+    pub fn check(&self, width: u32, height: u32) -> Result<()> {
+        let (w, h) = (width as f32, height as f32);
+        let inside = |x: f32, y: f32| {
+            x.is_finite() && y.is_finite() && (0.0..=w).contains(&x) && (0.0..=h).contains(&y)
+        };
+        if self.points.is_empty() && self.bbox.is_none() {
+            return Err(Error::InvalidArgument(
+                "a prompt needs a point or a box".into(),
+            ));
+        }
+        if let Some(p) = self.points.iter().find(|p| !inside(p.x, p.y)) {
+            return Err(Error::InvalidArgument(format!(
+                "point ({}, {}) is outside the {w}x{h} image",
+                p.x, p.y
+            )));
+        }
+        if let Some(b) = self.bbox {
+            if !inside(b[0], b[1]) || !inside(b[2], b[3]) || b[2] <= b[0] || b[3] <= b[1] {
+                return Err(Error::InvalidArgument(format!(
+                    "box {b:?} is not a box inside the {w}x{h} image"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The decoder's result for one prompt.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Segmentation {
@@ -268,26 +299,12 @@ impl Segmenter {
         ))
     }
 
-    /// Checks the prompt (finite, inside the image, a proper box, at least
-    /// one point or a box) and encodes it into sparse tokens [O, T].
+    /// Checks the prompt ([`Prompt::check`]) and encodes it into sparse
+    /// tokens [O, T].
     fn sparse_tokens(&self, pre: &Preprocessed, prompt: &Prompt) -> Result<Vec<f32>> {
-        let (h, w) = (pre.original.0 as f32, pre.original.1 as f32);
-        let inside = |x: f32, y: f32| {
-            x.is_finite() && y.is_finite() && (0.0..=w).contains(&x) && (0.0..=h).contains(&y)
-        };
-        if prompt.points.is_empty() && prompt.bbox.is_none() {
-            return Err(Error::InvalidArgument(
-                "a prompt needs a point or a box".into(),
-            ));
-        }
+        prompt.check(pre.original.1, pre.original.0)?;
         let mut points = Vec::with_capacity(prompt.points.len());
         for p in &prompt.points {
-            if !inside(p.x, p.y) {
-                return Err(Error::InvalidArgument(format!(
-                    "point ({}, {}) is outside the {w}x{h} image",
-                    p.x, p.y
-                )));
-            }
             points.push((
                 preprocess::map_point([p.x, p.y], pre.original, pre.resized)?,
                 p.label,
@@ -296,11 +313,6 @@ impl Segmenter {
         let bbox = match prompt.bbox {
             None => None,
             Some(b) => {
-                if !inside(b[0], b[1]) || !inside(b[2], b[3]) || b[2] <= b[0] || b[3] <= b[1] {
-                    return Err(Error::InvalidArgument(format!(
-                        "box {b:?} is not a box inside the {w}x{h} image"
-                    )));
-                }
                 let p0 = preprocess::map_point([b[0], b[1]], pre.original, pre.resized)?;
                 let p1 = preprocess::map_point([b[2], b[3]], pre.original, pre.resized)?;
                 Some([p0[0], p0[1], p1[0], p1[1]])

@@ -76,6 +76,9 @@ pub struct ParseCtx {
     /// `--allow-remote-images`: how http:// image URLs are fetched; None
     /// refuses them.
     pub remote: Option<super::fetch::FetchLimits>,
+    /// Whether a segmenter is loaded (`--segmenter`): clicks and segmented
+    /// boxes are refused without one.
+    pub segmenter: bool,
 }
 
 /// A decoded image, RGB or RGBA.
@@ -99,6 +102,10 @@ pub enum OwnedRegion {
     Mask(OwnedImage),
     Box([f32; 4], bool),
     Scribble(Vec<(f32, f32)>, f32, bool),
+    /// Clicks `(x, y, positive)`, pixels (the segmenter's mask).
+    Points(Vec<(f32, f32, bool)>),
+    /// A box given to the segmenter, pixels.
+    SegmentedBox([f32; 4]),
 }
 
 impl OwnedRegion {
@@ -118,6 +125,8 @@ impl OwnedRegion {
                 width: *w,
                 normalized: *n,
             },
+            OwnedRegion::Points(p) => Region::Points(p.clone()),
+            &OwnedRegion::SegmentedBox([x0, y0, x1, y1]) => Region::SegmentedBox { x0, y0, x1, y1 },
         })
     }
 }
@@ -172,6 +181,10 @@ struct ChatRequest {
     bbox: Option<[f32; 4]>,
     scribble: Option<Vec<[f32; 2]>>,
     brush: Option<f32>,
+    points: Option<Vec<[f32; 2]>>,
+    labels: Option<Vec<i64>>,
+    #[serde(default)]
+    segment_box: bool,
     #[serde(default)]
     normalized: bool,
     regions: Option<Vec<RegionSpec>>,
@@ -224,6 +237,10 @@ struct RegionSpec {
     bbox: Option<[f32; 4]>,
     scribble: Option<Vec<[f32; 2]>>,
     brush: Option<f32>,
+    points: Option<Vec<[f32; 2]>>,
+    labels: Option<Vec<i64>>,
+    #[serde(default)]
+    segment_box: bool,
     mask: Option<String>,
     #[serde(default)]
     alpha: bool,
@@ -375,34 +392,35 @@ fn options(req: &ChatRequest, text: &str) -> Result<DescribeOptions, ApiError> {
     Ok(o)
 }
 
-/// The request's regions: the `regions` list, a `box`, a `scribble`, a
-/// `mask_url` item, or else the image's alpha (the reference's way).
+/// The request's regions: the `regions` list, a `mask_url` item, the
+/// top-level region fields (`box`, `scribble`, `points`: one region, read as
+/// a `regions` entry), or else the image's alpha (the reference's way).
 fn regions(
     req: &ChatRequest,
     masks: &[&str],
     images: &[OwnedImage],
     ctx: &ParseCtx,
 ) -> Result<Vec<OwnedRegion>, ApiError> {
-    let n = req.normalized;
-    let scribble = |s: &[[f32; 2]], brush: Option<f32>| {
-        OwnedRegion::Scribble(
-            s.iter().map(|p| (p[0], p[1])).collect(),
-            brush.unwrap_or(BRUSH),
-            n,
-        )
+    let top = RegionSpec {
+        bbox: req.bbox,
+        scribble: req.scribble.clone(),
+        brush: req.brush,
+        points: req.points.clone(),
+        labels: req.labels.clone(),
+        segment_box: req.segment_box,
+        mask: None,
+        alpha: false,
     };
-    let given = [
-        req.regions.is_some(),
-        req.bbox.is_some(),
-        req.scribble.is_some(),
-        !masks.is_empty(),
-    ];
+    let fields = top.bbox.is_some() || top.scribble.is_some() || top.points.is_some();
+    let loose = top.labels.is_some() || top.segment_box;
+    let given = [req.regions.is_some(), fields || loose, !masks.is_empty()];
     if given.iter().filter(|&&g| g).count() > 1 {
         return Err(ApiError::bad(
             "invalid_region",
-            "give one of regions, box, scribble or mask_url items",
+            "give one of regions, box, scribble, points or mask_url items",
         ));
     }
+    let n = req.normalized;
     let list = if let Some(specs) = &req.regions {
         if specs.is_empty() || specs.len() > ctx.max_regions {
             return Err(ApiError::bad(
@@ -419,15 +437,13 @@ fn regions(
             .enumerate()
             .map(|(k, s)| region_spec(s, n, ctx).map_err(|e| prefix(e, k)))
             .collect::<Result<Vec<_>, _>>()?
-    } else if let Some(b) = req.bbox {
-        vec![OwnedRegion::Box(b, n)]
-    } else if let Some(s) = &req.scribble {
-        vec![scribble(s, req.brush)]
     } else if !masks.is_empty() {
         masks
             .iter()
             .map(|u| decode_url(u, ctx).map(OwnedRegion::Mask))
             .collect::<Result<Vec<_>, _>>()?
+    } else if fields || loose {
+        vec![region_spec(&top, n, ctx)?]
     } else {
         vec![OwnedRegion::Alpha]
     };
@@ -436,20 +452,78 @@ fn regions(
 }
 
 fn region_spec(s: &RegionSpec, n: bool, ctx: &ParseCtx) -> Result<OwnedRegion, ApiError> {
-    match (&s.bbox, &s.scribble, &s.mask, s.alpha) {
-        (Some(b), None, None, false) => Ok(OwnedRegion::Box(*b, n)),
-        (None, Some(p), None, false) => Ok(OwnedRegion::Scribble(
+    if (s.labels.is_some() && s.points.is_none()) || (s.segment_box && s.bbox.is_none()) {
+        return Err(ApiError::bad(
+            "invalid_region",
+            "labels go with points, segment_box with a box",
+        ));
+    }
+    let segmented = s.points.is_some() || s.segment_box;
+    if segmented && !ctx.segmenter {
+        return Err(ApiError::bad(
+            "no_segmenter",
+            "points and segment_box need a segmenter: start the server with --segmenter S.gguf \
+             (a dam-segmenter GGUF: `dam convert` of a SAM or MobileSAM checkpoint)",
+        ));
+    }
+    if segmented && n {
+        return Err(ApiError::bad(
+            "invalid_region",
+            "points and segmented boxes are in pixels: drop \"normalized\"",
+        ));
+    }
+    match (&s.bbox, &s.scribble, &s.points, &s.mask, s.alpha) {
+        (Some(b), None, None, None, false) if s.segment_box => Ok(OwnedRegion::SegmentedBox(*b)),
+        (Some(b), None, None, None, false) => Ok(OwnedRegion::Box(*b, n)),
+        (None, Some(p), None, None, false) => Ok(OwnedRegion::Scribble(
             p.iter().map(|p| (p[0], p[1])).collect(),
             s.brush.unwrap_or(BRUSH),
             n,
         )),
-        (None, None, Some(u), false) => decode_url(u, ctx).map(OwnedRegion::Mask),
-        (None, None, None, true) => Ok(OwnedRegion::Alpha),
+        (None, None, Some(p), None, false) => clicks(p, s.labels.as_deref()),
+        (None, None, None, Some(u), false) => decode_url(u, ctx).map(OwnedRegion::Mask),
+        (None, None, None, None, true) => Ok(OwnedRegion::Alpha),
         _ => Err(ApiError::bad(
             "invalid_region",
-            "a region is exactly one of {\"box\": [x0,y0,x1,y1]}, {\"scribble\": [[x,y],...]}, {\"mask\": \"data:...\"}, {\"alpha\": true}",
+            "a region is exactly one of {\"box\": [x0,y0,x1,y1]} (+ \"segment_box\": true), {\"scribble\": [[x,y],...]}, {\"points\": [[x,y],...]} (+ \"labels\": [1,0,...]), {\"mask\": \"data:...\"}, {\"alpha\": true}",
         )),
     }
+}
+
+/// Clicks with their labels (1 positive, 0 negative; default all
+/// positive). Where they fall is checked against the image later.
+fn clicks(points: &[[f32; 2]], labels: Option<&[i64]>) -> Result<OwnedRegion, ApiError> {
+    let bad = |m: String| ApiError::bad("invalid_region", m);
+    if points.is_empty() {
+        return Err(bad("points is empty: give at least one [x, y] click".into()));
+    }
+    let positive = match labels {
+        None => vec![true; points.len()],
+        Some(l) if l.len() != points.len() => {
+            return Err(bad(format!(
+                "{} labels for {} points: give one label per point",
+                l.len(),
+                points.len()
+            )))
+        }
+        Some(l) => l
+            .iter()
+            .map(|&v| match v {
+                1 => Ok(true),
+                0 => Ok(false),
+                _ => Err(bad(format!(
+                    "label {v}: labels are 1 (positive) or 0 (negative)"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(OwnedRegion::Points(
+        points
+            .iter()
+            .zip(positive)
+            .map(|(p, l)| (p[0], p[1], l))
+            .collect(),
+    ))
 }
 
 fn prefix(mut e: ApiError, k: usize) -> ApiError {
@@ -457,10 +531,12 @@ fn prefix(mut e: ApiError, k: usize) -> ApiError {
     e
 }
 
-/// Rasterises each region now, so that a bad one is a 400 before it
-/// reaches (and fails) a batch. A video's frames are checked by the engine,
-/// which drops frames whose region is empty.
+/// Rasterises each region now (a segmenter's prompt is checked against the
+/// image instead), so that a bad one is a 400 before it reaches (and fails)
+/// a batch. A video's frames are checked by the engine, which drops frames
+/// whose region is empty; their segmenter prompts are checked here.
 fn check_regions(list: &[OwnedRegion], images: &[OwnedImage]) -> Result<(), ApiError> {
+    let numbered = |e: ApiError, k: usize| if list.len() > 1 { prefix(e, k) } else { e };
     if images.len() > 1 {
         if list.len() != 1 && list.len() != images.len() {
             return Err(ApiError::bad(
@@ -477,6 +553,10 @@ fn check_regions(list: &[OwnedRegion], images: &[OwnedImage]) -> Result<(), ApiE
         {
             return Err(no_alpha());
         }
+        for (k, img) in images.iter().enumerate() {
+            let r = list.get(k).unwrap_or(&list[0]);
+            check_prompt(r, img).map_err(|e| numbered(e, k))?;
+        }
         return Ok(());
     }
     let img = &images[0];
@@ -486,6 +566,9 @@ fn check_regions(list: &[OwnedRegion], images: &[OwnedImage]) -> Result<(), ApiE
     for (k, r) in list.iter().enumerate() {
         if matches!(r, OwnedRegion::Alpha) && img.format != PixelFormat::Rgba8 {
             return Err(no_alpha());
+        }
+        if check_prompt(r, img).map_err(|e| numbered(e, k))? {
+            continue;
         }
         let region = r
             .region()
@@ -499,15 +582,22 @@ fn check_regions(list: &[OwnedRegion], images: &[OwnedImage]) -> Result<(), ApiE
                 }
                 _ => "invalid_region",
             };
-            let e = ApiError::bad(code, e.to_string());
-            if list.len() > 1 {
-                prefix(e, k)
-            } else {
-                e
-            }
+            numbered(ApiError::bad(code, e.to_string()), k)
         })?;
     }
     Ok(())
+}
+
+/// Checks a segmenter region's prompt against `img` (the segmenter's own
+/// check, before its encoder runs); false for a region without a prompt.
+fn check_prompt(r: &OwnedRegion, img: &OwnedImage) -> Result<bool, ApiError> {
+    let bad = |e: Error| ApiError::bad("invalid_region", e.to_string());
+    let region = r.region().map_err(bad)?;
+    let Some(prompt) = crate::segmenter::regions::prompt_of(&region) else {
+        return Ok(false);
+    };
+    prompt.check(img.width, img.height).map_err(bad)?;
+    Ok(true)
 }
 
 fn no_alpha() -> ApiError {

@@ -158,6 +158,7 @@ pub fn run(model: Arc<Model>, args: ServeArgs) -> Result<()> {
             max_pixels: args.max_image_pixels,
             max_regions: crate::MAX_REGIONS,
             remote,
+            segmenter: model.segmenter.is_some(),
         }),
         queue: queue.clone(),
         metrics,

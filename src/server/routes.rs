@@ -59,7 +59,10 @@ fn fail(app: &App, e: ApiError) -> Response {
 pub async fn health(State(app): State<Arc<App>>) -> Response {
     json(
         StatusCode::OK,
-        &serde_json::json!({"status": "ok", "model": app.name, "queue_depth": app.queue.depth()}),
+        &serde_json::json!({
+            "status": "ok", "model": app.name, "queue_depth": app.queue.depth(),
+            "segmenter": app.parse.segmenter,
+        }),
     )
 }
 

@@ -9,8 +9,14 @@ usage: client.py MODE URL EXPECTED_JSON CASES_DIR
               with --max-images 1, two images are refused.
   MODE remote: a server with --allow-remote-images: http:// images from a
               loopback http.server, and every way such a fetch fails.
+  MODE segment: a server with --segmenter: clicks and segmented boxes (top
+              level and in `regions`) answer as dam describe --points /
+              --segment-box, and their bad inputs, each followed by a good request.
 EXPECTED_JSON: {"alpha": greedy caption of c2 with its mask (dam describe),
-                "box": the same for --box 10,10,60,50, "max_tokens": N}
+                "box": the same for --box 10,10,60,50, "max_tokens": N};
+               segment: {"points": the same for --points 30,30;70,40
+                --labels 1,0, "segment_box": for --box 10,10,60,50 --segment-box,
+                "max_tokens": N}
 Every call has a timeout; loops are bounded; loopback only.
 """
 
@@ -271,7 +277,20 @@ class Main:
             ("too many regions", req(self.rgb_url, regions=[{"box": [1, 1, 9, 9]}] * 65), 400, "invalid_region"),
             ("empty messages", dict(ok, messages=[]), 400, "no_image"),
             ("messages not a list", dict(ok, messages="hi"), 400, "invalid_request"),
+            # No --segmenter: clicks and segmented boxes say how to start the server.
+            ("points without a segmenter", req(self.rgb_url, points=[[30, 30]]), 400, "no_segmenter"),
+            ("segment_box without a segmenter", req(self.rgb_url, box=[10, 10, 60, 50], segment_box=True),
+             400, "no_segmenter"),
+            ("points region without a segmenter", req(self.rgb_url, regions=[{"points": [[30, 30]]}]),
+             400, "no_segmenter"),
         ]
+        self.check_errors(cases)
+        status, _, raw = self.s.chat(req(self.rgb_url, points=[[30, 30]]))
+        assert "--segmenter" in json.loads(raw)["error"]["message"], raw
+        return len(cases)
+
+    def check_errors(self, cases):
+        """Each (name, body, status, code) is answered so; a good request follows each."""
         for name, body, want, code in cases:
             status, headers, raw = self.s.chat(body)
             assert status == want, (name, status, raw[:300])
@@ -280,7 +299,6 @@ class Main:
             # The server keeps serving.
             r = self.good(max_tokens=2)
             assert r.choices[0].message.content is not None, name
-        return len(cases)
 
     def disconnect(self):
         """A client that leaves mid-stream cancels its generation."""
@@ -308,6 +326,7 @@ class Main:
     def endpoints(self):
         status, _, raw = self.s.request("GET", "/health")
         assert status == 200 and json.loads(raw)["status"] == "ok"
+        assert json.loads(raw)["segmenter"] is False, raw
         ids = [m.id for m in self.client.models.list()]
         assert "describe_anything_model" in ids and "tiny" in ids, ids
         _, headers, m = self.s.request("GET", "/metrics")
@@ -320,6 +339,69 @@ class Main:
             "model": "describe_anything_model", "messages": message(self.rgba_url),
             "temperature": 0, "max_tokens": self.n}))
         assert status == 200 and json.loads(raw)["choices"][0]["message"]["content"] == self.exp["alpha"]
+
+
+class Segment(Main):
+    """Against --segmenter (sam-tiny): clicks and segmented boxes."""
+
+    CLICKS, LABELS, BOX = [[30, 30], [70, 40]], [1, 0], [10, 10, 60, 50]
+
+    def ask(self, **extra):
+        r = self.client.chat.completions.create(
+            model="describe_anything_model", messages=message(self.rgb_url),
+            temperature=0, max_tokens=self.n, extra_body=extra)
+        return [c.message.content for c in r.choices]
+
+    def run(self):
+        status, _, raw = self.s.request("GET", "/health")
+        assert status == 200 and json.loads(raw)["segmenter"] is True, raw
+        pts, sbox = self.exp["points"], self.exp["segment_box"]
+        assert self.ask(points=self.CLICKS, labels=self.LABELS) == [pts]
+        assert self.ask(box=self.BOX, segment_box=True) == [sbox]
+        # Labels default to positive clicks.
+        assert self.ask(points=self.CLICKS, labels=[1, 1]) == self.ask(points=self.CLICKS)
+        many = self.ask(regions=[{"points": self.CLICKS, "labels": self.LABELS},
+                                 {"box": self.BOX, "segment_box": True}])
+        assert many == [pts, sbox], many
+        # Streamed the same, and concurrent requests (batched) give the lone answer.
+        text = ""
+        for ch in self.good(messages=message(self.rgb_url), stream=True,
+                            extra_body={"compat": "openai", "points": self.CLICKS, "labels": self.LABELS}):
+            text += "".join(c.delta.content or "" for c in ch.choices)
+        assert text == pts, (text, pts)
+        with cf.ThreadPoolExecutor(4) as ex:
+            outs = list(ex.map(lambda k: self.ask(**[dict(points=self.CLICKS, labels=self.LABELS),
+                                                     dict(box=self.BOX, segment_box=True)][k % 2]), range(4)))
+        assert outs == [[pts], [sbox]] * 2, outs
+        return self.bad_inputs()
+
+    def bad_inputs(self):
+        ok = {"model": "describe_anything_model", "max_tokens": 2, "messages": message(self.rgb_url)}
+        clicks = json.dumps(dict(ok, points=[[30, 30]]))
+        cases = [
+            ("labels of the wrong count", dict(ok, points=self.CLICKS, labels=[1]), "invalid_region"),
+            ("too many labels", dict(ok, points=self.CLICKS, labels=[1, 0, 1]), "invalid_region"),
+            ("label not 0/1", dict(ok, points=self.CLICKS, labels=[1, 2]), "invalid_region"),
+            ("label not a number", dict(ok, points=self.CLICKS, labels=["yes", 0]), "invalid_request"),
+            ("NaN click (Python's json)", clicks.replace("30, 30", "NaN, 30"), "invalid_json"),
+            ("infinite click", clicks.replace("30, 30", "1e39, 30"), "invalid_region"),
+            ("click not a number", dict(ok, points=[["a", 30]]), "invalid_request"),
+            ("click of one coordinate", dict(ok, points=[[30]]), "invalid_request"),
+            ("click outside the image", dict(ok, points=[[500, 30]]), "invalid_region"),
+            ("negative click", dict(ok, points=[[-1, 30]]), "invalid_region"),
+            ("empty points", dict(ok, points=[]), "invalid_region"),
+            ("normalized points", dict(ok, points=[[0.5, 0.5]], normalized=True), "invalid_region"),
+            ("labels without points", dict(ok, labels=[1]), "invalid_region"),
+            ("segment_box without a box", dict(ok, segment_box=True), "invalid_region"),
+            ("degenerate segmented box", dict(ok, box=[10, 10, 10, 30], segment_box=True), "invalid_region"),
+            ("segmented box outside", dict(ok, box=[10, 10, 500, 30], segment_box=True), "invalid_region"),
+            ("points and a box", dict(ok, points=[[30, 30]], box=self.BOX), "invalid_region"),
+            ("bad click in regions", dict(ok, regions=[{"box": self.BOX},
+                                                       {"points": [[30, 30]], "labels": [3]}]), "invalid_region"),
+            ("click outside in regions", dict(ok, regions=[{"points": [[30, 99]]}]), "invalid_region"),
+        ]
+        self.check_errors([(name, body, 400, code) for name, body, code in cases])
+        return len(cases)
 
 
 def chunk(kind, data):
@@ -440,6 +522,10 @@ def main():
         return
     if mode == "remote":
         remote(server, cases)
+        return
+    if mode == "segment":
+        n = Segment(server, json.loads(expected), cases).run()
+        print(f"segment: ok ({n} bad inputs, each followed by a good request)")
         return
     m = Main(server, json.loads(expected), cases)
     m.openai_modes()

@@ -12,8 +12,9 @@ else the one `pip install` bundled in this package, else a checkout's target/rel
 Images: a PIL image, a numpy array (H x W gray, H x W x 3 RGB, H x W x 4 RGBA, uint8), or a
 path. Regions (exactly one): ``mask=`` (same kinds; pixel > 0 = region), ``box=(x0, y0, x1,
 y1)``, ``scribble=[(x, y), ...]`` with ``brush=``, ``alpha=True`` (the image's alpha channel),
-``points=[(x, y[, positive]), ...]`` in pixels (needs ``Model(..., segmenter=S.gguf)``, else
-UnsupportedRegionError). ``normalized=True`` makes box/scribble coordinates fractions of the size.
+``points=[(x, y[, positive]), ...]`` in pixels, or ``box=`` with ``segment_box=True`` (the
+segmenter's mask of the box; pixels), both needing ``Model(..., segmenter=S.gguf)``, else
+UnsupportedRegionError. ``normalized=True`` makes box/scribble coordinates fractions of the size.
 ``dam.Segmenter(S.gguf).segment(image, points=..., box=...)`` gives the mask alone.
 
 Errors raise a subclass of DamError carrying ``status`` and ``message``.
@@ -238,7 +239,9 @@ def _view(a) -> _ffi.ImageView:
 class _Frame:
     """One image + region, with the memory the C structs point to kept alive."""
 
-    def __init__(self, image, mask, box, scribble, brush, alpha, points, normalized):
+    def __init__(self, image, mask, box, scribble, brush, alpha, points, normalized, segment_box=False):
+        if segment_box and box is None:
+            raise ValueError("segment_box=True goes with box=")
         given = [x is not None for x in (mask, box, scribble, points)] + [bool(alpha)]
         if sum(given) != 1:
             raise ValueError("give exactly one region: mask=, box=, scribble=, alpha=True or points=")
@@ -255,7 +258,7 @@ class _Frame:
             r.mask = _view(m)
         elif box is not None:
             x0, y0, x1, y1 = (float(v) for v in box)
-            r.kind = _ffi.REGION_BOX
+            r.kind = _ffi.REGION_SEGMENTED_BOX if segment_box else _ffi.REGION_BOX
             r.x0, r.y0, r.x1, r.y1 = x0, y0, x1, y1
         elif scribble is not None or points is not None:
             pts = [(float(p[0]), float(p[1])) for p in (scribble if scribble is not None else points)]
@@ -484,6 +487,7 @@ class Session:
         alpha: bool = False,
         points: Optional[Sequence[Sequence[float]]] = None,
         normalized: bool = False,
+        segment_box: bool = False,
         query: Optional[str] = None,
         length: Optional[str] = None,
         greedy: bool = False,
@@ -496,7 +500,7 @@ class Session:
     ) -> str:
         """Describes one region of ``image``; returns the caption. ``on_token(piece)`` is
         called with each piece; returning False stops generation (None goes on)."""
-        frame = _Frame(image, mask, box, scribble, brush, alpha, points, normalized)
+        frame = _Frame(image, mask, box, scribble, brush, alpha, points, normalized, segment_box)
         opts, _keep = _options(query, length, greedy, temperature, top_p, top_k, seed, max_tokens)
         cb = None
         if on_token is not None:
@@ -554,8 +558,8 @@ class Session:
         decoded in parallel); returns one caption per region, each the one ``describe``
         gives for that region. Each region is a dict with one of ``mask``, ``box``,
         ``scribble`` (+ ``brush``), ``alpha`` or ``points``, and optionally
-        ``normalized``. ``on_token(k, piece)`` streams region ``k``; returning False
-        stops that region only."""
+        ``normalized`` or ``segment_box``. ``on_token(k, piece)`` streams region ``k``;
+        returning False stops that region only."""
         frames = [
             _Frame(
                 image,
@@ -566,6 +570,7 @@ class Session:
                 r.get("alpha", False),
                 r.get("points"),
                 r.get("normalized", False),
+                r.get("segment_box", False),
             )
             for r in regions
         ]
@@ -606,6 +611,7 @@ class Session:
             kw.pop("alpha", False),
             kw.pop("points", None),
             kw.pop("normalized", False),
+            kw.pop("segment_box", False),
         )
         opts, keep = _options(
             kw.pop("query", None),

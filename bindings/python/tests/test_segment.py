@@ -1,6 +1,8 @@
 """The segmenter from Python (C API 1.4): dam.Segmenter, and points= regions through a model
 loaded with segmenter=."""
 
+import subprocess
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -61,3 +63,31 @@ def test_points_through_the_model(model_files, segmenter_file):
         assert caption
         with pytest.raises(dam.InvalidArgumentError):
             m.describe(IMAGE, points=[(88, 66)], normalized=True, max_tokens=4)
+
+
+def test_segmented_box_through_the_model(model_files, segmenter_file, cli):
+    """box= with segment_box=True is the segmenter's mask of the box: the caption of
+    `dam describe --box ... --segment-box`, in describe, stream and describe_batch."""
+    box = (60.8, 42.0, 137.6, 86.4)
+    llm, vision = model_files
+    out = subprocess.run(
+        [cli, "describe", "--llm", llm, "--vision", vision, "-i", str(IMAGE), "--greedy", "-n", "4", "-t", "1",
+         "--box", ",".join(map(str, box)), "--segment-box", "--segmenter", segmenter_file],
+        check=True, capture_output=True, text=True,
+    ).stdout.rstrip("\n")
+    with dam.Model(*model_files, threads=1, segmenter=segmenter_file) as m:
+        caption = m.describe(IMAGE, box=box, segment_box=True, greedy=True, max_tokens=4)
+        assert caption == out, (caption, out)
+        assert "".join(m.stream(IMAGE, box=box, segment_box=True, greedy=True, max_tokens=4)) == out
+        both = m.describe_batch(IMAGE, [{"box": box, "segment_box": True}, {"points": CLICKS}],
+                                greedy=True, max_tokens=4)
+        assert both == [out, m.describe(IMAGE, points=CLICKS, greedy=True, max_tokens=4)]
+        with pytest.raises(dam.InvalidArgumentError):
+            m.describe(IMAGE, box=(10, 10, 10, 30), segment_box=True, max_tokens=4)  # degenerate
+        with pytest.raises(dam.InvalidArgumentError):
+            m.describe(IMAGE, box=(0.1, 0.1, 0.5, 0.5), segment_box=True, normalized=True, max_tokens=4)
+        with pytest.raises(ValueError):
+            m.describe(IMAGE, points=CLICKS, segment_box=True)
+    with dam.Model(*model_files, threads=1) as m:
+        with pytest.raises(dam.UnsupportedRegionError):
+            m.describe(IMAGE, box=box, segment_box=True, max_tokens=4)
