@@ -210,28 +210,58 @@ pub fn preprocess(data: &[u8]) {
 
 /// A C image's declared sizes: width and height 0..=max, a pixel format
 /// (also the invalid -1 and 4) and a stride (sometimes shorter than a row).
-fn capi_image(b: &mut Bytes, max: u8) -> (u32, u32, i32, usize) {
-    let side = u32::from(max) + 1;
-    let (w, h) = (b.u8() as u32 % side, b.u8() as u32 % side);
-    let fmt_raw = (b.u8() % 6) as i32 - 1;
-    let row = row_bytes(w, fmt_raw);
-    let stride = match b.u8() % 4 {
-        0 => row.saturating_sub(1),
-        1 => row + b.u8() as usize % 8,
-        _ => row,
-    };
-    (w, h, fmt_raw, stride)
+struct CImage {
+    w: u32,
+    h: u32,
+    fmt_raw: i32,
+    stride: usize,
 }
 
-/// Bytes of a row of `w` pixels of the C format `fmt_raw` (1 per pixel
-/// for the invalid ones).
-fn row_bytes(w: u32, fmt_raw: i32) -> usize {
-    let bpp = match fmt_raw {
-        0 => 3,
-        1 | 2 => 4,
-        _ => 1,
-    };
-    w as usize * bpp
+impl CImage {
+    fn read(b: &mut Bytes, max: u8) -> CImage {
+        let side = u32::from(max) + 1;
+        let (w, h) = (b.u8() as u32 % side, b.u8() as u32 % side);
+        let fmt_raw = (b.u8() % 6) as i32 - 1;
+        let row = Self::row_bytes(w, fmt_raw);
+        let stride = match b.u8() % 4 {
+            0 => row.saturating_sub(1),
+            1 => row + b.u8() as usize % 8,
+            _ => row,
+        };
+        CImage {
+            w,
+            h,
+            fmt_raw,
+            stride,
+        }
+    }
+
+    /// Bytes of a row of `w` pixels of the C format `fmt_raw` (1 per
+    /// pixel for the invalid ones).
+    fn row_bytes(w: u32, fmt_raw: i32) -> usize {
+        let bpp = match fmt_raw {
+            0 => 3,
+            1 | 2 => 4,
+            _ => 1,
+        };
+        w as usize * bpp
+    }
+
+    /// Pixel bytes to hand over: more than the header requires.
+    fn fill(&self, b: &mut Bytes) -> Vec<u8> {
+        let row = Self::row_bytes(self.w, self.fmt_raw);
+        b.fill(self.stride.max(row) * self.h as usize + 8)
+    }
+
+    fn view(&self, pixels: &[u8]) -> DamImageView {
+        DamImageView {
+            data: pixels.as_ptr(),
+            width: self.w,
+            height: self.h,
+            stride_bytes: self.stride,
+            format: self.fmt_raw,
+        }
+    }
 }
 
 /// A model and a session of the C API, shared by all runs of the process
@@ -295,10 +325,11 @@ unsafe extern "C" fn on_batch_token(
 /// sizes, so a sanitizer report is dam's bug, not the harness's.
 pub fn capi_describe(data: &[u8]) {
     let mut b = Bytes(data);
-    let (w, h, fmt_raw, stride) = capi_image(&mut b, 48);
+    let img = CImage::read(&mut b, 48);
+    let (w, h) = (img.w, img.h);
     let n_regions = 1 + b.u8() as usize % 3;
     let batch = b.u8() % 3 == 0;
-    let pixels = b.fill(stride.max(row_bytes(w, fmt_raw)) * h as usize + 8);
+    let pixels = img.fill(&mut b);
 
     let mut masks = Vec::new();
     let mut points = Vec::new();
@@ -385,13 +416,7 @@ pub fn capi_describe(data: &[u8]) {
     };
     o.query = query.as_ref().map_or(std::ptr::null(), |q| q.as_ptr());
 
-    let image = DamImageView {
-        data: pixels.as_ptr(),
-        width: w,
-        height: h,
-        stride_bytes: stride,
-        format: fmt_raw,
-    };
+    let image = img.view(&pixels);
     let hs = handles().lock().unwrap_or_else(|e| e.into_inner());
     let mut out = [0 as c_char; 256];
     let mut len = 0usize;
@@ -528,8 +553,9 @@ fn seg_handles() -> &'static Mutex<SegHandles> {
 pub fn segment_prompt(data: &[u8]) {
     let mut b = Bytes(data);
     let which = usize::from(b.u8() % 2);
-    let (w, h, fmt_raw, stride) = capi_image(&mut b, 64);
-    let pixels = b.fill(stride.max(row_bytes(w, fmt_raw)) * h as usize + 8);
+    let img = CImage::read(&mut b, 64);
+    let (w, h) = (img.w, img.h);
+    let pixels = img.fill(&mut b);
     let kind = match b.u8() % 8 {
         0 => DamRegionKind::Box as i32,
         1 => 9, // not a kind
@@ -573,13 +599,7 @@ pub fn segment_prompt(data: &[u8]) {
     let mut mask = vec![0u8; mask_size.max(1)];
     let scores_cap = b.u8() as usize % 5;
     let mut scores = vec![0f32; scores_cap.max(1)];
-    let image = DamImageView {
-        data: pixels.as_ptr(),
-        width: w,
-        height: h,
-        stride_bytes: stride,
-        format: fmt_raw,
-    };
+    let image = img.view(&pixels);
     let hs = seg_handles().lock().unwrap_or_else(|e| e.into_inner());
     let (mut n, mut best) = (0usize, 0i32);
     for _ in 0..2 {

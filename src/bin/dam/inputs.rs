@@ -80,7 +80,7 @@ fn floats(s: &str, what: &str) -> Result<Vec<f32>> {
 }
 
 /// `--points` with `--labels` (all positive without): (x, y, positive).
-pub fn clicks(points: &str, labels: Option<&str>) -> Result<Vec<(f32, f32, bool)>> {
+pub fn clicks(points: &str, labels: Option<&str>) -> Result<Vec<Click>> {
     let xy = pairs(points, "--points")?;
     let positive = match labels {
         None => vec![true; xy.len()],
@@ -110,13 +110,16 @@ pub fn clicks(points: &str, labels: Option<&str>) -> Result<Vec<(f32, f32, bool)
         .collect())
 }
 
+/// A click: x, y in pixels and whether it is positive.
+pub type Click = (f32, f32, bool);
+
 /// A segmenter prompt's `--points`/`--labels` and `--box` (each optional):
 /// the clicks (none without `--points`) and the box.
 pub fn clicks_and_box(
     points: Option<&str>,
     labels: Option<&str>,
     bbox: Option<&str>,
-) -> Result<(Vec<(f32, f32, bool)>, Option<[f32; 4]>)> {
+) -> Result<(Vec<Click>, Option<[f32; 4]>)> {
     let clicks = points
         .map(|p| clicks(p, labels))
         .transpose()?
