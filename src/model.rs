@@ -266,8 +266,7 @@ impl Model {
         // reading the file instead keeps one copy. A file of which the CPU
         // repacks nothing (f16 on AVX2) is used in place, so mapped.
         let use_mmap = gpu.is_none()
-            && (!params.repack
-                || !crate::sys::ggml::cpu_repacks_any(&file.matrices.iter().collect::<Vec<_>>())?);
+            && (!params.repack || !crate::sys::ggml::cpu_repacks_any(&file.matrices)?);
         let llm = Arc::new(LlamaModel::load_with_table(
             llm_path,
             &llama::ModelParams {

@@ -18,6 +18,13 @@ use super::ffi;
 /// Elements per chunk when input and output overlap.
 const CHUNK: usize = 256;
 
+/// Thread `ith` of `nth`'s contiguous share `[start, end)` of `n` items.
+fn share(n: usize, ith: c_int, nth: c_int) -> (usize, usize) {
+    let (ith, nth) = (ith.max(0) as usize, nth.max(1) as usize);
+    let per = n.div_ceil(nth);
+    ((ith * per).min(n), ((ith + 1) * per).min(n))
+}
+
 /// `exp(x)` for `x <= 0` (the erf formula's `exp(-x^2)`), relative error
 /// ~2e-7: `2^n * p(r)` with `x = n ln2 + r`, `|r| <= ln2 / 2`, `p` the
 /// degree-6 Taylor polynomial.
@@ -89,9 +96,7 @@ pub(super) unsafe extern "C" fn gelu_erf_op(
 ) {
     // SAFETY: `a` is a valid tensor header (caller's contract).
     let n = unsafe { ffi::ggml_nelements(a) }.max(0) as usize;
-    let (ith, nth) = (ith.max(0) as usize, nth.max(1) as usize);
-    let per = n.div_ceil(nth);
-    let (start, end) = ((ith * per).min(n), ((ith + 1) * per).min(n));
+    let (start, end) = share(n, ith, nth);
     // SAFETY: valid headers whose data hold `n` f32 each (caller's contract).
     let (src, out) = unsafe { ((*a).data as *const f32, (*dst).data as *mut f32) };
     let len = end - start;
@@ -175,9 +180,7 @@ pub(super) unsafe extern "C" fn rel_soft_max_op(
     let (ne_a, ne_b) = unsafe { ((*a).ne, (*b).ne) };
     let (keys, side) = (ne_a[0].max(0) as usize, ne_b[0].max(0) as usize);
     let rows = (ne_a[1] * ne_a[2] * ne_a[3]).max(0) as usize;
-    let (ith, nth) = (ith.max(0) as usize, nth.max(1) as usize);
-    let per = rows.div_ceil(nth);
-    let (start, end) = ((ith * per).min(rows), ((ith + 1) * per).min(rows));
+    let (start, end) = share(rows, ith, nth);
     if start == end || keys != side * side {
         return;
     }

@@ -374,11 +374,11 @@ fn repacking_buffer(
 /// Whether the CPU's extra buffer types (AMX, repacked GEMM layouts) take
 /// any of these matrices: the choice `MappedWeights::new` with `repack`
 /// makes, and llama.cpp's with extra buffer types.
-pub fn cpu_repacks_any(infos: &[&TensorInfo]) -> Result<bool> {
+pub fn cpu_repacks_any<'a>(infos: impl IntoIterator<Item = &'a TensorInfo>) -> Result<bool> {
     let dev = cpu_device()?;
     let bufts = extra_buffer_types(dev);
     Ok(infos
-        .iter()
+        .into_iter()
         .any(|t| repacking_buffer(dev, &bufts, t).is_some()))
 }
 
