@@ -13,10 +13,11 @@ use crate::sys::types::GgmlType;
 /// Unary operations the graph uses.
 #[derive(Clone, Copy, Debug)]
 pub enum Unary {
-    Tanh,
-    Sqr,
     /// ggml's GELU (tanh form) from an f16 lookup table: fast, ~1e-3 error.
     GeluTable,
+    /// Exact GELU, tanh form (on the CPU dam's vectorised kernel, f32
+    /// inputs only; elsewhere ggml's, which computes it in f32 there).
+    GeluTanh,
     /// Exact GELU with erf (on the CPU dam's vectorised kernel, within
     /// 1.5e-7 of erf as PyTorch's CPU kernel; elsewhere ggml's).
     GeluErf,
@@ -297,7 +298,16 @@ impl<'w> Graph<'w> {
         if !a.is_contiguous() {
             return Err(err("unary", "input is not contiguous".into()));
         }
-        if let (Unary::GeluErf, None, ffi::GGML_TYPE_F32) = (op, self.weights.device(), a.ty()) {
+        let cpu = self.weights.device().is_none();
+        let kernel = match op {
+            Unary::GeluErf => Some(super::ops::Gelu::Erf),
+            Unary::GeluTanh => Some(super::ops::Gelu::Tanh),
+            _ => None,
+        };
+        if let (Some(kernel), true) = (kernel, cpu) {
+            if a.ty() != ffi::GGML_TYPE_F32 {
+                return Err(err("unary", format!("{op:?} takes f32 input on the CPU")));
+            }
             // SAFETY: the input is f32 and contiguous (checked); ggml makes
             // the output in its shape, f32 and contiguous, and calls the
             // callback on the CPU backend (these weights are not on a GPU,
@@ -306,19 +316,25 @@ impl<'w> Graph<'w> {
                 ffi::ggml_map_custom1(
                     c,
                     a.raw(),
-                    Some(super::ops::gelu_erf_op),
+                    kernel.op(),
                     -1, // GGML_N_TASKS_MAX: every thread of the backend
                     std::ptr::null_mut(),
                 )
             };
-            return self.wrap(p, "gelu_erf");
+            return self.wrap(
+                p,
+                if kernel == super::ops::Gelu::Erf {
+                    "gelu_erf"
+                } else {
+                    "gelu_tanh"
+                },
+            );
         }
         // SAFETY: unary ops need a contiguous input (checked).
         let (p, name) = unsafe {
             match op {
-                Unary::Tanh => (ffi::ggml_tanh(c, a.raw()), "tanh"),
-                Unary::Sqr => (ffi::ggml_sqr(c, a.raw()), "sqr"),
                 Unary::GeluTable => (ffi::ggml_gelu(c, a.raw()), "gelu"),
+                Unary::GeluTanh => (ffi::ggml_gelu(c, a.raw()), "gelu_tanh"),
                 Unary::GeluErf => (ffi::ggml_gelu_erf(c, a.raw()), "gelu_erf"),
                 Unary::Relu => (ffi::ggml_relu(c, a.raw()), "relu"),
             }
