@@ -12,6 +12,7 @@ use super::{
 use crate::image::{ImageView, MAX_IMAGE_SIDE};
 use crate::model::DescribeOptions;
 use crate::region::Region;
+use crate::segmenter::regions::click_labels;
 
 /// Limits on caller counts, far above any real use, so that no count can make
 /// a slice larger than the address space.
@@ -101,17 +102,16 @@ unsafe fn labels_of(p: *const i32, n: usize, what: &str) -> Result<Vec<bool>, Fa
     if p.is_null() || n == 0 {
         return Ok(vec![true; n]);
     }
-    (0..n)
+    let raw: Vec<i64> = (0..n)
         // SAFETY: non-NULL, `n` labels readable by contract (`n` is at most
         // MAX_POINTS, checked with the points); unaligned reads.
-        .map(|i| match unsafe { ptr::read_unaligned(p.add(i)) } {
-            1 => Ok(true),
-            0 => Ok(false),
-            l => Err(invalid(format!(
-                "{what}: point_labels[{i}] is {l}, not 0 or 1"
-            ))),
-        })
-        .collect()
+        .map(|i| i64::from(unsafe { ptr::read_unaligned(p.add(i)) }))
+        .collect();
+    Ok(click_labels(
+        Some(&raw),
+        n,
+        &format!("{what}: point_labels"),
+    )?)
 }
 
 /// Reads the image view `image` points to and borrows its bytes.

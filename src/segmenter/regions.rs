@@ -24,6 +24,32 @@ pub fn prompt_of(region: &Region) -> Option<Prompt> {
     }
 }
 
+/// Click labels as every interface takes them: one per point, 1 positive,
+/// 0 negative; none given means every click is positive. `what` names the
+/// labels in errors (`--labels`, `point_labels`, ...).
+pub fn click_labels(labels: Option<&[i64]>, n_points: usize, what: &str) -> Result<Vec<bool>> {
+    let Some(labels) = labels else {
+        return Ok(vec![true; n_points]);
+    };
+    if labels.len() != n_points {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: {} labels for {n_points} points: give one label per point",
+            labels.len()
+        )));
+    }
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match v {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(Error::InvalidArgument(format!(
+                "{what}[{i}] is {v}: labels are 1 (positive) or 0 (negative)"
+            ))),
+        })
+        .collect()
+}
+
 /// The multimask prompt of clicks `(x, y, positive)` and an optional box.
 pub fn clicks_prompt(clicks: &[(f32, f32, bool)], bbox: Option<[f32; 4]>) -> Prompt {
     Prompt {
@@ -59,4 +85,19 @@ pub fn region_mask(
     // A panic inside a previous call leaves at worst an empty cache.
     let mut seg = seg.lock().unwrap_or_else(|e| e.into_inner());
     Ok(seg.segment(image, &prompt)?.mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn click_labels_take_one_0_or_1_per_point() {
+        assert_eq!(click_labels(None, 2, "l").unwrap(), [true, true]);
+        assert_eq!(click_labels(Some(&[1, 0]), 2, "l").unwrap(), [true, false]);
+        for (bad, n) in [(&[1, 2][..], 2), (&[1][..], 2), (&[-1][..], 1)] {
+            let e = click_labels(Some(bad), n, "l").unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        }
+    }
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::image::{ImageView, PixelFormat, MAX_IMAGE_SIDE};
 use crate::region::{rasterize, Region};
+use crate::segmenter::regions::click_labels;
 use crate::{DescribeOptions, Error, LengthControl};
 
 /// An error answer: `{"error": {"message", "type", "code"}}` with a status.
@@ -497,26 +498,10 @@ fn clicks(points: &[[f32; 2]], labels: Option<&[i64]>) -> Result<OwnedRegion, Ap
     if points.is_empty() {
         return Err(bad("points is empty: give at least one [x, y] click".into()));
     }
-    let positive = match labels {
-        None => vec![true; points.len()],
-        Some(l) if l.len() != points.len() => {
-            return Err(bad(format!(
-                "{} labels for {} points: give one label per point",
-                l.len(),
-                points.len()
-            )))
-        }
-        Some(l) => l
-            .iter()
-            .map(|&v| match v {
-                1 => Ok(true),
-                0 => Ok(false),
-                _ => Err(bad(format!(
-                    "label {v}: labels are 1 (positive) or 0 (negative)"
-                ))),
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    let positive = click_labels(labels, points.len(), "labels").map_err(|e| match e {
+        Error::InvalidArgument(m) => bad(m),
+        e => bad(e.to_string()),
+    })?;
     Ok(OwnedRegion::Points(
         points
             .iter()

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use dam::image::{load_mask, load_rgb, Mask, RgbImage};
+use dam::segmenter::regions::click_labels;
 use dam::{Error, Frame, PixelFormat, Region, Result};
 
 #[derive(Args)]
@@ -82,27 +83,21 @@ fn floats(s: &str, what: &str) -> Result<Vec<f32>> {
 /// `--points` with `--labels` (all positive without): (x, y, positive).
 pub fn clicks(points: &str, labels: Option<&str>) -> Result<Vec<Click>> {
     let xy = pairs(points, "--points")?;
-    let positive = match labels {
-        None => vec![true; xy.len()],
-        Some(l) => l
-            .split([',', ';', ' '])
-            .filter(|t| !t.is_empty())
-            .map(|t| match t.trim() {
-                "1" => Ok(true),
-                "0" => Ok(false),
-                _ => Err(Error::InvalidArgument(format!(
-                    "--labels: '{t}' is not 0 or 1"
-                ))),
-            })
-            .collect::<Result<Vec<_>>>()?,
-    };
-    if positive.len() != xy.len() {
-        return Err(Error::InvalidArgument(format!(
-            "--labels: {} labels for {} points",
-            positive.len(),
-            xy.len()
-        )));
-    }
+    let labels = labels
+        .map(|l| {
+            l.split([',', ';', ' '])
+                .filter(|t| !t.is_empty())
+                .map(|t| match t.trim() {
+                    "1" => Ok(1),
+                    "0" => Ok(0),
+                    _ => Err(Error::InvalidArgument(format!(
+                        "--labels: '{t}' is not 0 or 1"
+                    ))),
+                })
+                .collect::<Result<Vec<i64>>>()
+        })
+        .transpose()?;
+    let positive = click_labels(labels.as_deref(), xy.len(), "--labels")?;
     Ok(xy
         .into_iter()
         .zip(positive)
