@@ -253,6 +253,23 @@ fn greedy_is_deterministic() {
     assert_eq!(ok(&a), first);
 }
 
+/// A q8_0 KV cache (flash attention auto means on with it) gives a caption.
+#[test]
+fn kv_type_q8_0() {
+    let v = one_json(&ok(&with(
+        describe_mask("c1"),
+        args![
+            "--kv-type",
+            "q8_0",
+            "--greedy",
+            "--max-tokens",
+            "8",
+            "--json"
+        ],
+    )));
+    assert!(!ids(&v["tokens"]).is_empty(), "{v}");
+}
+
 #[test]
 fn json_output() {
     for case in ["c1", "c2", "c4"] {
@@ -728,6 +745,11 @@ fn option_errors() {
             "threads 100000",
             with(m(), args!["--threads", "100000"]),
             &["--threads"],
+        ),
+        (
+            "kv-type q8_0 without flash attention",
+            with(m(), args!["--kv-type", "q8_0", "--flash-attn", "off"]),
+            &["flash attention"],
         ),
     ]);
 }
