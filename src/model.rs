@@ -297,6 +297,9 @@ impl Model {
             },
             Some(table),
         )?);
+        // Sessions make their context at the first call: refuse a cache the
+        // LLM cannot have now.
+        params.kv_type.check_model(&llm)?;
         if llm.n_embd() != vision.hp.llm_hidden as usize {
             return Err(Error::InvalidModel(format!(
                 "the vision file projects to width {} but the LLM's width is {}: the files belong to different models",

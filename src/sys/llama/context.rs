@@ -51,6 +51,18 @@ impl KvType {
             (true, _) => Ok(FlashAttn::On),
         }
     }
+
+    /// Whether `model`'s heads fit a cache of this type: ggml stores a
+    /// q8_0 row in blocks of 32, so the head width must be a multiple of it.
+    pub fn check_model(self, model: &LlamaModel) -> Result<()> {
+        let head = model.head_width();
+        if self == KvType::Q8_0 && head % 32 != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "a q8_0 KV cache needs the LLM's head width ({head}) to be a multiple of 32; use f16"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Flash-attention policy.
@@ -232,6 +244,8 @@ impl LlamaContext {
         p.kv_unified = true;
         p.n_threads = params.n_threads;
         p.n_threads_batch = params.n_threads;
+        params.type_k.check_model(model)?;
+        params.type_v.check_model(model)?;
         p.type_k = params.type_k.raw();
         p.type_v = params.type_v.raw();
         p.flash_attn_type = params.type_v.flash_attn_for(params.flash_attn)?.raw();
