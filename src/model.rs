@@ -345,7 +345,7 @@ impl Model {
             n_threads: threads as i32,
             type_k: self.params.kv_type,
             type_v: self.params.kv_type,
-            flash_attn: self.params.flash_attn,
+            flash_attn: self.params.kv_type.flash_attn_for(self.params.flash_attn)?,
             n_seq_max: self.params.n_seq_max,
             gpu_offload: self.llm_on_gpu,
         };

@@ -426,6 +426,7 @@ fn q8_0_kv_cache() {
             .take_while(|(x, y)| x == y)
             .count();
         println!("q8_0 vs f16: {agree}/{} tokens agree", a.tokens.len());
+        // 12 and 15 of 24 on an AVX2 CPU; 8 leaves room for other kernels.
         assert!(agree >= 8, "{:?} vs {:?}", a.tokens, b.tokens);
     }
     let (llm, vision) = converted("geom", GgmlType::F32);
