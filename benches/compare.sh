@@ -21,7 +21,8 @@
 #   - time to first token and the TOKENS-token caption latency at f16,
 #     q8_0, q4_k (`dam bench`: one greedy request on a 2048x1365 photo);
 #   - load-to-ready time (files in the page cache) and peak RSS vs the
-#     files' size;
+#     files' size, with the defaults and with --low-memory (a
+#     LOWMEM_TOKENS-token caption, default TOKENS), per preset;
 #   - 1 vs THREADS threads (q4_k);
 #   - with a Python that has torch, numpy, gguf (and transformers), the same
 #     weights in PyTorch: the vision stage (benches/torch_vision.py) and the
@@ -111,6 +112,13 @@ for ty in f16 q8_0 q4_k; do
     have "$J/dam-$ty.json" || step "dam-$ty" sh -c "'$DAM' bench --llm '$M/dam3b-llm-$ty.gguf' --vision '$M/dam3b-vision-$ty.gguf' \
         -i '$IMG' --mask '$MASK' -n $TOKENS -t $THREADS > '$J/dam-$ty.json'"
     have "$J/base-$ty.json" || step "baseline-$ty" sh -c "'$WORK/baseline' '$M/dam3b-llm-$ty.gguf' $THREADS $BASE_TOKENS $N_IMG \"\$0\" > '$J/base-$ty.json'" "$PROMPT"
+    # The low-memory mode's peak RSS (--no-repack --kv-type q8_0): a
+    # caption of the same length as the default run's. (The tiny preset's
+    # 16-wide heads cannot have a q8_0 cache.)
+    if [[ $PRESET != tiny ]]; then
+        have "$J/dam-$ty-lowmem.json" || step "dam-$ty-low-memory" sh -c "'$DAM' bench --low-memory --llm '$M/dam3b-llm-$ty.gguf' \
+            --vision '$M/dam3b-vision-$ty.gguf' -i '$IMG' --mask '$MASK' -n ${LOWMEM_TOKENS:-$TOKENS} -t $THREADS > '$J/dam-$ty-lowmem.json'"
+    fi
 done
 warm "$M/dam3b-vision-bf16.gguf"
 have "$J/vision-bf16.json" || step vision-bf16 sh -c "'$DAM' bench --vision-only --vision '$M/dam3b-vision-bf16.gguf' -i '$IMG' --mask '$MASK' \
@@ -235,6 +243,19 @@ for t in ("f16", "q8_0", "q4_k"):
     p(f"| {t} | {files / GB:.2f} GB | {d['ready_ms']:.0f} | {r['ttft_ms']:.0f} | {r['total_ms']:.0f} ({n}) | "
       f"{l64:.0f}{est} | {d['peak_rss_bytes'] / GB:.2f} GB | {d['peak_rss_bytes'] / files:.2f} |")
 p()
+p()
+if all(os.path.exists(os.path.join(J, f"dam-{t}-lowmem.json")) for t in dam):
+    p("### Memory: peak RSS per preset, defaults vs `--low-memory` (`--no-repack --kv-type q8_0`)")
+    p()
+    p("| type (both files) | files | default peak RSS (tokens) | RSS / files | --low-memory peak RSS (tokens) | RSS / files |")
+    p("|---|---|---|---|---|---|")
+    for t in dam:
+        d, lm = dam[t], ld(f"dam-{t}-lowmem.json")
+        files = d["llm_file_bytes"] + d["vision_file_bytes"]
+        p(f"| {t} | {files / GB:.2f} GB | {d['peak_rss_bytes'] / GB:.2f} GB ({d['runs'][0]['generated_tokens']}) | "
+          f"{d['peak_rss_bytes'] / files:.2f} | {lm['peak_rss_bytes'] / GB:.2f} GB ({lm['runs'][0]['generated_tokens']}) | "
+          f"{lm['peak_rss_bytes'] / files:.2f} |")
+    p()
 p("Baseline load-to-ready (LLM file only): " + ", ".join(f"{t} {base[t]['ready_ms']:.0f} ms" for t in base) + ".")
 p()
 p("### Threads (q4_k: a short request at 1 thread vs the q4_k run above)")

@@ -125,7 +125,7 @@
  * Minor version of the C API. Grows when functions, struct fields (at the
  * end of a struct) or enum values are appended.
  */
-#define DAM_API_VERSION_MINOR 4
+#define DAM_API_VERSION_MINOR 5
 
 /**
  * The API version this header describes: `(MAJOR << 16) | MINOR`. Pass it
@@ -393,6 +393,12 @@ enum dam_kv_type
      * f32: bit-faithful comparisons with the reference.
      */
     DAM_KV_TYPE_F32 = 1,
+    /**
+     * q8_0: about half the memory of f16; needs flash attention
+     * (`DAM_FLASH_ATTN_AUTO` means on, `DAM_FLASH_ATTN_OFF` is refused).
+     * Since API 1.5.
+     */
+    DAM_KV_TYPE_Q8_0 = 2,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -548,8 +554,10 @@ typedef struct dam_model_params {
      */
     int32_t n_threads;
     /**
-     * Context length in tokens; 0 = a session starts at 1024 and grows to
-     * min(the LLM's training length, 4096) when a call needs more.
+     * Context length in tokens; 0 = a session's context is made at its
+     * first call for what it needs (a multiple of 256; before 1.5, 1024 at
+     * `dam_session_new`) and grows to min(the LLM's training length, 4096)
+     * when a call needs more.
      */
     uint32_t n_ctx;
     /**

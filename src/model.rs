@@ -28,11 +28,13 @@ pub use crate::request::{Caption, Captions, DescribeOptions, Frame, FrameInfo, T
 pub struct ModelParams {
     /// CPU threads for the vision graph and the LLM (0 = all cores).
     pub threads: usize,
-    /// Context length in tokens. 0: sessions start with what one caption at
-    /// the default length needs (1024) and grow to min(the LLM's training
-    /// length, 4096) when a call needs more (`describe_many`, long answers).
+    /// Context length in tokens. 0: a session's context is made at its first
+    /// call, for that call's cells rounded up to a multiple of 256, and grows
+    /// to min(the LLM's training length, 4096) when a call needs more
+    /// (`describe_many`, long answers).
     pub n_ctx: u32,
-    /// KV cache precision (f16 like llama.cpp; f32 for reference parity).
+    /// KV cache precision (f16 like llama.cpp; f32 for reference parity;
+    /// q8_0 for about half the memory, with flash attention).
     pub kv_type: KvType,
     pub flash_attn: FlashAttn,
     /// LLM layers to offload to the GPU: negative = all (the default), 0 =
@@ -94,6 +96,19 @@ impl ModelParams {
             ..Default::default()
         }
     }
+    /// The least memory: CPU weights used in place from the files' mapping
+    /// (no repacked copies) and a q8_0 KV cache (with flash attention).
+    /// One caption of the q4_k pair peaks at 1.08x the files' size (see
+    /// benches/RESULTS.md, Memory); slower matrix products where the CPU
+    /// would repack.
+    pub fn low_memory() -> Self {
+        ModelParams {
+            repack: false,
+            kv_type: KvType::Q8_0,
+            ..Default::default()
+        }
+    }
+
     /// The GPU to use: `main_gpu` among ggml's GPUs, or `None` (with one
     /// info log line) when there is none. A `main_gpu` beyond the GPUs
     /// present is an error.
@@ -253,6 +268,7 @@ impl Model {
         step(LoadStage::Start)?;
         let t0 = Instant::now();
         resolve_threads(params.threads)?;
+        params.kv_type.flash_attn_for(params.flash_attn)?;
         let gpu = params.gpu()?;
         let vision = VisionModel::load_with(vision_path, &params.vision_options_on(gpu))?;
         step(LoadStage::VisionLoaded)?;
@@ -281,6 +297,9 @@ impl Model {
             },
             Some(table),
         )?);
+        // Sessions make their context at the first call: refuse a cache the
+        // LLM cannot have now.
+        params.kv_type.check_model(&llm)?;
         if llm.n_embd() != vision.hp.llm_hidden as usize {
             return Err(Error::InvalidModel(format!(
                 "the vision file projects to width {} but the LLM's width is {}: the files belong to different models",
@@ -312,29 +331,31 @@ impl Model {
     pub fn session(self: &Arc<Self>) -> Result<Session> {
         let cancel = Arc::new(AtomicBool::new(false));
         let threads = resolve_threads(self.params.threads)?;
-        // An explicit n_ctx is made as asked; the default starts at what one
-        // caption at the default length needs and grows with the requests
-        // (Session::grow_ctx), up to min(training length, 4096).
+        // An explicit n_ctx is made now, as asked; the default is made at
+        // the first call, for what that call needs, and grows with the
+        // requests (Session::grow_ctx), up to min(training length, 4096).
         let (n_ctx, ctx_limit) = if self.params.n_ctx > 0 {
             (self.params.n_ctx, self.params.n_ctx)
         } else {
-            let limit = self.llm.n_ctx_train().clamp(1, 4096) as u32;
-            (limit.min(FIRST_CTX), limit)
+            (0, self.llm.n_ctx_train().clamp(1, 4096) as u32)
         };
         let ctx_params = ContextParams {
             n_ctx,
-            n_batch: n_batch_for(n_ctx),
+            n_batch: n_batch_for(n_ctx.max(1)),
             n_threads: threads as i32,
             type_k: self.params.kv_type,
             type_v: self.params.kv_type,
-            flash_attn: self.params.flash_attn,
+            flash_attn: self.params.kv_type.flash_attn_for(self.params.flash_attn)?,
             n_seq_max: self.params.n_seq_max,
             gpu_offload: self.llm_on_gpu,
         };
         Ok(Session {
             model: self.clone(),
             backend: self.vision.backend(threads, cancel.clone())?,
-            ctx: LlamaContext::new(&self.llm, &ctx_params)?,
+            ctx: match n_ctx {
+                0 => None,
+                _ => Some(LlamaContext::new(&self.llm, &ctx_params)?),
+            },
             ctx_params,
             ctx_limit: ctx_limit as usize,
             cancel,
@@ -375,9 +396,10 @@ impl CancelHandle {
 pub struct Session {
     model: Arc<Model>,
     backend: Backend,
-    /// The LLM context; remade larger when a request needs more cells
-    /// (`grow_ctx`), so the KV cache follows what requests use.
-    ctx: LlamaContext,
+    /// The LLM context; made at the first call (default `n_ctx`) and remade
+    /// larger when a request needs more cells (`grow_ctx`), so the KV cache
+    /// follows what requests use.
+    ctx: Option<LlamaContext>,
     /// What `ctx` was made with (its threads kept current).
     ctx_params: ContextParams,
     /// The most cells `ctx` may grow to.
@@ -391,10 +413,17 @@ fn n_batch_for(n_ctx: u32) -> u32 {
     n_ctx.min(2048)
 }
 
-/// Cells of a default session's first context: one image caption at the
-/// default 512 new tokens (a 240-position prompt) fits. A 4096-cell f16 KV
-/// cache of DAM-3B's LLM is 1.34 GB, more than its q4_k weights.
-const FIRST_CTX: u32 = 1024;
+/// A default session's first context is its first call's cells rounded up
+/// to a multiple of this (llama.cpp pads its KV cache to 256 cells anyway).
+/// A 4096-cell f16 KV cache of DAM-3B's LLM is 1.34 GB, more than its q4_k
+/// weights; one short caption needs 256 cells (84 MB).
+const CTX_STEP: usize = 256;
+
+/// The context `Session::grow_ctx` made.
+fn made(ctx: &mut Option<LlamaContext>) -> Result<&mut LlamaContext> {
+    ctx.as_mut()
+        .ok_or_else(|| Error::Backend("no LLM context".into()))
+}
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
@@ -413,29 +442,56 @@ impl Session {
         CancelHandle(self.cancel.clone())
     }
 
-    /// The LLM context's length now (a default session's grows with the
-    /// calls, up to min(training length, 4096); see `ModelParams::n_ctx`).
+    /// The LLM context's length now: 0 before a default session's first
+    /// call (its context is made for that call's cells, a multiple of 256),
+    /// then growing with the calls up to min(training length, 4096); see
+    /// `ModelParams::n_ctx`.
     pub fn n_ctx(&self) -> usize {
-        self.ctx.n_ctx()
+        self.ctx.as_ref().map_or(0, LlamaContext::n_ctx)
     }
 
     /// Sets the CPU threads of the vision stage and the LLM (0 = all cores).
     pub fn set_threads(&mut self, threads: usize) -> Result<()> {
         let threads = resolve_threads(threads)?;
         self.backend.set_threads(threads);
-        self.ctx.set_threads(threads)?;
+        if let Some(ctx) = &mut self.ctx {
+            ctx.set_threads(threads)?;
+        }
         self.ctx_params.n_threads = threads as i32;
         Ok(())
     }
 
-    /// Makes the LLM context larger (the next power of two, at most
-    /// `ctx_limit`) when `cells` do not fit: the prompts and answers of one
-    /// call. What does not fit the limit is left to the generation's checks
-    /// and waves.
+    /// Makes the LLM context now for one image caption with `opts`, as the
+    /// first such call would, so that its cost (KV cache, compute buffers)
+    /// is paid before the first call (`dam bench` counts it in
+    /// `session_ms`). A context that fits already is kept.
+    pub fn prepare(&mut self, opts: &DescribeOptions) -> Result<()> {
+        let (_, pieces) = self.prompt(1, opts)?;
+        let image = self.model.vision.hp.tokens_per_image() as usize;
+        let prompt: usize = pieces
+            .iter()
+            .map(|p| match p {
+                PromptPiece::Tokens(t) => t.len(),
+                PromptPiece::Image(_) => image,
+            })
+            .sum();
+        self.grow_ctx(prompt.saturating_add(opts.max_new_tokens))
+    }
+
+    /// Makes the LLM context fit a call needing `cells` (its prompts and
+    /// answers): the first is made with `cells` rounded up to a multiple of
+    /// [`CTX_STEP`]; one too small is remade at the next power of two. Both
+    /// at most `ctx_limit`: what does not fit it is left to the
+    /// generation's checks and waves.
     fn grow_ctx(&mut self, cells: usize) -> Result<()> {
         let want = cells.min(self.ctx_limit);
-        if want > self.ctx.n_ctx() {
-            let n = want.next_power_of_two().min(self.ctx_limit) as u32;
+        let n = match &self.ctx {
+            None => want.max(1).div_ceil(CTX_STEP) * CTX_STEP,
+            Some(c) if want > c.n_ctx() => want.next_power_of_two(),
+            Some(_) => 0,
+        };
+        if n > 0 {
+            let n = n.min(self.ctx_limit) as u32;
             let params = ContextParams {
                 n_ctx: n,
                 n_batch: n_batch_for(n),
@@ -443,7 +499,7 @@ impl Session {
             };
             // The new cache is made before the old one goes, so a failure
             // leaves the session as it was.
-            self.ctx = LlamaContext::new(&self.model.llm, &params)?;
+            self.ctx = Some(LlamaContext::new(&self.model.llm, &params)?);
             self.ctx_params = params;
         }
         Ok(())
@@ -595,8 +651,9 @@ impl Session {
         let n_seq = self.ctx_params.n_seq_max as usize;
         let cells = cells_needed(&prompts, &self.model.llm, opts.max_new_tokens, n_seq);
         self.grow_ctx(cells)?;
+        let ctx = made(&mut self.ctx)?;
         let gens = generate_many(
-            &mut self.ctx,
+            ctx,
             &self.model.llm,
             &prompts,
             &opts.generate_options(false),
@@ -764,8 +821,9 @@ impl Session {
         };
         let cells = cells_needed(&[one], &self.model.llm, opts.max_new_tokens, 1);
         self.grow_ctx(cells)?;
+        let ctx = made(&mut self.ctx)?;
         let g = generate(
-            &mut self.ctx,
+            ctx,
             &self.model.llm,
             &pieces,
             &images,

@@ -294,21 +294,28 @@ fn batch_errors_and_stops() {
     assert_eq!(texts(&again), texts(&full));
 }
 
-/// A default session's KV cache starts at one caption's size and grows when
-/// a call needs more cells (memory follows use); the captions do not change
-/// with the size.
+/// A default session's KV cache is made at its first call, for that call's
+/// cells (a multiple of 256), and grows when a call needs more (memory
+/// follows use); the captions do not change with the size.
 #[test]
 fn context_grows_with_the_call() {
     let input = Input::load("geom", "c2");
     let (image, rs) = regions(&input);
     let mut s = session(GgmlType::F32, ModelParams::reference());
-    assert_eq!(s.n_ctx(), 1024);
-    // 242-position prompts + 60 tokens: one caption fits 1024 cells, four
-    // parallel sequences (n_seq_max 4) need 1208.
+    assert_eq!(s.n_ctx(), 0, "no context before the first call");
+    // 242-position prompts + 60 tokens: one caption needs 302 cells (512
+    // made), four parallel sequences (n_seq_max 4) 1208 (the next power of
+    // two, 2048).
     let o = DescribeOptions {
         ignore_eos: true,
         ..greedy(60)
     };
+    separate(&mut s, &image, &rs[..1], &o);
+    assert_eq!(s.n_ctx(), 512);
+    // `prepare` makes the context a caption with these options needs.
+    let mut p = session(GgmlType::F32, ModelParams::reference());
+    p.prepare(&o).unwrap();
+    assert_eq!(p.n_ctx(), 512);
     check_equal("grown", &mut s, &image, &rs, &o);
     assert_eq!(s.n_ctx(), 2048);
     let again = separate(&mut s, &image, &rs[..1], &o);
@@ -388,4 +395,48 @@ fn batch_of_different_images_equals_separate_calls() {
         "{:?}",
         want.iter().map(|c| &c.text).collect::<Vec<_>>()
     );
+}
+
+/// A q8_0 KV cache (half an f16 cache's memory; flash attention on): a
+/// greedy caption starts with the f16 cache's tokens, in a batch as alone;
+/// flash attention off with it is refused before llama.cpp sees it.
+#[test]
+fn q8_0_kv_cache() {
+    use dam::llama::{FlashAttn, KvType};
+    let input = Input::load("geom", "c1");
+    let (image, rs) = regions(&input);
+    let with = |kv_type| {
+        session(
+            GgmlType::F32,
+            ModelParams {
+                kv_type,
+                ..ModelParams::default()
+            },
+        )
+    };
+    let o = greedy(24);
+    let f16 = separate(&mut with(KvType::F16), &image, &rs[..2], &o);
+    let mut s = with(KvType::Q8_0);
+    let q8 = separate(&mut s, &image, &rs[..2], &o);
+    for (a, b) in f16.iter().zip(&q8) {
+        let agree = a
+            .tokens
+            .iter()
+            .zip(&b.tokens)
+            .take_while(|(x, y)| x == y)
+            .count();
+        println!("q8_0 vs f16: {agree}/{} tokens agree", a.tokens.len());
+        // 12 and 15 of 24 on an AVX2 CPU; 8 leaves room for other kernels.
+        assert!(agree >= 8, "{:?} vs {:?}", a.tokens, b.tokens);
+    }
+    let (llm, vision) = converted("geom", GgmlType::F32);
+    let off = ModelParams {
+        kv_type: KvType::Q8_0,
+        flash_attn: FlashAttn::Off,
+        ..ModelParams::default()
+    };
+    match Model::load(&llm, &vision, off) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("flash attention"), "{m}"),
+        other => panic!("q8_0 with flash attention off: {:?}", other.err()),
+    }
 }

@@ -253,6 +253,32 @@ fn greedy_is_deterministic() {
     assert_eq!(ok(&a), first);
 }
 
+/// A q8_0 KV cache (flash attention auto means on with it) gives a caption,
+/// with --kv-type and with --low-memory (no repack too).
+#[test]
+fn kv_type_q8_0() {
+    let run = |more: Vec<OsString>| {
+        let a = args![
+            "describe",
+            "-m",
+            geom().dir,
+            "-i",
+            image("geom", "c1"),
+            "--mask",
+            mask("geom", "c1"),
+            "--greedy",
+            "--max-tokens",
+            "8",
+            "--json"
+        ];
+        one_json(&ok(&with(a, more)))
+    };
+    let q8 = run(args!["--kv-type", "q8_0"]);
+    assert!(!ids(&q8["tokens"]).is_empty(), "{q8}");
+    let low = run(args!["--low-memory"]);
+    assert!(!ids(&low["tokens"]).is_empty(), "{low}");
+}
+
 #[test]
 fn json_output() {
     for case in ["c1", "c2", "c4"] {
@@ -728,6 +754,21 @@ fn option_errors() {
             "threads 100000",
             with(m(), args!["--threads", "100000"]),
             &["--threads"],
+        ),
+        (
+            "kv-type q8_0 with 16-wide heads",
+            with(m(), args!["--kv-type", "q8_0"]),
+            &["multiple of 32"],
+        ),
+        (
+            "low-memory and kv-type",
+            with(m(), args!["--low-memory", "--kv-type", "f16"]),
+            &["--kv-type"],
+        ),
+        (
+            "kv-type q8_0 without flash attention",
+            with(m(), args!["--kv-type", "q8_0", "--flash-attn", "off"]),
+            &["flash attention"],
         ),
     ]);
 }

@@ -57,7 +57,7 @@ pub use types::*;
 pub const DAM_API_VERSION_MAJOR: u32 = 1;
 /// Minor version of the C API. Grows when functions, struct fields (at the
 /// end of a struct) or enum values are appended.
-pub const DAM_API_VERSION_MINOR: u32 = 4;
+pub const DAM_API_VERSION_MINOR: u32 = 5;
 /// The API version this header describes: `(MAJOR << 16) | MINOR`. Pass it
 /// to `dam_model_load`.
 pub const DAM_API_VERSION: u32 = (DAM_API_VERSION_MAJOR << 16) | DAM_API_VERSION_MINOR;

@@ -113,6 +113,10 @@ pub enum DamKvType {
     F16 = 0,
     /// f32: bit-faithful comparisons with the reference.
     F32 = 1,
+    /// q8_0: about half the memory of f16; needs flash attention
+    /// (`DAM_FLASH_ATTN_AUTO` means on, `DAM_FLASH_ATTN_OFF` is refused).
+    /// Since API 1.5.
+    Q8_0 = 2,
 }
 
 /// Flash-attention policy (`flash_attn` of `dam_model_params`).
@@ -218,8 +222,10 @@ pub struct DamModelParams {
     pub struct_size: u32,
     /// CPU threads for the vision graph and the LLM, 0 ..= 512; 0 = all cores.
     pub n_threads: i32,
-    /// Context length in tokens; 0 = a session starts at 1024 and grows to
-    /// min(the LLM's training length, 4096) when a call needs more.
+    /// Context length in tokens; 0 = a session's context is made at its
+    /// first call for what it needs (a multiple of 256; before 1.5, 1024 at
+    /// `dam_session_new`) and grows to min(the LLM's training length, 4096)
+    /// when a call needs more.
     pub n_ctx: u32,
     /// A `dam_kv_type` (default `DAM_KV_TYPE_F16`).
     pub kv_type: i32,
@@ -498,7 +504,7 @@ c_enum!(
     "dam_length",
     [None, Words, AboutWords, MoreThanWords, Sentences]
 );
-c_enum!(DamKvType, "dam_kv_type", [F16, F32]);
+c_enum!(DamKvType, "dam_kv_type", [F16, F32, Q8_0]);
 c_enum!(DamFlashAttn, "dam_flash_attn", [Auto, On, Off]);
 c_enum!(DamVisionDevice, "dam_vision_device", [Gpu, Cpu]);
 c_enum!(DamLogLevel, "dam_log_level", [Debug, Info, Warn, Error]);
@@ -577,7 +583,7 @@ macro_rules! same_enum {
     };
 }
 
-same_enum!(DamKvType <=> KvType, [F16, F32]);
+same_enum!(DamKvType <=> KvType, [F16, F32, Q8_0]);
 same_enum!(DamFlashAttn <=> FlashAttn, [Auto, On, Off]);
 same_enum!(DamVisionDevice <=> VisionDevice, [Gpu, Cpu]);
 same_enum!(DamLogLevel <=> LogLevel, [Debug, Info, Warn, Error]);

@@ -277,6 +277,20 @@ static void check_load_errors(void) {
     /* Out-of-range enum values and counts. */
     mp.kv_type = 7;
     CHECK_STATUS(dam_model_load(DAM_API_VERSION, llm_path, vision_path, &mp, &m), DAM_STATUS_INVALID_ARGUMENT);
+    mp.kv_type = DAM_KV_TYPE_Q8_0 + 1; /* one past the last value */
+    CHECK_STATUS(dam_model_load(DAM_API_VERSION, llm_path, vision_path, &mp, &m), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(dam_last_error(), "dam_kv_type") != NULL);
+    /* A q8_0 KV cache (1.5) needs flash attention (off is refused) and heads
+       whose width is a multiple of 32 (the tiny model's are 16 wide). */
+    mp.kv_type = DAM_KV_TYPE_Q8_0;
+    mp.flash_attn = DAM_FLASH_ATTN_OFF;
+    CHECK_STATUS(dam_model_load(DAM_API_VERSION, llm_path, vision_path, &mp, &m), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(dam_last_error(), "flash attention") != NULL);
+    CHECK(m == NULL);
+    mp.flash_attn = DAM_FLASH_ATTN_AUTO;
+    CHECK_STATUS(dam_model_load(DAM_API_VERSION, llm_path, vision_path, &mp, &m), DAM_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(dam_last_error(), "multiple of 32") != NULL);
+    CHECK(m == NULL);
     mp = dam_model_default_params();
     mp.flash_attn = -1;
     CHECK_STATUS(dam_model_load(DAM_API_VERSION, llm_path, vision_path, &mp, &m), DAM_STATUS_INVALID_ARGUMENT);

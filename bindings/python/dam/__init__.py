@@ -676,7 +676,8 @@ class Model:
     """Both GGUF files of a DAM model, loaded once (thread-safe, shareable).
 
     ``Model(llm, vision)`` or ``Model(folder)``. Options: ``threads`` (0 = all cores),
-    ``n_ctx``, ``kv_type`` ("f16"/"f32"), ``flash_attn`` ("auto"/"on"/"off"),
+    ``n_ctx``, ``kv_type`` ("f16"/"f32"/"q8_0"; q8_0 needs flash attention),
+    ``flash_attn`` ("auto"/"on"/"off"),
     ``n_gpu_layers`` (-1 = all on the GPU when there is one), ``main_gpu`` (index of
     the GPU), ``vision_device`` ("gpu": on the main GPU when there is one; "cpu"),
     ``repack`` (False keeps CPU weights in the file's layout: no AMX/repacked copies),

@@ -35,7 +35,7 @@ REGION_SEGMENTED_BOX = 5  # API 1.4
 # dam_length
 LENGTH_NONE, LENGTH_WORDS, LENGTH_ABOUT_WORDS, LENGTH_MORE_THAN_WORDS, LENGTH_SENTENCES = 0, 1, 2, 3, 4
 # dam_kv_type, dam_flash_attn, dam_log_level, dam_load_stage
-KV_TYPES = {"f16": 0, "f32": 1}
+KV_TYPES = {"f16": 0, "f32": 1, "q8_0": 2}  # q8_0: API 1.5
 FLASH_ATTN = {"auto": 0, "on": 1, "off": 2}
 LOG_LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 LOAD_STAGES = {0: "start", 1: "vision_loaded", 2: "llm_loaded", 3: "done"}

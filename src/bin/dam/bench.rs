@@ -167,15 +167,18 @@ fn bench_model(a: &BenchArgs, rgb: &RgbImage, mask: &Mask, threads: usize) -> Re
     let t0 = Instant::now();
     let model = load_model(&a.model, false)?;
     let load_ms = ms(t0);
-    let t1 = Instant::now();
-    let mut session = model.session()?;
-    let session_ms = ms(t1);
-    let image = rgb.view()?;
-    let region = Region::Mask(mask.view()?);
     let opts = DescribeOptions {
         max_new_tokens: a.max_tokens,
         ..DescribeOptions::greedy()
     };
+    // The session and its LLM context (made at the first call otherwise),
+    // as llama.cpp's load-to-ready counts its context.
+    let t1 = Instant::now();
+    let mut session = model.session()?;
+    session.prepare(&opts)?;
+    let session_ms = ms(t1);
+    let image = rgb.view()?;
+    let region = Region::Mask(mask.view()?);
     let mut runs = Vec::new();
     for k in 0..a.warmup + a.runs {
         let run = bench_request(&mut session, &image, &region, &opts)?;

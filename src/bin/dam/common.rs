@@ -24,9 +24,13 @@ pub struct ModelArgs {
     /// CPU threads (default: all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
-    /// KV cache type.
+    /// KV cache type (q8_0: half an f16 cache, needs flash attention).
     #[arg(long, value_enum, default_value_t = KvType::F16)]
     pub kv_type: KvType,
+    /// The least memory: --no-repack and --kv-type q8_0 (peak RSS about
+    /// 1.1x the files' size for one caption).
+    #[arg(long, conflicts_with_all = ["kv_type", "no_repack"])]
+    pub low_memory: bool,
     /// Flash attention.
     #[arg(long, value_enum, default_value_t = FlashAttn::Auto)]
     pub flash_attn: FlashAttn,
@@ -96,19 +100,23 @@ pub fn load_model(a: &ModelArgs, reference: bool) -> Result<Arc<Model>> {
 pub fn model_params(a: &ModelArgs, reference: bool) -> Result<ModelParams> {
     let mut p = if reference {
         ModelParams::reference()
+    } else if a.low_memory {
+        ModelParams::low_memory()
     } else {
         ModelParams::default()
     };
     p.threads = a.threads;
     p.n_gpu_layers = a.n_gpu_layers;
     p.main_gpu = a.main_gpu;
-    p.repack = !a.no_repack;
+    p.repack = !(a.no_repack || a.low_memory);
     p.vision_device = a.vision_device;
     p.n_ctx = a.ctx;
     p.segmenter = a.segmenter.clone();
     if !reference {
-        p.kv_type = a.kv_type;
         p.flash_attn = a.flash_attn;
+        if !a.low_memory {
+            p.kv_type = a.kv_type;
+        }
     }
     Ok(p)
 }

@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 pub enum KvType {
     F32,
     F16,
+    /// 8-bit blocks: about half an f16 cache. llama.cpp stores a quantized
+    /// V cache only with flash attention, so it needs flash attention on
+    /// (`Auto` means on).
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 impl KvType {
@@ -24,7 +29,39 @@ impl KvType {
         match self {
             KvType::F32 => ffi::GGML_TYPE_F32,
             KvType::F16 => ffi::GGML_TYPE_F16,
+            KvType::Q8_0 => ffi::GGML_TYPE_Q8_0,
         }
+    }
+
+    /// Whether llama.cpp needs flash attention for a V cache of this type.
+    fn needs_flash_attn(self) -> bool {
+        self == KvType::Q8_0
+    }
+
+    /// The flash-attention policy a V cache of this type runs with: `fa`,
+    /// or on for a quantized cache (where `Auto` means on and an explicit
+    /// `Off` is refused here, before llama.cpp fails on it).
+    pub fn flash_attn_for(self, fa: FlashAttn) -> Result<FlashAttn> {
+        match (self.needs_flash_attn(), fa) {
+            (false, fa) => Ok(fa),
+            (true, FlashAttn::Off) => Err(Error::InvalidArgument(
+                "a q8_0 KV cache needs flash attention: flash_attn off cannot be used with it"
+                    .into(),
+            )),
+            (true, _) => Ok(FlashAttn::On),
+        }
+    }
+
+    /// Whether `model`'s heads fit a cache of this type: ggml stores a
+    /// q8_0 row in blocks of 32, so the head width must be a multiple of it.
+    pub fn check_model(self, model: &LlamaModel) -> Result<()> {
+        let head = model.head_width();
+        if self == KvType::Q8_0 && head % 32 != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "a q8_0 KV cache needs the LLM's head width ({head}) to be a multiple of 32; use f16"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -207,9 +244,11 @@ impl LlamaContext {
         p.kv_unified = true;
         p.n_threads = params.n_threads;
         p.n_threads_batch = params.n_threads;
+        params.type_k.check_model(model)?;
+        params.type_v.check_model(model)?;
         p.type_k = params.type_k.raw();
         p.type_v = params.type_v.raw();
-        p.flash_attn_type = params.flash_attn.raw();
+        p.flash_attn_type = params.type_v.flash_attn_for(params.flash_attn)?.raw();
         p.offload_kqv = params.gpu_offload;
         p.op_offload = params.gpu_offload;
         p.embeddings = false;

@@ -183,6 +183,18 @@ impl LlamaModel {
         usize::try_from(n).unwrap_or(0)
     }
 
+    /// Width of one attention head (the hidden size over the heads).
+    pub fn head_width(&self) -> usize {
+        // SAFETY: valid model pointer; pure getters.
+        let (embd, heads) = unsafe {
+            (
+                ffi::llama_model_n_embd(self.raw()),
+                ffi::llama_model_n_head(self.raw()),
+            )
+        };
+        usize::try_from(embd / heads.max(1)).unwrap_or(0)
+    }
+
     /// Number of transformer layers.
     pub fn n_layer(&self) -> usize {
         // SAFETY: valid model pointer; pure getter.
