@@ -364,11 +364,18 @@ impl Mask {
     /// Tight bounding box `(x0, y0, x1, y1)` of the region, `x1`/`y1` exclusive; `None`
     /// for an empty mask. Only the first `width * height` bytes are looked at.
     pub fn bbox(&self) -> Option<(u32, u32, u32, u32)> {
+        self.bbox_count().map(|(b, _)| b)
+    }
+
+    /// [`Mask::bbox`] and [`Mask::count`] (of the first `width * height` bytes) in one
+    /// pass over the mask.
+    pub fn bbox_count(&self) -> Option<((u32, u32, u32, u32), usize)> {
         let w = self.width as usize;
         if w == 0 {
             return None;
         }
         let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
+        let mut count = 0;
         for (y, row) in self
             .data
             .chunks_exact(w)
@@ -380,6 +387,7 @@ impl Mask {
             };
             // `first` exists, so `rposition` does too.
             let last = row.iter().rposition(|&v| v != 0).unwrap_or(first);
+            count += row[first..=last].iter().filter(|&&v| v != 0).count();
             if y0 == usize::MAX {
                 y0 = y;
             }
@@ -391,7 +399,7 @@ impl Mask {
             return None;
         }
         // All values are <= width/height, which are u32.
-        Some((x0 as u32, y0 as u32, x1 as u32, y1 as u32))
+        Some(((x0 as u32, y0 as u32, x1 as u32, y1 as u32), count))
     }
 }
 
@@ -494,6 +502,7 @@ mod tests {
         m.data[2 * 5 + 1] = 1;
         assert_eq!(m.bbox(), Some((1, 1, 4, 3)));
         assert_eq!(m.count(), 2);
+        assert_eq!(m.bbox_count(), Some(((1, 1, 4, 3), 2)));
         let bad = Mask {
             width: 5,
             height: 4,

@@ -3,11 +3,14 @@
 
 pub mod focal;
 pub mod resize;
+mod twopass;
 pub mod views;
 
-pub use focal::{focal_window, Window, MIN_BOX_SIDE};
+pub use focal::{focal_window, summarize, MaskSummary, Window, MIN_BOX_SIDE};
 pub use resize::{resize_bicubic, resize_threads, Filter, Levels, MAX_OUTPUT_BYTES};
-pub use views::{make_views, make_views_threads, Views, MAX_VIEW_SIZE, VIEW_CHANNELS};
+pub use views::{
+    make_views, make_views_of, make_views_threads, Views, MAX_VIEW_SIZE, VIEW_CHANNELS,
+};
 
 use crate::error::Result;
 use crate::image::ImageView;
@@ -26,13 +29,8 @@ pub fn region_views(
     threads: usize,
 ) -> Result<Option<Views>> {
     let mask = rasterize_any(region, image)?;
-    if mask.bbox().is_none() {
+    let Some(summary) = summarize(&mask)? else {
         return Ok(None);
-    }
-    let _window = focal_window(&mask)?;
-    let rgb = image.to_rgb();
-    let _ = threads;
-    let v = make_views(&rgb, &mask, size, mean, std)?;
-    std::hint::black_box(mask.count());
-    Ok(Some(v))
+    };
+    make_views_of(image, &mask, &summary, size, mean, std, threads).map(Some)
 }

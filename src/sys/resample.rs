@@ -1,0 +1,270 @@
+//! The inner loop of the Pillow-exact horizontal resize (`preprocess::twopass`):
+//! 4 channels of one output pixel per SSE2 `pmaddwd` and tap, exact.
+//!
+//! Pillow sums `x * k` (x: u8, k: i32 with 22 fractional bits, |k| < 2^23) in i32.
+//! A product that wide does not fit `pmaddwd`'s i16 x i16, so each value and each
+//! coefficient is split over the two i16 halves of one i32 lane:
+//!
+//! * value word `x | (x ^ 0x80) << 24`: halves `x` and `(x - 128) * 256`;
+//! * coefficient pair `lo | hi << 16` with `lo = k & 0x7fff`, `hi = (k >> 15) * 128`;
+//! * `pmaddwd` gives `x * lo + (x - 128) * (k >> 15) * 2^15 = x * k - 2^22 * (k >> 15)`
+//!   (neither product reaches 2^31, so it never saturates);
+//! * the start value adds back `2^22 * (k >> 15)` of every tap ([`Taps::new`]).
+//!
+//! All sums wrap like Pillow's i32 arithmetic, so the total is Pillow's bit for bit.
+
+/// The value word of one 8-bit channel value (see the module documentation).
+#[inline(always)]
+pub const fn word(x: u8) -> u32 {
+    x as u32 | ((x ^ 0x80) as u32) << 24
+}
+
+/// Largest coefficient magnitude the split handles (exclusive).
+const MAX_COEFF: i32 = 1 << 23;
+
+/// Fixed-point coefficients of one axis in the split form, for [`hrow4`].
+#[derive(Debug, Clone)]
+pub struct Taps {
+    ksize: usize,
+    /// Pillow's coefficients, for the plain pass.
+    k: Vec<i32>,
+    /// Every coefficient fits the split (otherwise [`hrow4`] runs the plain pass).
+    split: bool,
+    /// Per output pixel: first source pixel and number of taps.
+    bounds: Vec<(usize, usize)>,
+    /// `out * ksize` coefficient pairs.
+    pairs: Vec<u32>,
+    /// Per output pixel: the rounding constant plus the split's correction.
+    init: Vec<i32>,
+    /// One past the last source pixel any output reads.
+    reach: usize,
+}
+
+impl Taps {
+    /// From Pillow's table: `bounds[i] = (first, n)` and `k[i * ksize..][..n]`; `half`
+    /// is the rounding constant every sum starts with. `None` when the table is
+    /// inconsistent (a tap count above `ksize`, `k` too short).
+    pub fn new(bounds: &[(usize, usize)], k: &[i32], ksize: usize, half: i32) -> Option<Taps> {
+        let mut pairs = vec![0u32; bounds.len() * ksize];
+        let mut init = Vec::with_capacity(bounds.len());
+        let mut reach = 0;
+        let mut split = true;
+        for (i, &(first, n)) in bounds.iter().enumerate() {
+            if n > ksize {
+                return None;
+            }
+            let ks = k.get(i * ksize..i * ksize + n)?;
+            let mut s = half;
+            for (p, &kv) in pairs[i * ksize..].iter_mut().zip(ks) {
+                split &= -MAX_COEFF < kv && kv < MAX_COEFF;
+                let hi = ((kv >> 15) * 128) as i16 as u16;
+                *p = (kv & 0x7fff) as u32 | u32::from(hi) << 16;
+                s = s.wrapping_add((kv >> 15).wrapping_mul(1 << 22));
+            }
+            init.push(s);
+            reach = reach.max(first + n);
+        }
+        Some(Taps {
+            ksize,
+            k: k[..bounds.len() * ksize].to_vec(),
+            split,
+            bounds: bounds.to_vec(),
+            pairs,
+            init,
+            reach,
+        })
+    }
+
+    /// Output pixels.
+    pub fn outputs(&self) -> usize {
+        self.bounds.len()
+    }
+}
+
+/// `pmaddwd` of one lane.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+#[inline(always)]
+fn madd(w: u32, p: u32) -> i32 {
+    let lo = i32::from(w as u16 as i16) * i32::from(p as u16 as i16);
+    let hi = i32::from((w >> 16) as u16 as i16) * i32::from((p >> 16) as u16 as i16);
+    lo.wrapping_add(hi)
+}
+
+#[inline(always)]
+fn clip8(s: i32) -> u8 {
+    (s >> 22).clamp(0, 255) as u8
+}
+
+/// One row of the horizontal pass: `out[i]` (4 channels) from the value words `src`
+/// (4 per source pixel). Returns false, writing nothing, when `src` is shorter
+/// than the pixels the taps reach or `out` is not [`Taps::outputs`] long.
+pub fn hrow4(src: &[[u32; 4]], taps: &Taps, out: &mut [[u8; 4]]) -> bool {
+    if src.len() < taps.reach || out.len() != taps.outputs() {
+        return false;
+    }
+    if !taps.split {
+        hrow4_plain(src, taps, out);
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        hrow4_sse2(src, taps, out);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        hrow4_scalar(src, taps, out);
+    }
+    true
+}
+
+/// Pillow's sums as they are (the low byte of a word is its value): for
+/// coefficients the split does not take.
+fn hrow4_plain(src: &[[u32; 4]], taps: &Taps, out: &mut [[u8; 4]]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let (first, n) = taps.bounds[i];
+        let mut s = [1i32 << 21; 4];
+        let k = &taps.k[i * taps.ksize..i * taps.ksize + n];
+        for (w, &kv) in src[first..first + n].iter().zip(k) {
+            for c in 0..4 {
+                s[c] = s[c].wrapping_add(((w[c] & 0xff) as i32).wrapping_mul(kv));
+            }
+        }
+        *o = s.map(clip8);
+    }
+}
+
+/// The split pass without SIMD (elsewhere than x86_64; the tests' oracle).
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn hrow4_scalar(src: &[[u32; 4]], taps: &Taps, out: &mut [[u8; 4]]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let (first, n) = taps.bounds[i];
+        let mut s = [taps.init[i]; 4];
+        let pairs = &taps.pairs[i * taps.ksize..i * taps.ksize + n];
+        for (w, &p) in src[first..first + n].iter().zip(pairs) {
+            for c in 0..4 {
+                s[c] = s[c].wrapping_add(madd(w[c], p));
+            }
+        }
+        *o = s.map(clip8);
+    }
+}
+
+/// Long loop bodies on purpose: two accumulators hide `pmaddwd`'s latency.
+#[cfg(target_arch = "x86_64")]
+fn hrow4_sse2(src: &[[u32; 4]], taps: &Taps, out: &mut [[u8; 4]]) {
+    use std::arch::x86_64::*;
+    for (i, o) in out.iter_mut().enumerate() {
+        let (first, n) = taps.bounds[i];
+        let pairs = &taps.pairs[i * taps.ksize..i * taps.ksize + n];
+        let px = &src[first..first + n];
+        // SAFETY: SSE2 is part of the x86_64 baseline, so every intrinsic here is
+        // available; each load reads the 16 bytes of one `[u32; 4]` of `px`.
+        let v = unsafe {
+            let mut a = _mm_set1_epi32(taps.init[i]);
+            let mut b = _mm_setzero_si128();
+            let mut w2 = px.chunks_exact(2);
+            let mut p2 = pairs.chunks_exact(2);
+            for (w, p) in (&mut w2).zip(&mut p2) {
+                let x0 = _mm_loadu_si128(w[0].as_ptr().cast());
+                let x1 = _mm_loadu_si128(w[1].as_ptr().cast());
+                a = _mm_add_epi32(a, _mm_madd_epi16(x0, _mm_set1_epi32(p[0] as i32)));
+                b = _mm_add_epi32(b, _mm_madd_epi16(x1, _mm_set1_epi32(p[1] as i32)));
+            }
+            for (w, &p) in w2.remainder().iter().zip(p2.remainder()) {
+                let x = _mm_loadu_si128(w.as_ptr().cast());
+                a = _mm_add_epi32(a, _mm_madd_epi16(x, _mm_set1_epi32(p as i32)));
+            }
+            let s = _mm_srai_epi32(_mm_add_epi32(a, b), 22);
+            let s = _mm_packs_epi32(s, s);
+            _mm_cvtsi128_si32(_mm_packus_epi16(s, s)) as u32
+        };
+        *o = v.to_le_bytes();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small xorshift generator (no dependency).
+    fn rng(seed: u64) -> impl FnMut() -> u64 {
+        let mut s = seed.max(1);
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        }
+    }
+
+    #[test]
+    fn split_products_are_exact() {
+        let mut r = rng(7);
+        for _ in 0..100_000 {
+            let x = r() as u8;
+            let k = (r() % (2 * MAX_COEFF as u64 - 1)) as i32 - (MAX_COEFF - 1);
+            let t = Taps::new(&[(0, 1)], &[k], 1, 0).unwrap();
+            let got = t.init[0].wrapping_add(madd(word(x), t.pairs[0]));
+            assert_eq!(got, i32::from(x) * k, "x={x} k={k}");
+        }
+        assert!(!Taps::new(&[(0, 1)], &[MAX_COEFF], 1, 0).unwrap().split);
+        assert!(Taps::new(&[(0, 2)], &[1], 1, 0).is_none());
+    }
+
+    #[test]
+    fn simd_matches_scalar_on_random_data() {
+        let mut r = rng(11);
+        for case in 0..40 {
+            let width = 1 + (r() % 300) as usize;
+            let outs = 1 + (r() % 50) as usize;
+            let ksize = 1 + (r() % 25) as usize;
+            let mut bounds = Vec::new();
+            let mut k = vec![0i32; outs * ksize];
+            for i in 0..outs {
+                let n = 1 + (r() as usize % ksize.min(width));
+                let first = r() as usize % (width - n + 1);
+                bounds.push((first, n));
+                for kv in &mut k[i * ksize..i * ksize + n] {
+                    // mostly plausible weights, some extreme ones
+                    *kv = if case % 3 == 0 {
+                        (r() % ((1 << 24) - 1)) as i32 - (1 << 23) + 1
+                    } else {
+                        (r() % (1 << 20)) as i32 - (1 << 18)
+                    };
+                }
+            }
+            if case % 7 == 0 {
+                k[0] = MAX_COEFF + 5; // out of the split's range: the plain pass
+            }
+            let t = Taps::new(&bounds, &k, ksize, 1 << 21).unwrap();
+            assert_eq!(t.split, case % 7 != 0);
+            let src: Vec<[u32; 4]> = (0..width)
+                .map(|_| [0; 4].map(|_: u32| word(r() as u8)))
+                .collect();
+            let mut a = vec![[0u8; 4]; outs];
+            let mut b = vec![[0u8; 4]; outs];
+            assert!(hrow4(&src, &t, &mut a));
+            hrow4_plain(&src, &t, &mut b);
+            assert_eq!(a, b, "case {case}");
+            if t.split {
+                hrow4_scalar(&src, &t, &mut b);
+                assert_eq!(a, b, "case {case}");
+            }
+            // the plain i32 sum, as Pillow computes it
+            for (i, px) in b.iter().enumerate() {
+                let (first, n) = bounds[i];
+                for c in 0..4 {
+                    let mut s = 1i32 << 21;
+                    for (j, &kv) in k[i * ksize..i * ksize + n].iter().enumerate() {
+                        let x = (src[first + j][c] & 0xff) as i32;
+                        s = s.wrapping_add(x.wrapping_mul(kv));
+                    }
+                    assert_eq!(px[c], clip8(s), "case {case} out {i} c {c}");
+                }
+            }
+        }
+        let t = Taps::new(&[(3, 2)], &[1, 2], 2, 0).unwrap();
+        assert!(!hrow4(&[[0; 4]; 4], &t, &mut [[0; 4]]));
+        assert!(!hrow4(&[[0; 4]; 5], &t, &mut [[0; 4]; 2]));
+    }
+}
