@@ -382,12 +382,21 @@ impl Mask {
             .take(self.height as usize)
             .enumerate()
         {
-            let Some(first) = row.iter().position(|&v| v != 0) else {
+            // Whole blocks first (branch-free folds vectorise), then bytes.
+            const B: usize = 64;
+            let nonzero = |c: &[u8]| c.iter().fold(0u8, |a, &v| a | v) != 0;
+            let Some(fb) = row.chunks(B).position(nonzero) else {
                 continue;
             };
-            // `first` exists, so `rposition` does too.
-            let last = row.iter().rposition(|&v| v != 0).unwrap_or(first);
-            count += row[first..=last].iter().filter(|&&v| v != 0).count();
+            let first = fb * B + row[fb * B..].iter().position(|&v| v != 0).unwrap_or(0);
+            // `rchunks` counts blocks from the end: block `rb` ends at `len - rb * B`.
+            let rb = row.rchunks(B).position(nonzero).unwrap_or(0);
+            let end = row.len() - rb * B;
+            let last = row[..end].iter().rposition(|&v| v != 0).unwrap_or(first);
+            count += row[first..=last]
+                .chunks(B)
+                .map(|c| c.iter().fold(0u8, |a, &v| a + u8::from(v != 0)) as usize)
+                .sum::<usize>();
             if y0 == usize::MAX {
                 y0 = y;
             }
@@ -491,6 +500,40 @@ mod tests {
         assert_eq!(m.bbox(), Some((0, 0, 2, 2)));
         let rv = rgb.view().unwrap();
         assert_eq!(rv.to_rgb(), rgb);
+    }
+
+    #[test]
+    fn bbox_count_matches_a_plain_scan() {
+        let mut s = 12345u64;
+        for (w, h) in [(1u32, 1u32), (63, 5), (64, 3), (65, 7), (130, 9), (301, 4)] {
+            for density in [0u64, 1, 20, 500] {
+                let data: Vec<u8> = (0..w * h)
+                    .map(|_| {
+                        s = s
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        u8::from((s >> 33) % 1000 < density) * ((s >> 20) as u8 | 1)
+                    })
+                    .collect();
+                let m = Mask {
+                    width: w,
+                    height: h,
+                    data,
+                };
+                let (mut x0, mut y0, mut x1, mut y1, mut n) = (u32::MAX, u32::MAX, 0, 0, 0);
+                for y in 0..h {
+                    for x in 0..w {
+                        if m.data[(y * w + x) as usize] != 0 {
+                            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+                            n += 1;
+                        }
+                    }
+                }
+                let want = (n > 0).then_some(((x0, y0, x1, y1), n));
+                assert_eq!(m.bbox_count(), want, "{w}x{h} density {density}");
+                assert_eq!(m.count(), n);
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::focal::{MaskSummary, Window};
 use super::resize::{clip8, precompute, Coeffs, Filter, HALF};
 use super::views::{normalize, VIEW_CHANNELS};
 use crate::image::{ImageView, Mask, PixelFormat};
-use crate::sys::resample::{hrow4, word, Taps};
+use crate::sys::resample::{hrow4, word, words_row, Layout, Taps};
 use std::sync::Mutex;
 
 /// Work (multiply-adds) below which everything runs on the calling thread.
@@ -81,29 +81,13 @@ fn fill_words(
     let Some(row) = image.row(y as u32) else {
         return;
     };
-    match image.format() {
-        PixelFormat::Rgb8 => {
-            for (w, p) in out.iter_mut().zip(row.chunks_exact(3)) {
-                *w = [word(p[0]), word(p[1]), word(p[2]), zero];
-            }
-        }
-        PixelFormat::Rgba8 => {
-            for (w, p) in out.iter_mut().zip(row.chunks_exact(4)) {
-                *w = [word(p[0]), word(p[1]), word(p[2]), zero];
-            }
-        }
-        PixelFormat::Bgra8 => {
-            for (w, p) in out.iter_mut().zip(row.chunks_exact(4)) {
-                *w = [word(p[2]), word(p[1]), word(p[0]), zero];
-            }
-        }
-        PixelFormat::Gray8 => {
-            for (w, &g) in out.iter_mut().zip(row) {
-                let v = word(g);
-                *w = [v, v, v, zero];
-            }
-        }
-    }
+    let rgb = match image.format() {
+        PixelFormat::Rgb8 | PixelFormat::Rgba8 => [0, 1, 2],
+        PixelFormat::Bgra8 => [2, 1, 0],
+        PixelFormat::Gray8 => [0, 0, 0],
+    };
+    let bpp = image.format().bytes_per_pixel();
+    words_row(row, Layout { bpp, rgb }, out);
     // Outside the box the mask is 0: only the box's columns of its rows are read.
     let (bx0, by0, bx1, by1) = (
         bbox.0 as usize,

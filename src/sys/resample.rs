@@ -19,6 +19,82 @@ pub const fn word(x: u8) -> u32 {
     x as u32 | ((x ^ 0x80) as u32) << 24
 }
 
+/// Where R, G, B sit in a source pixel of `bpp` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub bpp: usize,
+    pub rgb: [usize; 3],
+}
+
+/// The value words of a row of pixels: `out[i] = [R, G, B, 0]` of pixel `i` as
+/// [`word`]s (as many pixels as both hold).
+pub fn words_row(row: &[u8], layout: Layout, out: &mut [[u32; 4]]) {
+    let ok = layout.bpp >= 1 && layout.bpp <= 4 && layout.rgb.iter().all(|&o| o < layout.bpp);
+    if !ok {
+        return;
+    }
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("ssse3") {
+            // SAFETY: the CPU has SSSE3 (checked just above).
+            done = unsafe { words_row_ssse3(row, layout, out) };
+        }
+    }
+    let (from, to) = ((done * layout.bpp).min(row.len()), done.min(out.len()));
+    words_row_scalar(&row[from..], layout, &mut out[to..]);
+}
+
+fn words_row_scalar(row: &[u8], layout: Layout, out: &mut [[u32; 4]]) {
+    let [r, g, b] = layout.rgb;
+    for (o, p) in out.iter_mut().zip(row.chunks_exact(layout.bpp)) {
+        *o = [word(p[r]), word(p[g]), word(p[b]), word(0)];
+    }
+}
+
+/// [`words_row`] 4 pixels per 16-byte load and one `pshufb` per pixel; returns the
+/// pixels done (the rest is left to the scalar loop: a load needs 16 bytes).
+///
+/// # Safety
+/// The CPU must support SSSE3.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+unsafe fn words_row_ssse3(row: &[u8], layout: Layout, out: &mut [[u32; 4]]) -> usize {
+    use std::arch::x86_64::*;
+    // Shuffle of pixel j of a group: byte 4c and byte 4c + 3 take channel c, the
+    // rest (and all of lane 3) are zero (index 0x80).
+    let shuf: [__m128i; 4] = std::array::from_fn(|j| {
+        let mut m = [0x80u8; 16];
+        for c in 0..3 {
+            let src = (j * layout.bpp + layout.rgb[c]) as u8;
+            m[4 * c] = src;
+            m[4 * c + 3] = src;
+        }
+        // SAFETY: reads the 16 bytes of `m`.
+        unsafe { _mm_loadu_si128(m.as_ptr().cast()) }
+    });
+    let flip = _mm_set1_epi32(0x8000_0000u32 as i32);
+    let group = 4 * layout.bpp;
+    let mut i = 0;
+    for (chunk, o) in row.chunks_exact(group).zip(out.chunks_exact_mut(4)) {
+        // The load reads 16 bytes from the group's start: stop where that passes the row.
+        if i * layout.bpp + 16 > row.len() {
+            break;
+        }
+        // SAFETY: `i * bpp + 16 <= row.len()`, so the 16 bytes from the group's start
+        // are in `row`; each store writes the 16 bytes of one `[u32; 4]` of `o`.
+        unsafe {
+            let x = _mm_loadu_si128(chunk.as_ptr().cast());
+            for (j, w) in o.iter_mut().enumerate() {
+                let v = _mm_xor_si128(_mm_shuffle_epi8(x, shuf[j]), flip);
+                _mm_storeu_si128(w.as_mut_ptr().cast(), v);
+            }
+        }
+        i += 4;
+    }
+    i
+}
+
 /// Largest coefficient magnitude the split handles (exclusive).
 const MAX_COEFF: i32 = 1 << 23;
 
@@ -32,8 +108,9 @@ pub struct Taps {
     split: bool,
     /// Per output pixel: first source pixel and number of taps.
     bounds: Vec<(usize, usize)>,
-    /// `out * ksize` coefficient pairs.
-    pairs: Vec<u32>,
+    /// `out * ksize` coefficient pairs, each repeated for the 4 channels (one
+    /// 16-byte load per tap instead of a broadcast).
+    pairs: Vec<[u32; 4]>,
     /// Per output pixel: the rounding constant plus the split's correction.
     init: Vec<i32>,
     /// One past the last source pixel any output reads.
@@ -45,7 +122,7 @@ impl Taps {
     /// is the rounding constant every sum starts with. `None` when the table is
     /// inconsistent (a tap count above `ksize`, `k` too short).
     pub fn new(bounds: &[(usize, usize)], k: &[i32], ksize: usize, half: i32) -> Option<Taps> {
-        let mut pairs = vec![0u32; bounds.len() * ksize];
+        let mut pairs = vec![[0u32; 4]; bounds.len() * ksize];
         let mut init = Vec::with_capacity(bounds.len());
         let mut reach = 0;
         let mut split = true;
@@ -58,7 +135,7 @@ impl Taps {
             for (p, &kv) in pairs[i * ksize..].iter_mut().zip(ks) {
                 split &= -MAX_COEFF < kv && kv < MAX_COEFF;
                 let hi = ((kv >> 15) * 128) as i16 as u16;
-                *p = (kv & 0x7fff) as u32 | u32::from(hi) << 16;
+                *p = [(kv & 0x7fff) as u32 | u32::from(hi) << 16; 4];
                 s = s.wrapping_add((kv >> 15).wrapping_mul(1 << 22));
             }
             init.push(s);
@@ -140,9 +217,9 @@ fn hrow4_scalar(src: &[[u32; 4]], taps: &Taps, out: &mut [[u8; 4]]) {
         let (first, n) = taps.bounds[i];
         let mut s = [taps.init[i]; 4];
         let pairs = &taps.pairs[i * taps.ksize..i * taps.ksize + n];
-        for (w, &p) in src[first..first + n].iter().zip(pairs) {
+        for (w, p) in src[first..first + n].iter().zip(pairs) {
             for c in 0..4 {
-                s[c] = s[c].wrapping_add(madd(w[c], p));
+                s[c] = s[c].wrapping_add(madd(w[c], p[c]));
             }
         }
         *o = s.map(clip8);
@@ -158,7 +235,8 @@ fn hrow4_sse2(src: &[[u32; 4]], taps: &Taps, out: &mut [[u8; 4]]) {
         let pairs = &taps.pairs[i * taps.ksize..i * taps.ksize + n];
         let px = &src[first..first + n];
         // SAFETY: SSE2 is part of the x86_64 baseline, so every intrinsic here is
-        // available; each load reads the 16 bytes of one `[u32; 4]` of `px`.
+        // available; each load reads the 16 bytes of one `[u32; 4]` of `px` or
+        // `pairs`.
         let v = unsafe {
             let mut a = _mm_set1_epi32(taps.init[i]);
             let mut b = _mm_setzero_si128();
@@ -167,12 +245,15 @@ fn hrow4_sse2(src: &[[u32; 4]], taps: &Taps, out: &mut [[u8; 4]]) {
             for (w, p) in (&mut w2).zip(&mut p2) {
                 let x0 = _mm_loadu_si128(w[0].as_ptr().cast());
                 let x1 = _mm_loadu_si128(w[1].as_ptr().cast());
-                a = _mm_add_epi32(a, _mm_madd_epi16(x0, _mm_set1_epi32(p[0] as i32)));
-                b = _mm_add_epi32(b, _mm_madd_epi16(x1, _mm_set1_epi32(p[1] as i32)));
+                let k0 = _mm_loadu_si128(p[0].as_ptr().cast());
+                let k1 = _mm_loadu_si128(p[1].as_ptr().cast());
+                a = _mm_add_epi32(a, _mm_madd_epi16(x0, k0));
+                b = _mm_add_epi32(b, _mm_madd_epi16(x1, k1));
             }
-            for (w, &p) in w2.remainder().iter().zip(p2.remainder()) {
+            for (w, p) in w2.remainder().iter().zip(p2.remainder()) {
                 let x = _mm_loadu_si128(w.as_ptr().cast());
-                a = _mm_add_epi32(a, _mm_madd_epi16(x, _mm_set1_epi32(p as i32)));
+                let k = _mm_loadu_si128(p.as_ptr().cast());
+                a = _mm_add_epi32(a, _mm_madd_epi16(x, k));
             }
             let s = _mm_srai_epi32(_mm_add_epi32(a, b), 22);
             let s = _mm_packs_epi32(s, s);
@@ -204,11 +285,33 @@ mod tests {
             let x = r() as u8;
             let k = (r() % (2 * MAX_COEFF as u64 - 1)) as i32 - (MAX_COEFF - 1);
             let t = Taps::new(&[(0, 1)], &[k], 1, 0).unwrap();
-            let got = t.init[0].wrapping_add(madd(word(x), t.pairs[0]));
+            let got = t.init[0].wrapping_add(madd(word(x), t.pairs[0][0]));
             assert_eq!(got, i32::from(x) * k, "x={x} k={k}");
         }
         assert!(!Taps::new(&[(0, 1)], &[MAX_COEFF], 1, 0).unwrap().split);
         assert!(Taps::new(&[(0, 2)], &[1], 1, 0).is_none());
+    }
+
+    #[test]
+    fn words_rows_match_scalar() {
+        let mut r = rng(5);
+        for bpp in 1..=4 {
+            for len in [0usize, 1, 3, 4, 5, 7, 8, 13, 64, 301] {
+                let row: Vec<u8> = (0..len * bpp).map(|_| r() as u8).collect();
+                let rgb = match bpp {
+                    1 => [0, 0, 0],
+                    2 => [1, 0, 1],
+                    3 => [0, 1, 2],
+                    _ => [2, 1, 0],
+                };
+                let l = Layout { bpp, rgb };
+                let mut a = vec![[7u32; 4]; len];
+                let mut b = vec![[9u32; 4]; len];
+                words_row(&row, l, &mut a);
+                words_row_scalar(&row, l, &mut b);
+                assert_eq!(a, b, "bpp {bpp} len {len}");
+            }
+        }
     }
 
     #[test]
