@@ -14,10 +14,10 @@
 //! resizing the RGB copy and the 0 / 255 mask separately, on any thread count.
 
 use super::focal::{MaskSummary, Window};
-use super::resize::{clip8, precompute, Coeffs, Filter, HALF};
+use super::resize::{precompute, Coeffs, Filter, HALF};
 use super::views::{normalize, VIEW_CHANNELS};
 use crate::image::{ImageView, Mask, PixelFormat};
-use crate::sys::resample::{hrow4, word, words_row, Layout, Taps};
+use crate::sys::resample::{hrow4, vrow, word, words_row, Layout, Taps};
 use std::sync::Mutex;
 
 /// Work (multiply-adds) below which everything runs on the calling thread.
@@ -158,31 +158,30 @@ fn vertical_band(
     mut mask: Option<&mut [u8]>,
 ) {
     let [p0, p1, p2, p3] = planes;
-    let rows = p0.len() / size.max(1);
-    let mut acc = vec![[0i32; 4]; size];
+    let rows_n = p0.len() / size.max(1);
     let y0 = plan.win.y0 as usize;
-    for r in 0..rows {
+    let mut px = vec![[0u8; 4]; size];
+    let mut rows: Vec<&[u8]> = Vec::with_capacity(plan.v.ksize);
+    for r in 0..rows_n {
         let (ymin, k) = plan.v.taps(yy0 + r);
-        acc.fill([HALF; 4]);
-        for (t, &ky) in k.iter().enumerate() {
+        rows.clear();
+        for t in 0..k.len() {
             let start = (y0 + ymin + t - tmp_first) * size;
-            for (a, p) in acc.iter_mut().zip(&tmp[start..start + size]) {
-                for c in 0..4 {
-                    a[c] = a[c].wrapping_add(i32::from(p[c]).wrapping_mul(ky));
-                }
-            }
+            rows.push(tmp[start..start + size].as_flattened());
         }
+        // Rows of the plan's own tmp and tables from `precompute`: cannot fail.
+        let ok = vrow(&rows, k, HALF, px.as_flattened_mut());
+        debug_assert!(ok);
         let o = r * size;
-        for (xx, a) in acc.iter().enumerate() {
-            let px = a.map(clip8);
-            p0[o + xx] = tables[0][px[0] as usize];
-            p1[o + xx] = tables[1][px[1] as usize];
-            p2[o + xx] = tables[2][px[2] as usize];
-            p3[o + xx] = tables[3][px[3] as usize];
+        for (xx, p) in px.iter().enumerate() {
+            p0[o + xx] = tables[0][p[0] as usize];
+            p1[o + xx] = tables[1][p[1] as usize];
+            p2[o + xx] = tables[2][p[2] as usize];
+            p3[o + xx] = tables[3][p[3] as usize];
         }
         if let Some(m) = mask.as_deref_mut() {
-            for (d, a) in m[o..o + size].iter_mut().zip(&acc) {
-                *d = clip8(a[3]);
+            for (d, p) in m[o..o + size].iter_mut().zip(&px) {
+                *d = p[3];
             }
         }
     }

@@ -263,6 +263,94 @@ fn hrow4_sse2(src: &[[u32; 4]], taps: &Taps, out: &mut [[u8; 4]]) {
     }
 }
 
+/// One output row of the vertical pass: `out[i] = clip(half + sum_t rows[t][i] * k[t])`
+/// with Pillow's i32 arithmetic and clip (`clamp(s >> 22, 0, 255)`). Returns false,
+/// writing nothing, when `rows` and `k` differ in length or a row is shorter than
+/// `out`.
+pub fn vrow(rows: &[&[u8]], k: &[i32], half: i32, out: &mut [u8]) -> bool {
+    if rows.len() != k.len() || rows.iter().any(|r| r.len() < out.len()) {
+        return false;
+    }
+    // The high parts must fit i16.
+    let split = k.iter().all(|&v| (-(1 << 26)..(1 << 26)).contains(&v));
+    #[cfg(target_arch = "x86_64")]
+    let done = if split {
+        vrow_sse2(rows, k, half, out)
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0 * usize::from(split);
+    for (i, o) in out.iter_mut().enumerate().skip(done) {
+        let mut s = half;
+        for (r, &kv) in rows.iter().zip(k) {
+            s = s.wrapping_add(i32::from(r[i]).wrapping_mul(kv));
+        }
+        *o = clip8(s);
+    }
+    true
+}
+
+/// [`vrow`] 16 columns at a time, two taps per `pmaddwd`: the bytes of rows `t` and
+/// `t + 1` side by side as i16 pairs, times the pair of high parts (`k >> 11`) and
+/// the pair of low parts (`k & 0x7ff`) of their coefficients, in two sums joined
+/// as `(hi << 11) + lo` (exact: no product or sum leaves i32 but the last, which
+/// wraps as Pillow's does). Returns the columns done.
+#[cfg(target_arch = "x86_64")]
+fn vrow_sse2(rows: &[&[u8]], k: &[i32], half: i32, out: &mut [u8]) -> usize {
+    use std::arch::x86_64::*;
+    let pair = |a: i32, b: i32| (a as u16 as u32 | (b as u16 as u32) << 16) as i32;
+    // Per pair of taps: (hi, lo) coefficient pairs; an odd last tap pairs with 0.
+    let coefs: Vec<(i32, i32)> = k
+        .chunks(2)
+        .map(|c| {
+            let (k0, k1) = (c[0], c.get(1).copied().unwrap_or(0));
+            (pair(k0 >> 11, k1 >> 11), pair(k0 & 0x7ff, k1 & 0x7ff))
+        })
+        .collect();
+    let n = out.len() / 16 * 16;
+    for (blk, o) in out[..n].chunks_exact_mut(16).enumerate() {
+        let i = blk * 16;
+        // SAFETY: SSE2 is part of the x86_64 baseline; every load reads 16 bytes
+        // at `i` of a row at least `out.len() >= i + 16` long (checked by `vrow`),
+        // the store writes the 16 bytes of `o`.
+        unsafe {
+            let z = _mm_setzero_si128();
+            let mut hi = [z; 4];
+            let mut lo = [z; 4];
+            for (t, &(kh, kl)) in coefs.iter().enumerate() {
+                let a = _mm_loadu_si128(rows[2 * t][i..].as_ptr().cast());
+                let b = match rows.get(2 * t + 1) {
+                    Some(r) => _mm_loadu_si128(r[i..].as_ptr().cast()),
+                    None => z,
+                };
+                let (kh, kl) = (_mm_set1_epi32(kh), _mm_set1_epi32(kl));
+                let l = _mm_unpacklo_epi8(a, b);
+                let h = _mm_unpackhi_epi8(a, b);
+                let p = [
+                    _mm_unpacklo_epi8(l, z),
+                    _mm_unpackhi_epi8(l, z),
+                    _mm_unpacklo_epi8(h, z),
+                    _mm_unpackhi_epi8(h, z),
+                ];
+                for j in 0..4 {
+                    hi[j] = _mm_add_epi32(hi[j], _mm_madd_epi16(p[j], kh));
+                    lo[j] = _mm_add_epi32(lo[j], _mm_madd_epi16(p[j], kl));
+                }
+            }
+            let h0 = _mm_set1_epi32(half);
+            let s: [__m128i; 4] = std::array::from_fn(|j| {
+                let t = _mm_add_epi32(_mm_slli_epi32(hi[j], 11), _mm_add_epi32(lo[j], h0));
+                _mm_srai_epi32(t, 22)
+            });
+            let w0 = _mm_packs_epi32(s[0], s[1]);
+            let w1 = _mm_packs_epi32(s[2], s[3]);
+            _mm_storeu_si128(o.as_mut_ptr().cast(), _mm_packus_epi16(w0, w1));
+        }
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +378,40 @@ mod tests {
         }
         assert!(!Taps::new(&[(0, 1)], &[MAX_COEFF], 1, 0).unwrap().split);
         assert!(Taps::new(&[(0, 2)], &[1], 1, 0).is_none());
+    }
+
+    #[test]
+    fn vertical_rows_match_scalar() {
+        let mut r = rng(3);
+        for taps in 1..=24usize {
+            let len = 1 + (r() % 100) as usize + if taps % 2 == 0 { 1536 } else { 0 };
+            let rows: Vec<Vec<u8>> = (0..taps)
+                .map(|_| (0..len + (r() % 3) as usize).map(|_| r() as u8).collect())
+                .collect();
+            let refs: Vec<&[u8]> = rows.iter().map(|v| v.as_slice()).collect();
+            let k: Vec<i32> = (0..taps)
+                .map(|_| match r() % 4 {
+                    0 => (r() % ((1 << 24) - 1)) as i32 - (1 << 23) + 1,
+                    _ => (r() % (1 << 21)) as i32 - (1 << 19),
+                })
+                .collect();
+            let mut out = vec![0u8; len];
+            assert!(vrow(&refs, &k, 1 << 21, &mut out));
+            for (i, &o) in out.iter().enumerate() {
+                let mut s = 1i32 << 21;
+                for (row, &kv) in rows.iter().zip(&k) {
+                    s = s.wrapping_add(i32::from(row[i]).wrapping_mul(kv));
+                }
+                assert_eq!(o, clip8(s), "{taps} taps, column {i}");
+            }
+        }
+        // coefficients beyond the split: the plain loop
+        let wide = [1 << 27, -(1 << 28) + 5];
+        let mut out = [0u8; 20];
+        assert!(vrow(&[&[1; 20], &[2; 20]], &wide, 0, &mut out));
+        assert_eq!(out[19], clip8((1 << 27) + 2 * (-(1 << 28) + 5)));
+        assert!(!vrow(&[&[1, 2]], &[1, 2], 0, &mut [0]));
+        assert!(!vrow(&[&[1]], &[1], 0, &mut [0, 0]));
     }
 
     #[test]
