@@ -241,6 +241,7 @@ pub(crate) mod oracle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::PixelFormat;
     use crate::preprocess::focal::focal_window;
 
     const HALF: [f32; 3] = [0.5; 3];
@@ -257,6 +258,109 @@ mod tests {
         assert_eq!(normalize(255, 0.5, 0.5), 1.0);
         let v = (128.0f64 / 255.0) as f32;
         assert_eq!(normalize(128, 0.5, 0.5), (v - 0.5) / 0.5);
+    }
+
+    /// Random bytes (xorshift).
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Masks of a `w x h` image: everything, a blob, one pixel near a corner, a
+    /// wide band (focal window as wide as the image), non-0/1 bytes.
+    fn masks(w: u32, h: u32) -> Vec<Mask> {
+        let mut out = vec![Mask::new(w, h, vec![1; (w * h) as usize]).unwrap()];
+        let mut blob = Mask::zeros(w, h).unwrap();
+        for y in h / 3..(h / 3 + h / 4).max(h / 3 + 1) {
+            for x in w / 2..(w / 2 + w / 5).max(w / 2 + 1) {
+                blob.data[(y * w + x) as usize] = 1;
+            }
+        }
+        out.push(blob);
+        let mut dot = Mask::zeros(w, h).unwrap();
+        dot.data[((h - 1) * w + 1) as usize] = 1;
+        out.push(dot);
+        let mut band = Mask::zeros(w, h).unwrap();
+        for x in 0..w {
+            band.data[((h / 2) * w + x) as usize] = if x % 3 == 0 { 7 } else { 0 };
+        }
+        out.push(band);
+        out
+    }
+
+    /// The caller's pixels in `format` with `pad` bytes after each row.
+    fn layout(w: u32, h: u32, format: PixelFormat, pad: usize, seed: u64) -> (Vec<u8>, usize) {
+        let stride = w as usize * format.bytes_per_pixel() + pad;
+        // The last row needs no padding.
+        (noise(stride * h as usize - pad, seed), stride)
+    }
+
+    #[test]
+    fn matches_the_oracle_on_every_layout_stride_and_thread_count() {
+        use crate::image::PixelFormat::*;
+        let mean = [0.48145466, 0.4578275, 0.40821073];
+        let std = [0.26862954, 0.26130258, 0.27577711];
+        for (w, h, sizes) in [
+            (97u32, 61u32, &[16u32, 61, 97, 130][..]),
+            (301, 7, &[24][..]),
+            (13, 200, &[37][..]),
+            (700, 500, &[384][..]),
+        ] {
+            for (f, format) in [Rgb8, Rgba8, Bgra8, Gray8].into_iter().enumerate() {
+                let pad = [0, 5, 3, 1][f];
+                let (buf, stride) = layout(w, h, format, pad, u64::from(w * 31 + h) + f as u64);
+                let view = ImageView::new(&buf, w, h, stride, format).unwrap();
+                let rgb = view.to_rgb();
+                for mask in masks(w, h) {
+                    let summary = summarize(&mask).unwrap().unwrap();
+                    for &size in sizes {
+                        let (full, focal, m) = oracle::views(&rgb, &mask, size, mean, std);
+                        for threads in [1, 2, 3] {
+                            let v = make_views_of(&view, &mask, &summary, size, mean, std, threads)
+                                .unwrap();
+                            let what = format!("{w}x{h} {format:?} -> {size}, {threads} threads");
+                            assert!(
+                                v.full
+                                    .iter()
+                                    .zip(&full)
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{what}"
+                            );
+                            assert!(
+                                v.focal
+                                    .iter()
+                                    .zip(&focal)
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{what}"
+                            );
+                            assert_eq!((v.full.len(), v.focal.len()), (full.len(), focal.len()));
+                            assert_eq!(v.full_mask, m, "{what}");
+                            assert_eq!(v.window, summary.window);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_summary_outside_the_image_is_an_error() {
+        let img = image(20, 10);
+        let mask = Mask::new(20, 10, vec![1; 200]).unwrap();
+        let mut s = summarize(&mask).unwrap().unwrap();
+        s.window.x1 = 21;
+        let view = img.view().unwrap();
+        assert!(make_views_of(&view, &mask, &s, 8, HALF, HALF, 1).is_err());
+        let mut s = summarize(&mask).unwrap().unwrap();
+        s.bbox = (3, 3, 3, 4);
+        assert!(make_views_of(&view, &mask, &s, 8, HALF, HALF, 1).is_err());
     }
 
     #[test]
