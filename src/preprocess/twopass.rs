@@ -13,7 +13,7 @@
 //! order: horizontal into u8, then vertical), so the result is bit-identical to
 //! resizing the RGB copy and the 0 / 255 mask separately, on any thread count.
 
-use super::focal::{MaskSummary, Window};
+use super::focal::Window;
 use super::resize::{precompute, Coeffs, Filter, HALF};
 use super::views::{normalize, VIEW_CHANNELS};
 use crate::image::{ImageView, Mask, PixelFormat};
@@ -70,13 +70,8 @@ impl Plan {
 
 /// The value words of row `y`: R, G, B as the layout has them (gray replicated, BGRA
 /// swapped, alpha dropped: `ImageView::to_rgb`), the mask as 0 / 255.
-fn fill_words(
-    image: &ImageView,
-    mask: &Mask,
-    bbox: (u32, u32, u32, u32),
-    y: usize,
-    out: &mut [[u32; 4]],
-) {
+fn fill_words(src: &Source, y: usize, out: &mut [[u32; 4]]) {
+    let (image, mask, bbox) = (src.image, src.mask, src.bbox);
     let zero = word(0);
     let Some(row) = image.row(y as u32) else {
         return;
@@ -111,18 +106,15 @@ fn fill_words(
 
 /// Horizontal rows of one band: source rows `ya..yb`, into `outs[p]` (plan `p`'s
 /// rows from `max(ya, first)` on; empty for a plan that shares rows).
-#[allow(clippy::too_many_arguments)]
 fn horizontal_band(
-    image: &ImageView,
-    mask: &Mask,
-    bbox: (u32, u32, u32, u32),
+    src: &Source,
     plans: &[Plan],
     ya: usize,
     yb: usize,
     size: usize,
     outs: &mut [&mut [[u8; 4]]],
 ) {
-    let mut words = vec![[0u32; 4]; image.width() as usize];
+    let mut words = vec![[0u32; 4]; src.image.width() as usize];
     for y in ya..yb {
         let mut filled = false;
         for (p, out) in plans.iter().zip(outs.iter_mut()) {
@@ -130,30 +122,27 @@ fn horizontal_band(
                 continue;
             }
             if !filled {
-                fill_words(image, mask, bbox, y, &mut words);
+                fill_words(src, y, &mut words);
                 filled = true;
             }
             let r = y - p.first.max(ya);
             let row = &mut out[r * size..(r + 1) * size];
-            let src = &words[p.win.x0 as usize..];
             // Window inside the image and consistent tables: cannot fail.
-            let ok = hrow4(src, &p.h, row);
+            let ok = hrow4(&words[p.win.x0 as usize..], &p.h, row);
             debug_assert!(ok);
         }
     }
 }
 
 /// Output rows `yy0..` of one view (as many as the band holds): the vertical pass
-/// over the horizontal rows `tmp` (source rows from `tmp_first` on), normalised
-/// into the band's four planes, and the mask channel's bytes into `mask`.
-#[allow(clippy::too_many_arguments)]
+/// over the horizontal rows `tmp.0` (source rows from `tmp.1` on), normalised into
+/// the band's four planes, and the mask channel's bytes into `mask`.
 fn vertical_band(
-    tmp: &[[u8; 4]],
-    tmp_first: usize,
+    (tmp, tmp_first): (&[[u8; 4]], usize),
     plan: &Plan,
     size: usize,
     yy0: usize,
-    tables: &[[f32; 256]; VIEW_CHANNELS],
+    tables: &Tables,
     planes: [&mut [f32]; VIEW_CHANNELS],
     mut mask: Option<&mut [u8]>,
 ) {
@@ -260,17 +249,36 @@ fn balanced_bands(
     bands
 }
 
+/// What the views are made of: the caller's image, the mask and its box.
+pub(super) struct Source<'a> {
+    pub image: &'a ImageView<'a>,
+    pub mask: &'a Mask,
+    pub bbox: (u32, u32, u32, u32),
+}
+
+/// Per channel (R, G, B, mask): normalised value of each byte.
+pub(super) type Tables = [[f32; 256]; VIEW_CHANNELS];
+
+/// The tables of `mean` / `std` (the mask channel takes channel 0's).
+pub(super) fn tables(mean: [f32; 3], std: [f32; 3]) -> Tables {
+    let table =
+        |m: f32, d: f32| -> [f32; 256] { std::array::from_fn(|x| normalize(x as u8, m, d)) };
+    [
+        table(mean[0], std[0]),
+        table(mean[1], std[1]),
+        table(mean[2], std[2]),
+        table(mean[0], std[0]),
+    ]
+}
+
 /// The planar `[4, size, size]` views of the windows `wins` (the first is the whole
 /// image) and the first view's mask channel, on up to `threads` threads. The
 /// arguments are checked by the caller (`views::make_views_of`).
 pub(super) fn resize_views(
-    image: &ImageView,
-    mask: &Mask,
-    summary: &MaskSummary,
+    src: &Source,
     wins: &[Window],
     size: u32,
-    mean: [f32; 3],
-    std: [f32; 3],
+    tables: &Tables,
     threads: usize,
 ) -> (Vec<Vec<f32>>, Vec<u8>) {
     let s = size as usize;
@@ -282,7 +290,7 @@ pub(super) fn resize_views(
     }
     let lo = plans.iter().map(|p| p.first).min().unwrap_or(0);
     let hi = plans.iter().map(|p| p.last).max().unwrap_or(0);
-    let width = image.width() as usize;
+    let width = src.image.width() as usize;
     let row_cost = |y: usize| -> usize {
         let h: usize = plans
             .iter()
@@ -301,8 +309,19 @@ pub(super) fn resize_views(
         .max(1)
         .min((h_work + v_work) / MIN_PARALLEL_WORK + 1)
         .min(s);
+    let bands = balanced_bands(lo, hi, threads, row_cost);
+    let tmps = horizontal_pass(src, &plans, &bands, s);
+    vertical_pass(&plans, &tmps, s, tables, threads)
+}
 
-    // Pass 1: horizontal rows of every plan that owns them.
+/// Pass 1: the horizontal rows of every plan that owns them, source rows split
+/// into `bands`, one per thread.
+fn horizontal_pass(
+    src: &Source,
+    plans: &[Plan],
+    bands: &[(usize, usize)],
+    s: usize,
+) -> Vec<Vec<[u8; 4]>> {
     let mut tmps: Vec<Vec<[u8; 4]>> = plans
         .iter()
         .map(|p| {
@@ -310,7 +329,6 @@ pub(super) fn resize_views(
             vec![[0u8; 4]; rows * s]
         })
         .collect();
-    let bands = balanced_bands(lo, hi, threads, row_cost);
     let mut per_band: Vec<Vec<&mut [[u8; 4]]>> = bands.iter().map(|_| Vec::new()).collect();
     for (p, tmp) in plans.iter().zip(tmps.iter_mut()) {
         let (first, last) = if p.shares_h {
@@ -318,7 +336,7 @@ pub(super) fn resize_views(
         } else {
             (p.first, p.last)
         };
-        for (b, part) in split_rows(tmp, s, first, last, &bands)
+        for (b, part) in split_rows(tmp, s, first, last, bands)
             .into_iter()
             .enumerate()
         {
@@ -327,18 +345,20 @@ pub(super) fn resize_views(
     }
     let items: Vec<_> = bands.iter().copied().zip(per_band).collect();
     run_all(items, |((ya, yb), mut outs)| {
-        horizontal_band(image, mask, summary.bbox, &plans, ya, yb, s, &mut outs)
+        horizontal_band(src, plans, ya, yb, s, &mut outs)
     });
+    tmps
+}
 
-    // Pass 2: vertical, normalised, output rows split evenly.
-    let table =
-        |m: f32, d: f32| -> [f32; 256] { std::array::from_fn(|x| normalize(x as u8, m, d)) };
-    let tables: [[f32; 256]; VIEW_CHANNELS] = [
-        table(mean[0], std[0]),
-        table(mean[1], std[1]),
-        table(mean[2], std[2]),
-        table(mean[0], std[0]),
-    ];
+/// Pass 2: the vertical pass of every plan, normalised, output rows split evenly
+/// over `threads`; gives the views and the first one's mask channel.
+fn vertical_pass(
+    plans: &[Plan],
+    tmps: &[Vec<[u8; 4]>],
+    s: usize,
+    tables: &Tables,
+    threads: usize,
+) -> (Vec<Vec<f32>>, Vec<u8>) {
     let plane = s * s;
     let mut outs: Vec<Vec<f32>> = plans
         .iter()
@@ -363,12 +383,11 @@ pub(super) fn resize_views(
             w.push((i, vbands[b].0, four, m));
         }
     }
-    let (plans, tmps, tables) = (&plans, &tmps, &tables);
     run_all(work, |jobs| {
         for (i, yy0, four, m) in jobs {
-            let src = if plans[i].shares_h { 0 } else { i };
-            let p = &plans[i];
-            vertical_band(&tmps[src], plans[src].first, p, s, yy0, tables, four, m);
+            let from = if plans[i].shares_h { 0 } else { i };
+            let tmp = (&tmps[from][..], plans[from].first);
+            vertical_band(tmp, &plans[i], s, yy0, tables, four, m);
         }
     });
     (outs, full_mask)
