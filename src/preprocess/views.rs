@@ -63,18 +63,27 @@ pub fn make_views_threads(
     std: [f32; 3],
     threads: usize,
 ) -> Result<Views> {
-    image.validate()?;
+    let view = image.view()?;
+    check_args(&view, mask, size, mean, std)?;
+    let summary = summarize(mask)?
+        .ok_or_else(|| Error::InvalidRegion("region is empty (no mask pixel is set)".into()))?;
+    make_views_of(&view, mask, &summary, size, mean, std, threads)
+}
+
+/// The checks of [`make_views_of`] before any pixel is read.
+fn check_args(
+    image: &ImageView,
+    mask: &Mask,
+    size: u32,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<()> {
     mask.validate()?;
-    check_mask_size(&image.view()?, mask)?;
-    let summary = summarize(mask)?.ok_or_else(empty_region)?;
-    make_views_of(&image.view()?, mask, &summary, size, mean, std, threads)
-}
-
-fn empty_region() -> Error {
-    Error::InvalidRegion("region is empty (no mask pixel is set)".into())
-}
-
-fn check_mask_size(image: &ImageView, mask: &Mask) -> Result<()> {
+    if size == 0 || size > MAX_VIEW_SIZE {
+        return Err(Error::InvalidArgument(format!(
+            "view size {size} is out of range (1..={MAX_VIEW_SIZE})"
+        )));
+    }
     if mask.width != image.width() || mask.height != image.height() {
         return Err(Error::InvalidArgument(format!(
             "mask is {}x{} but the image is {}x{}",
@@ -82,6 +91,11 @@ fn check_mask_size(image: &ImageView, mask: &Mask) -> Result<()> {
             mask.height,
             image.width(),
             image.height()
+        )));
+    }
+    if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !s.is_finite() || *s == 0.0) {
+        return Err(Error::InvalidArgument(format!(
+            "normalisation mean {mean:?} / std {std:?} must be finite with std != 0"
         )));
     }
     Ok(())
@@ -103,18 +117,7 @@ pub fn make_views_of(
     std: [f32; 3],
     threads: usize,
 ) -> Result<Views> {
-    mask.validate()?;
-    if size == 0 || size > MAX_VIEW_SIZE {
-        return Err(Error::InvalidArgument(format!(
-            "view size {size} is out of range (1..={MAX_VIEW_SIZE})"
-        )));
-    }
-    check_mask_size(image, mask)?;
-    if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !s.is_finite() || *s == 0.0) {
-        return Err(Error::InvalidArgument(format!(
-            "normalisation mean {mean:?} / std {std:?} must be finite with std != 0"
-        )));
-    }
+    check_args(image, mask, size, mean, std)?;
     let (w, h) = (image.width(), image.height());
     let window = summary.window;
     let (bx0, by0, bx1, by1) = summary.bbox;
