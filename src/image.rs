@@ -364,22 +364,39 @@ impl Mask {
     /// Tight bounding box `(x0, y0, x1, y1)` of the region, `x1`/`y1` exclusive; `None`
     /// for an empty mask. Only the first `width * height` bytes are looked at.
     pub fn bbox(&self) -> Option<(u32, u32, u32, u32)> {
+        self.bbox_count().map(|(b, _)| b)
+    }
+
+    /// [`Mask::bbox`] and [`Mask::count`] (of the first `width * height` bytes) in one
+    /// pass over the mask.
+    pub fn bbox_count(&self) -> Option<((u32, u32, u32, u32), usize)> {
         let w = self.width as usize;
         if w == 0 {
             return None;
         }
         let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
+        let mut count = 0;
         for (y, row) in self
             .data
             .chunks_exact(w)
             .take(self.height as usize)
             .enumerate()
         {
-            let Some(first) = row.iter().position(|&v| v != 0) else {
+            // Whole blocks first (branch-free folds vectorise), then bytes.
+            const B: usize = 64;
+            let nonzero = |c: &[u8]| c.iter().fold(0u8, |a, &v| a | v) != 0;
+            let Some(fb) = row.chunks(B).position(nonzero) else {
                 continue;
             };
-            // `first` exists, so `rposition` does too.
-            let last = row.iter().rposition(|&v| v != 0).unwrap_or(first);
+            let first = fb * B + row[fb * B..].iter().position(|&v| v != 0).unwrap_or(0);
+            // `rchunks` counts blocks from the end: block `rb` ends at `len - rb * B`.
+            let rb = row.rchunks(B).position(nonzero).unwrap_or(0);
+            let end = row.len() - rb * B;
+            let last = row[..end].iter().rposition(|&v| v != 0).unwrap_or(first);
+            count += row[first..=last]
+                .chunks(B)
+                .map(|c| c.iter().fold(0u8, |a, &v| a + u8::from(v != 0)) as usize)
+                .sum::<usize>();
             if y0 == usize::MAX {
                 y0 = y;
             }
@@ -391,7 +408,7 @@ impl Mask {
             return None;
         }
         // All values are <= width/height, which are u32.
-        Some((x0 as u32, y0 as u32, x1 as u32, y1 as u32))
+        Some(((x0 as u32, y0 as u32, x1 as u32, y1 as u32), count))
     }
 }
 
@@ -486,6 +503,40 @@ mod tests {
     }
 
     #[test]
+    fn bbox_count_matches_a_plain_scan() {
+        let mut s = 12345u64;
+        for (w, h) in [(1u32, 1u32), (63, 5), (64, 3), (65, 7), (130, 9), (301, 4)] {
+            for density in [0u64, 1, 20, 500] {
+                let data: Vec<u8> = (0..w * h)
+                    .map(|_| {
+                        s = s
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        u8::from((s >> 33) % 1000 < density) * ((s >> 20) as u8 | 1)
+                    })
+                    .collect();
+                let m = Mask {
+                    width: w,
+                    height: h,
+                    data,
+                };
+                let (mut x0, mut y0, mut x1, mut y1, mut n) = (u32::MAX, u32::MAX, 0, 0, 0);
+                for y in 0..h {
+                    for x in 0..w {
+                        if m.data[(y * w + x) as usize] != 0 {
+                            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+                            n += 1;
+                        }
+                    }
+                }
+                let want = (n > 0).then_some(((x0, y0, x1, y1), n));
+                assert_eq!(m.bbox_count(), want, "{w}x{h} density {density}");
+                assert_eq!(m.count(), n);
+            }
+        }
+    }
+
+    #[test]
     fn bbox_and_validation() {
         let mut m = Mask::zeros(5, 4).unwrap();
         assert!(m.is_empty());
@@ -494,6 +545,7 @@ mod tests {
         m.data[2 * 5 + 1] = 1;
         assert_eq!(m.bbox(), Some((1, 1, 4, 3)));
         assert_eq!(m.count(), 2);
+        assert_eq!(m.bbox_count(), Some(((1, 1, 4, 3), 2)));
         let bad = Mask {
             width: 5,
             height: 4,

@@ -12,7 +12,7 @@ use crate::image::ImageView;
 use crate::llm::check::check_llm_file;
 use crate::llm::generate::{cells_needed, generate, generate_many, Generation, Prompt};
 use crate::llm::prompt::{conversation, prompt_ids, tokenize_prompt, user_text, PromptPiece};
-use crate::preprocess::{focal_window, make_views, Views};
+use crate::preprocess::{make_views_of, summarize, Views};
 use crate::region::{Region, EMPTY_REGION};
 use crate::segmenter::{regions::region_mask, Segmenter};
 use crate::sys::ggml::{self, Backend, Device};
@@ -589,9 +589,8 @@ impl Session {
     }
 
     /// As [`Session::describe_many`], each region on its own image: one
-    /// caption per frame (not a video). Consecutive frames of the same image
-    /// share its RGB conversion. Servers batch requests for different images
-    /// through it.
+    /// caption per frame (not a video). Servers batch requests for different
+    /// images through it.
     pub fn describe_batch(
         &mut self,
         frames: &[Frame],
@@ -619,21 +618,14 @@ impl Session {
         let t0 = Instant::now();
         let mut views = Vec::with_capacity(frames.len());
         let mut infos = Vec::with_capacity(frames.len());
-        let mut rgb: Option<(ImageView, crate::image::RgbImage)> = None;
         for (k, f) in frames.iter().enumerate() {
-            let cached = match rgb.take() {
-                Some((img, c)) if same_image(&img, &f.image) => (img, c),
-                _ => (f.image, f.image.to_rgb()),
-            };
             let (v, info) = self
-                .region_views(&f.image, &cached.1, &f.region)
+                .region_views(&f.image, &f.region)
                 .and_then(|v| v.ok_or_else(empty_region))
                 .map_err(|e| region_err(k, e))?;
-            rgb = Some(cached);
             views.push(v);
             infos.push(info);
         }
-        drop(rgb);
         let preprocess_ms = ms(t0);
         let (vis, vision_ms) = self.encode(&views, VISION_BATCH, Detail::Embeddings)?;
         let embeddings: Vec<&Vec<f32>> = vis.iter().flat_map(|v| &v.embeddings).collect();
@@ -679,25 +671,26 @@ impl Session {
         Ok(Captions { captions, timings })
     }
 
-    /// Rasterises one region of an image (`rgb` is `image` as RGB) and makes
-    /// its two views; `None` for a region that covers no pixel.
+    /// Rasterises one region of an image and makes its two views (read from
+    /// the image as it is, on the session's threads); `None` for a region that
+    /// covers no pixel.
     fn region_views(
         &self,
         image: &ImageView,
-        rgb: &crate::image::RgbImage,
         region: &Region,
     ) -> Result<Option<(Views, FrameInfo)>> {
         let hp = &self.model.vision.hp;
         let mask = self.model.region_mask(region, image)?;
-        let Some(mask_box) = mask.bbox() else {
+        let Some(sum) = summarize(&mask)? else {
             return Ok(None);
         };
-        let window = focal_window(&mask)?;
-        let v = make_views(rgb, &mask, hp.image_size, hp.image_mean, hp.image_std)?;
+        let threads = self.ctx_params.n_threads.max(1) as usize;
+        let (size, mean, std) = (hp.image_size, hp.image_mean, hp.image_std);
+        let v = make_views_of(image, &mask, &sum, size, mean, std, threads)?;
         let info = FrameInfo {
-            window,
-            mask_box,
-            mask_pixels: mask.count(),
+            window: sum.window,
+            mask_box: sum.bbox,
+            mask_pixels: sum.pixels,
             context_applied: !v.focal_is_full,
         };
         Ok(Some((v, info)))
@@ -788,8 +781,7 @@ impl Session {
         let mut infos = Vec::new();
         let mut dropped = Vec::new();
         for (k, f) in frames.iter().enumerate() {
-            let rgb = f.image.to_rgb();
-            match self.region_views(&f.image, &rgb, &f.region) {
+            match self.region_views(&f.image, &f.region) {
                 Ok(Some((v, info))) => {
                     views.push(v);
                     infos.push(info);
@@ -868,13 +860,6 @@ fn caption_of(
             n_decoded: g.timings.n_decoded,
         },
     }
-}
-
-/// Whether two views show the same pixels of the same memory.
-fn same_image(a: &ImageView, b: &ImageView) -> bool {
-    std::ptr::eq(a.data(), b.data())
-        && (a.width(), a.height(), a.stride(), a.format())
-            == (b.width(), b.height(), b.stride(), b.format())
 }
 
 fn empty_region() -> Error {

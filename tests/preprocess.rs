@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dam::image::{load_mask, load_rgb};
-use dam::preprocess::{focal_window, make_views, make_views_threads, resize_bicubic};
+use dam::preprocess::{focal_window, make_views, make_views_threads, region_views, resize_bicubic};
+use dam::{ImageView, PixelFormat, Region};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -107,6 +108,24 @@ fn check_case(model: &str, case: &str) {
         );
         let applied = frame["context_provider_applied"].as_bool().unwrap();
         assert_eq!(views.focal_is_full, !applied, "{what}: skip rule");
+
+        // The same views read straight from a caller's BGRA buffer with padded
+        // rows (no RGB copy), as a describe call does, on 2 threads.
+        let (w, h) = (image.width as usize, image.height as usize);
+        let stride = w * 4 + 12;
+        let mut bgra = vec![0u8; stride * h];
+        for (y, row) in image.data.chunks_exact(w * 3).enumerate() {
+            for (x, p) in row.chunks_exact(3).enumerate() {
+                let o = y * stride + x * 4;
+                bgra[o..o + 4].copy_from_slice(&[p[2], p[1], p[0], 9]);
+            }
+        }
+        let view = ImageView::new(&bgra, w as u32, h as u32, stride, PixelFormat::Bgra8).unwrap();
+        let region = Region::Mask(mask.view().unwrap());
+        let direct = region_views(&view, &region, s, mean, std, 2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(direct, views, "{what}: from the BGRA view");
     }
 }
 

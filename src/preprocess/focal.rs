@@ -65,8 +65,44 @@ pub fn focal_window(mask: &Mask) -> Result<Window> {
     let (bx0, by0, bx1, by1) = mask
         .bbox()
         .ok_or_else(|| Error::InvalidRegion("region is empty (no mask pixel is set)".into()))?;
-    let (x0, x1) = axis(bx0, bx1, mask.width);
-    let (y0, y1) = axis(by0, by1, mask.height);
+    window_of_box((bx0, by0, bx1, by1), mask.width, mask.height)
+}
+
+/// What one pass over a mask tells: its box, its pixel count and its focal window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaskSummary {
+    /// Tight box `(x0, y0, x1, y1)`, exclusive ends ([`Mask::bbox`]).
+    pub bbox: (u32, u32, u32, u32),
+    /// Pixels in the region ([`Mask::count`]).
+    pub pixels: usize,
+    /// [`focal_window`] of the mask.
+    pub window: Window,
+}
+
+/// The [`MaskSummary`] of `mask`, `None` for an empty mask.
+///
+/// Errors: `InvalidArgument` for an inconsistent mask.
+pub fn summarize(mask: &Mask) -> Result<Option<MaskSummary>> {
+    mask.validate()?;
+    let Some((bbox, pixels)) = mask.bbox_count() else {
+        return Ok(None);
+    };
+    let window = window_of_box(bbox, mask.width, mask.height)?;
+    Ok(Some(MaskSummary {
+        bbox,
+        pixels,
+        window,
+    }))
+}
+
+/// The focal window of the box `(bx0, by0, bx1, by1)` in a `width x height` image.
+fn window_of_box(
+    (bx0, by0, bx1, by1): (u32, u32, u32, u32),
+    width: u32,
+    height: u32,
+) -> Result<Window> {
+    let (x0, x1) = axis(bx0, bx1, width);
+    let (y0, y1) = axis(by0, by1, height);
     if x0 >= x1 || y0 >= y1 {
         // Cannot happen for a non-empty box inside the image; kept as a guard.
         return Err(Error::InvalidRegion(format!(

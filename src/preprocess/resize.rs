@@ -25,7 +25,7 @@ const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Largest result [`resize_bicubic`] produces, in bytes (1 GiB).
 pub const MAX_OUTPUT_BYTES: usize = 1 << 30;
 /// Rounding constant every sum starts with.
-const HALF: i32 = 1 << (PRECISION_BITS - 1);
+pub(crate) const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Pillow's bicubic kernel (`bicubic_filter`, a = -0.5), same operation order.
 fn bicubic(x: f64) -> f64 {
@@ -69,17 +69,17 @@ impl Filter {
 
 /// Fixed-point filter coefficients for one axis.
 #[derive(Debug, Clone)]
-struct Coeffs {
+pub(crate) struct Coeffs {
     /// Coefficient slots per output pixel.
-    ksize: usize,
+    pub(crate) ksize: usize,
     /// Per output pixel: first source index and number of taps.
-    bounds: Vec<(usize, usize)>,
+    pub(crate) bounds: Vec<(usize, usize)>,
     /// `out_size * ksize` fixed-point weights (unused slots are 0).
-    k: Vec<i32>,
+    pub(crate) k: Vec<i32>,
 }
 
 impl Coeffs {
-    fn taps(&self, i: usize) -> (usize, &[i32]) {
+    pub(crate) fn taps(&self, i: usize) -> (usize, &[i32]) {
         let (min, n) = self.bounds[i];
         let base = i * self.ksize;
         (min, &self.k[base..base + n])
@@ -87,7 +87,7 @@ impl Coeffs {
 }
 
 /// `precompute_coeffs` + `normalize_coeffs_8bpc` of Pillow, for the box `[0, in_size)`.
-fn precompute(in_size: u32, out_size: u32, filter: Filter) -> Coeffs {
+pub(crate) fn precompute(in_size: u32, out_size: u32, filter: Filter) -> Coeffs {
     let (kernel, base_support) = filter.kernel();
     // C: `(double)(in1 - in0) / outSize` with float in0 = 0, in1 = in_size (exact).
     let scale = f64::from(in_size as f32) / f64::from(out_size);
@@ -128,7 +128,7 @@ fn precompute(in_size: u32, out_size: u32, filter: Filter) -> Coeffs {
 }
 
 #[inline(always)]
-fn clip8(ss: i32) -> u8 {
+pub(crate) fn clip8(ss: i32) -> u8 {
     (ss >> PRECISION_BITS).clamp(0, 255) as u8
 }
 

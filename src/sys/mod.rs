@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod llama;
 pub mod mmap;
 pub mod quantize;
+pub mod resample;
 pub mod types;
 
 pub use mmap::MappedFile;
