@@ -138,8 +138,14 @@ fn bench_vision(a: &BenchArgs, rgb: &RgbImage, mask: &Mask, threads: usize) -> R
     let mut runs = Vec::new();
     for k in 0..a.warmup + a.runs {
         let t0 = Instant::now();
-        let views =
-            dam::preprocess::make_views(rgb, mask, hp.image_size, hp.image_mean, hp.image_std)?;
+        let views = dam::preprocess::make_views_threads(
+            rgb,
+            mask,
+            hp.image_size,
+            hp.image_mean,
+            hp.image_std,
+            threads,
+        )?;
         let preprocess_ms = ms(t0);
         let t1 = Instant::now();
         let o = vm.encode(&mut backend, &[&views], Detail::Embeddings)?;
