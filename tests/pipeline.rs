@@ -45,11 +45,6 @@ fn run_case(
     (case, cap, trace)
 }
 
-/// How many leading tokens two sequences share.
-fn agreeing(a: &[i32], b: &[i32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
 /// Top-1 minus top-2 of a logits row.
 fn margin(row: &[f32]) -> f32 {
     let mut r = row.to_vec();

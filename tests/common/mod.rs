@@ -199,6 +199,11 @@ pub fn read_safetensors(
     (tensors, ids)
 }
 
+/// How many leading tokens two sequences share.
+pub fn agreeing(a: &[i32], b: &[i32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// max |a - b| / max(1, max |b|): the fixtures' metric (b = reference).
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
