@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::image::ImageView;
 use crate::llm::check::check_llm_file;
-use crate::llm::generate::{cells_needed, generate, generate_many, Generation, Prompt};
+use crate::llm::generate::{cells_needed, generate, generate_many, prompt_len, Generation, Prompt};
 use crate::llm::prompt::{conversation, prompt_ids, tokenize_prompt, user_text, PromptPiece};
 use crate::preprocess::{make_views_of, summarize, Views};
 use crate::region::{Region, EMPTY_REGION};
@@ -468,13 +468,7 @@ impl Session {
     pub fn prepare(&mut self, opts: &DescribeOptions) -> Result<()> {
         let (_, pieces) = self.prompt(1, opts)?;
         let image = self.model.vision.hp.tokens_per_image() as usize;
-        let prompt: usize = pieces
-            .iter()
-            .map(|p| match p {
-                PromptPiece::Tokens(t) => t.len(),
-                PromptPiece::Image(_) => image,
-            })
-            .sum();
+        let prompt = prompt_len(&pieces, |_| Ok(image))?;
         self.grow_ctx(prompt.saturating_add(opts.max_new_tokens))
     }
 

@@ -284,33 +284,40 @@ fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
+/// A prompt's length in positions: its tokens, and `rows(i)` for image `i`.
+pub fn prompt_len(
+    pieces: &[PromptPiece],
+    mut rows: impl FnMut(usize) -> Result<usize>,
+) -> Result<usize> {
+    pieces.iter().try_fold(0usize, |len, p| {
+        let n = match p {
+            PromptPiece::Tokens(t) => t.len(),
+            PromptPiece::Image(i) => rows(*i)?,
+        };
+        Ok(len.saturating_add(n))
+    })
+}
+
 /// Validates pieces against images; returns the prompt length in positions.
 fn check_pieces(model: &LlamaModel, pieces: &[PromptPiece], images: &[&[f32]]) -> Result<usize> {
     let n_embd = model.n_embd();
     let mut used = vec![false; images.len()];
-    let mut len = 0usize;
-    for p in pieces {
-        let n = match p {
-            PromptPiece::Tokens(t) => t.len(),
-            PromptPiece::Image(i) => {
-                let img = images.get(*i).ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "prompt refers to image {i} but {} were given",
-                        images.len()
-                    ))
-                })?;
-                if img.is_empty() || img.len() % n_embd != 0 {
-                    return Err(Error::InvalidArgument(format!(
-                        "image {i}: {} floats is not a non-empty multiple of n_embd = {n_embd}",
-                        img.len()
-                    )));
-                }
-                used[*i] = true;
-                img.len() / n_embd
-            }
-        };
-        len = len.saturating_add(n);
-    }
+    let len = prompt_len(pieces, |i| {
+        let img = images.get(i).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "prompt refers to image {i} but {} were given",
+                images.len()
+            ))
+        })?;
+        if img.is_empty() || img.len() % n_embd != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "image {i}: {} floats is not a non-empty multiple of n_embd = {n_embd}",
+                img.len()
+            )));
+        }
+        used[i] = true;
+        Ok(img.len() / n_embd)
+    })?;
     if let Some(i) = used.iter().position(|u| !u) {
         return Err(Error::InvalidArgument(format!(
             "image {i} is not used by the prompt"
