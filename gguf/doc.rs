@@ -29,6 +29,11 @@ pub const VISION_KEYS: &[KeyDoc] = &[
     k(key::IMAGE_SIZE, "u32", "input side S in pixels (both views are S x S)"),
     k(key::PATCH_SIZE, "u32", "patch size P (stride-P convolution; trailing S mod P pixels are ignored)"),
     k(key::HIDDEN, "u32", "tower width C"),
+    k(
+        key::HIDDEN_IN,
+        "u32",
+        "input width Ci of the matrices reading the C-wide stream (optional, absent: C; quantized files: may include zero columns, see below)",
+    ),
     k(key::HEADS, "u32", "tower attention heads"),
     k(key::LAYERS, "u32", "layers of the original tower (the file holds only the L used ones)"),
     k(
@@ -303,6 +308,7 @@ fn ssym(d: seg::Dim) -> &'static str {
 fn vsym(d: Dim) -> &'static str {
     match d {
         Dim::Hidden => "C",
+        Dim::HiddenIn => "Ci",
         Dim::Ff => "FF",
         Dim::CtxFf => "CFF",
         Dim::Patch => "P",
@@ -342,7 +348,7 @@ pub fn render() -> String {
     keys_table(&mut s, VISION_KEYS);
     s.push_str(
         "\n### Vision file: tensors\n\n\
-         Symbols: C tower width, FF tower MLP width, CFF cross-attention MLP width, P patch size,\n\
+         Symbols: C tower width, Ci the matrices' input width, FF tower MLP width, CFF cross-attention MLP width, P patch size,\n\
          M mask channels, N = (S / P)^2 positions, H LLM width; `{i}` runs over the L used layers\n\
          (L = layers + 1 + select_layer for a negative select_layer). Shapes are ggml `ne` (row length\n\
          first; PyTorch order is the reverse). \"weight type\" is the requested type, or llama.cpp's\n\
@@ -353,7 +359,10 @@ pub fn render() -> String {
          rounded up to a multiple of the type's block where that adds at most 1/8 (SigLIP's 4304 ->\n\
          4320 for 32-blocks, 4352 for k-quants): the added units have zero `ffn_up` rows and bias and\n\
          zero `ffn_down` columns, so outputs are unchanged and `ffn_down` is stored in the requested\n\
-         type. Tower names may also carry the `vision_model.` prefix in the checkpoint. File order:\n\
+         type. Likewise Ci is C rounded up where that adds at most 1/8 (1152 -> 1280 for k-quants):\n\
+         the engine pads those matrices' inputs with zeros, so the extra columns multiply zeros,\n\
+         and the matrices are stored in the requested type (on AVX2, ggml's repacked q4_K product\n\
+         is 1.6x faster per value than q4_0's). Tower names may also carry the `vision_model.` prefix in the checkpoint. File order:\n\
          this table's order, each `{i}` row repeated for i = 0..L-1.\n\n",
     );
     s.push_str(
@@ -499,6 +508,7 @@ mod tests {
             image_size: 70,
             patch_size: 14,
             hidden: 48,
+            hidden_in: 48,
             heads: 4,
             layers: 3,
             ff: 96,

@@ -136,17 +136,34 @@ fn vision(
 ) -> Result<(usize, u64, Vec<Fallback>)> {
     let hp = VisionHparams::from_gguf(h)?;
     hp.check_tensors(h)?;
-    // The MLP widths may grow with zero units for `ty` (never shrink).
-    let fhp = hp.padded_for(ty);
+    // Widths may grow with zeros for `ty` (never shrink).
+    vision_as(map, h, (&hp, &hp.padded_for(ty)), ty, threads, path)
+}
+
+/// [`vision`] with the written file's hyper-parameters `fhp` (`hp`'s,
+/// padded).
+fn vision_as(
+    map: &MappedFile,
+    h: &GgufHeader,
+    (hp, fhp): (&VisionHparams, &VisionHparams),
+    ty: GgmlType,
+    threads: usize,
+    path: &Path,
+) -> Result<(usize, u64, Vec<Fallback>)> {
     let names = hp.tensor_names();
     let mut w = GgufWriter::with_capacity(names.len())?;
     copy_keys(h, &mut w, |w, key| match key {
         // Written last, as the converter does.
         WEIGHT_TYPE_KEY => Ok(true),
+        key::HIDDEN_IN => w.set_u32(key, fhp.hidden_in).map(|_| true),
         key::FF => w.set_u32(key, fhp.ff).map(|_| true),
         key::CTX_FF => w.set_u32(key, fhp.ctx_ff).map(|_| true),
         _ => Ok(false),
     })?;
+    if h.get(key::HIDDEN_IN).is_none() {
+        // A file written before the key existed.
+        w.set_u32(key::HIDDEN_IN, fhp.hidden_in)?;
+    }
     w.set_str(WEIGHT_TYPE_KEY, ty.name())?;
     let mut fallbacks = Vec::new();
     let mut plan = Vec::with_capacity(names.len());
@@ -158,8 +175,8 @@ fn vision(
         // itself, whose shapes check_tensors matched to `hp`).
         let p = vision::planned(
             (name.clone(), name.clone(), def),
-            &hp,
-            &fhp,
+            hp,
+            fhp,
             ty,
             &mut fallbacks,
         );
@@ -271,4 +288,88 @@ fn write_plan(
         out.write_tensor(&t.name, &q)?;
     }
     out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::{Detail, VisionModel};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    /// Worst |a - b| / max(1, max |b|).
+    fn rel(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
+        let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        worst / scale
+    }
+
+    /// A vision file whose matrices take wider inputs than the tower
+    /// (`hidden_in` > `hidden`) gives the unpadded file's results whatever
+    /// its extra columns hold: the graph pads the inputs with zeros.
+    #[test]
+    fn padded_matrix_inputs_change_nothing() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::temp_dir().join(format!("dam-pad-in-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = root.join("tests/fixtures/geom/checkpoint");
+        let r =
+            crate::convert::convert(&ck, &dir, GgmlType::F32, "geom", &Default::default()).unwrap();
+        let map = MappedFile::open(&r.vision_path).unwrap();
+        let h = GgufHeader::parse(map.bytes(), "geom").unwrap();
+        let hp = VisionHparams::from_gguf(&h).unwrap();
+        let fhp = VisionHparams {
+            hidden_in: hp.hidden + 16,
+            ..hp.clone()
+        };
+        let padded = dir.join("geom-vision-padded.gguf");
+        vision_as(&map, &h, (&hp, &fhp), GgmlType::F32, 2, &padded).unwrap();
+
+        // Junk in every extra column: only zero inputs can cancel it.
+        let mut bytes = std::fs::read(&padded).unwrap();
+        let ph = GgufHeader::parse(&bytes, "padded").unwrap();
+        let (c, ci) = (hp.hidden as usize, fhp.hidden_in as usize);
+        let mut junk = 0;
+        for t in ph.tensors.iter().filter(|t| t.ne[0] == ci as u64) {
+            assert_eq!(t.ty, GgmlType::F32, "{}", t.name);
+            for row in 0..t.ne[1] as usize {
+                for col in c..ci {
+                    let at = t.offset as usize + 4 * (row * ci + col);
+                    bytes[at..at + 4].copy_from_slice(&(1e3f32 + col as f32).to_le_bytes());
+                }
+            }
+            junk += 1;
+        }
+        // q, k, v, out, ffn_up of each tower layer and cross-attention block.
+        assert_eq!(junk, 10 * hp.used_layers() as usize);
+        std::fs::write(&padded, &bytes).unwrap();
+
+        let case = root.join("tests/fixtures/geom/cases");
+        let img = crate::image::load_rgb(case.join("c1_image.png")).unwrap();
+        let mask = crate::image::load_mask(case.join("c1_mask.png")).unwrap();
+        let views =
+            crate::preprocess::make_views(&img, &mask, hp.image_size, hp.image_mean, hp.image_std)
+                .unwrap();
+        assert!(
+            !views.focal_is_full,
+            "the case must run the context provider"
+        );
+        let run = |p: &Path| {
+            let vm = VisionModel::load(p).unwrap();
+            let mut be = vm.backend(2, Arc::new(AtomicBool::new(false))).unwrap();
+            vm.encode(&mut be, &[&views], Detail::Features).unwrap()
+        };
+        let (a, b) = (run(&r.vision_path), run(&padded));
+        assert_eq!(VisionModel::load(&padded).unwrap().hp.hidden_in, 160);
+        for (what, x, y) in [
+            ("Z", &a.full_features[0], &b.full_features[0]),
+            ("F", &a.crop_features[0], &b.crop_features[0]),
+            ("embeddings", &a.embeddings[0], &b.embeddings[0]),
+        ] {
+            let e = rel(y, x);
+            assert!(e <= 1e-5, "{what}: {e:e}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

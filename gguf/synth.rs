@@ -107,6 +107,7 @@ impl Preset {
             image_size,
             patch_size: 14,
             hidden,
+            hidden_in: hidden,
             heads,
             layers,
             ff,

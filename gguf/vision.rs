@@ -95,6 +95,7 @@ pub(crate) fn hparams(ck: &Checkpoint, opts: &ConvertOptions) -> Result<VisionHp
         image_size,
         patch_size: vt.u32("patch_size")?,
         hidden,
+        hidden_in: hidden,
         heads: vt.u32("num_attention_heads")?,
         layers: vt.u32("num_hidden_layers")?,
         ff: vt.u32("intermediate_size")?,

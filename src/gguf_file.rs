@@ -344,6 +344,10 @@ impl GgufHeader {
                 ))
             })
     }
+    /// `req_u32` for a key that may be absent.
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
+        self.get(key).map(|_| self.req_u32(key)).transpose()
+    }
     pub fn req_i32(&self, key: &str) -> Result<i32> {
         let v = self.get(key).ok_or_else(|| self.missing(key))?;
         v.as_i64()

@@ -317,9 +317,11 @@ fn check_converted(ck: &Path, r: &ConvertReport, ty: GgmlType) {
     assert_eq!(hp.hidden, u(&vcfg, "hidden_size"));
     assert_eq!(hp.heads, u(&vcfg, "num_attention_heads"));
     assert_eq!(hp.layers, u(&vcfg, "num_hidden_layers"));
-    // Quantized files may add zero MLP units up to the block size.
+    // Quantized files may add zero MLP units and zero matrix input columns
+    // up to the block size.
     let (ff, ctx_ff) = (u(&vcfg, "intermediate_size"), u(&ccfg, "intermediate_size"));
     assert_eq!(hp.ff, padded_width(ff, ty));
+    assert_eq!(hp.hidden_in, padded_width(hp.hidden, ty));
     assert_eq!(hp.eps, f(&vcfg, "layer_norm_eps"));
     assert_eq!(hp.act, vcfg["hidden_act"].as_str().unwrap());
     assert_eq!(
@@ -330,6 +332,7 @@ fn check_converted(ck: &Path, r: &ConvertReport, ty: GgmlType) {
     assert_eq!(hp.ctx_heads, u(&ccfg, "num_attention_heads"));
     assert_eq!(hp.ctx_ff, padded_width(ctx_ff, ty));
     let ck_hp = VisionHparams {
+        hidden_in: hp.hidden,
         ff,
         ctx_ff,
         ..hp.clone()
@@ -1034,6 +1037,7 @@ fn quantize_both_files_of_both_fixtures() {
             let hp = VisionHparams::from_gguf(&o.h).unwrap();
             hp.check_tensors(&o.h).unwrap();
             let want_hp = VisionHparams {
+                hidden_in: padded_width(vhp.hidden, ty),
                 ff: padded_width(vhp.ff, ty),
                 ctx_ff: padded_width(vhp.ctx_ff, ty),
                 ..vhp.clone()
@@ -1066,10 +1070,17 @@ fn quantize_both_files_of_both_fixtures() {
             for f in &q.fallbacks {
                 assert_eq!(f.used, ty.repackable_fallback_for_row(f.row));
             }
-            // Every key is carried over (the MLP widths as checked above).
+            // Every key is carried over (the widths as checked above).
             assert_eq!(o.h.keys, vsrc.h.keys);
             for k in &vsrc.h.keys {
-                if ![convert::WEIGHT_TYPE_KEY, key::FF, key::CTX_FF].contains(&k.as_str()) {
+                if ![
+                    convert::WEIGHT_TYPE_KEY,
+                    key::HIDDEN_IN,
+                    key::FF,
+                    key::CTX_FF,
+                ]
+                .contains(&k.as_str())
+                {
                     assert_eq!(o.h.get(k), vsrc.h.get(k), "{k}");
                 }
             }

@@ -147,16 +147,23 @@ impl VisionModel {
             .map(|t| t.ty)
             .collect();
         let weight_type = matrices.first().copied().unwrap_or(GgmlType::F32);
-        if hp.padded_for(weight_type) != hp {
-            // Written before quantized files padded their MLPs: it works,
-            // but its ffn_down is stored in a fallback type.
+        // The type the file was made for (its matrices may hold fallbacks).
+        let requested = h
+            .get(crate::convert::WEIGHT_TYPE_KEY)
+            .and_then(|v| v.as_str())
+            .and_then(|s| GgmlType::parse(s).ok())
+            .unwrap_or(weight_type);
+        if hp.padded_for(requested) != hp {
+            // Written before quantized files padded their matrices: it
+            // works, but some matrices are stored in a fallback type.
             crate::sys::llama::log(
                 crate::sys::llama::LogLevel::Info,
                 &format!(
-                    "dam: {}: MLP width {} is not padded for {} (older file); `dam quantize` it again for faster vision\n",
+                    "dam: {}: matrix widths (input {}, MLP {}) are not padded for {} (older file); `dam quantize` it again for faster vision\n",
                     path.display(),
+                    hp.hidden_in,
                     hp.ff,
-                    weight_type.name()
+                    requested.name()
                 ),
             );
         }

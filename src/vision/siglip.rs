@@ -28,11 +28,23 @@ impl Linear {
         }
         Ok(l)
     }
+    /// `x` zero-padded to the weight's input width, which a file may store
+    /// wider than the model's (`VisionHparams::padded_for`): a no-op
+    /// otherwise. Callers feeding several matrices pad once.
+    pub fn pad_input<'g>(&self, g: &'g Graph<'_>, x: Tensor<'g>) -> Result<Tensor<'g>> {
+        let extra = g.weight(self.weight)?.ne()[0] - x.ne()[0];
+        if extra <= 0 {
+            return Ok(x);
+        }
+        g.pad(x, [extra as i32, 0, 0, 0])
+    }
+
     /// `x` [K, N, B...] -> [out, N, B...]. A batch of images is multiplied
     /// as one [K, N*B] matrix: one larger product, and ggml's AMX kernels
     /// (repacked weights) only handle 2-D activations correctly.
     pub fn forward<'g>(&self, g: &'g Graph<'_>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         let (w, bias) = (g.weight(self.weight)?, g.weight(self.bias)?);
+        let x = self.pad_input(g, x)?;
         let ne = x.ne();
         let rank = ne.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1);
         let y = if rank > 2 && x.is_contiguous() {
@@ -150,13 +162,21 @@ impl Attention {
     pub fn forward<'g>(
         &self,
         g: &'g Graph<'_>,
-        x_q: Tensor<'_>,
-        x_kv: Tensor<'_>,
+        x_q: Tensor<'g>,
+        x_kv: Tensor<'g>,
         mask: Option<Tensor<'_>>,
     ) -> Result<Tensor<'g>> {
         let [c, nq, b, _] = x_q.ne();
         let nk = x_kv.ne()[1];
         let (h, d) = (self.heads, c / self.heads);
+        // One padded copy per input (self-attention: one for all three).
+        let same = x_q.is(&x_kv);
+        let x_q = self.q.pad_input(g, x_q)?;
+        let x_kv = if same {
+            x_q
+        } else {
+            self.k.pad_input(g, x_kv)?
+        };
         let q = self.q.forward(g, x_q)?;
         let k = self.k.forward(g, x_kv)?;
         let v = self.v.forward(g, x_kv)?;

@@ -83,6 +83,10 @@ impl Tensor<'_> {
         // backend's allocation, never while this reference lives.
         unsafe { self.ptr.as_ref() }
     }
+    /// Whether both handles are the same node.
+    pub fn is(&self, other: &Tensor<'_>) -> bool {
+        self.ptr == other.ptr
+    }
     /// Shape in ggml order.
     pub fn ne(&self) -> [i64; 4] {
         self.header().ne
