@@ -2,7 +2,7 @@
 //! every tower layer of the focal branch, a gated cross-attention block whose
 //! keys and values come from the full-view features Z.
 
-use super::siglip::{Act, Attention, LayerNorm, Mlp};
+use super::siglip::{Act, Attention, AttnKernel, LayerNorm, Mlp};
 use crate::error::{Error, Result};
 use crate::sys::ggml::{Graph, MappedWeights, Tensor};
 use crate::weights::{layer_name, VisionHparams};
@@ -34,12 +34,12 @@ impl CrossAttnBlock {
         hp: &VisionHparams,
         i: usize,
         act: Act,
-        flash: bool,
+        kernel: AttnKernel,
     ) -> Result<Self> {
         let p = layer_name("v.ctx.blk.{i}", i);
         Ok(CrossAttnBlock {
             ln1: LayerNorm::load(w, &format!("{p}.ln1"), hp.ctx_eps)?,
-            cross_attn: Attention::load(w, &p, hp.ctx_heads, flash)?,
+            cross_attn: Attention::load(w, &p, hp.ctx_heads, kernel)?,
             ln2: LayerNorm::load(w, &format!("{p}.ln2"), hp.ctx_eps)?,
             mlp: Mlp::load(w, &p, act)?,
             attn_factor: scalar(w, &format!("{p}.attn_factor"))?,

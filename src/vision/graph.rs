@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::context::{key_mask_bias, CrossAttnBlock};
 use super::projector::{merge_2x2, merge_indices, Projector};
-use super::siglip::{Act, VisionTower};
+use super::siglip::{Act, AttnKernel, VisionTower};
 use crate::error::{Error, Result};
 use crate::gguf_file::{GgufHeader, TensorInfo};
 use crate::preprocess::Views;
@@ -37,17 +37,21 @@ struct Modules {
 }
 
 impl Modules {
-    /// `flash`: fused attention (f16 K/V) instead of the exact path.
-    fn load(w: &MappedWeights, hp: &VisionHparams, act: Act, flash: bool) -> Result<Modules> {
+    fn load(
+        w: &MappedWeights,
+        hp: &VisionHparams,
+        act: Act,
+        kernel: AttnKernel,
+    ) -> Result<Modules> {
         let ctx_act = if hp.ctx_act == "gelu" {
             Act::GeluErf
         } else {
             act
         };
         Ok(Modules {
-            tower: VisionTower::load(w, hp, act, flash)?,
+            tower: VisionTower::load(w, hp, act, kernel)?,
             blocks: (0..hp.used_layers() as usize)
-                .map(|i| CrossAttnBlock::load(w, hp, i, ctx_act, flash))
+                .map(|i| CrossAttnBlock::load(w, hp, i, ctx_act, kernel))
                 .collect::<Result<_>>()?,
             projector: Projector::load(w, hp)?,
         })
@@ -59,8 +63,9 @@ impl Modules {
 pub struct VisionOptions {
     /// The GPU holding the weights and running the graph (`None`: the CPU).
     pub device: Option<Device>,
-    /// Fused attention always (`On`), never (`Off`, the exact path), or for
-    /// reduced-precision weights only (`Auto`).
+    /// Fused attention always (`On`), never (`Off`, the exact path), or
+    /// `Auto`: on the CPU always (with f32 K/V, as exact as the separate
+    /// ops), on a GPU (f16 K/V) for reduced-precision weights only.
     pub flash_attn: FlashAttn,
     /// On the CPU, copy the matrices that ggml multiplies faster in another
     /// layout (AMX tiles, repacked GEMM blocks) into that layout at load,
@@ -179,13 +184,17 @@ impl VisionModel {
         } else {
             tanh_act
         };
-        let flash = match flash {
-            FlashAttn::On => true,
-            FlashAttn::Off => false,
-            FlashAttn::Auto => weight_type != GgmlType::F32,
+        let kernel = match (flash, device) {
+            (FlashAttn::Off, _) => AttnKernel::Exact,
+            // On the CPU the fused kernel takes f32 K/V: exact, and faster.
+            (_, None) => AttnKernel::FlashF32,
+            // GPU kernels take f16 K/V: kept off f32 weights by `Auto`,
+            // where the exact path keeps reference parity.
+            (FlashAttn::Auto, Some(_)) if weight_type == GgmlType::F32 => AttnKernel::Exact,
+            (_, Some(_)) => AttnKernel::FlashF16,
         };
         // Resolve every module once, so a bad gate or missing tensor fails now.
-        let modules = Modules::load(&weights, &hp, act, flash).map_err(named)?;
+        let modules = Modules::load(&weights, &hp, act, kernel).map_err(named)?;
         Ok(VisionModel {
             hp,
             weights,

@@ -132,6 +132,21 @@ impl Mlp {
     }
 }
 
+/// How the attention blocks compute softmax(q k^T) v.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnKernel {
+    /// Scores, softmax and weighted sum as separate ops (the only one with
+    /// a key mask).
+    Exact,
+    /// ggml's fused flash attention with f32 K/V: f32 throughout, so as
+    /// exact as `Exact` (worst f32 vision parity 9.8e-7 against 8.7e-7),
+    /// and on the CPU the f32 vision stage takes 0.8x the time (it never
+    /// writes the N x N scores).
+    FlashF32,
+    /// Fused with f16 K/V, the type ggml's GPU kernels take.
+    FlashF16,
+}
+
 /// Multi-head attention with biases; self-attention when `kv` is `q_in`.
 #[derive(Clone, Copy, Debug)]
 pub struct Attention {
@@ -140,20 +155,18 @@ pub struct Attention {
     pub v: Linear,
     pub out: Linear,
     pub heads: i64,
-    /// Use ggml's fused flash attention (f16 K/V); off for f32 weights,
-    /// where the exact path keeps reference parity.
-    pub flash: bool,
+    pub kernel: AttnKernel,
 }
 
 impl Attention {
-    pub fn load(w: &MappedWeights, prefix: &str, heads: u32, flash: bool) -> Result<Self> {
+    pub fn load(w: &MappedWeights, prefix: &str, heads: u32, kernel: AttnKernel) -> Result<Self> {
         Ok(Attention {
             q: Linear::load(w, &format!("{prefix}.attn_q"))?,
             k: Linear::load(w, &format!("{prefix}.attn_k"))?,
             v: Linear::load(w, &format!("{prefix}.attn_v"))?,
             out: Linear::load(w, &format!("{prefix}.attn_out"))?,
             heads: heads as i64,
-            flash,
+            kernel,
         })
     }
 
@@ -180,16 +193,18 @@ impl Attention {
         let q = self.q.forward(g, x_q)?;
         let k = self.k.forward(g, x_kv)?;
         let v = self.v.forward(g, x_kv)?;
-        if self.flash && mask.is_none() {
-            // Fused kernel with f16 K/V: never materialises the N x N scores.
+        if self.kernel != AttnKernel::Exact && mask.is_none() {
+            // Fused kernel: never materialises the N x N scores.
+            let kv = |t: Tensor<'g>| -> Result<Tensor<'g>> {
+                let t = g.permute(g.reshape(t, &[d, h, nk, b])?, [0, 2, 1, 3])?;
+                match self.kernel {
+                    AttnKernel::FlashF16 => g.cast_f16(t),
+                    _ => Ok(t),
+                }
+            };
             let q = g.reshape(q, &[d, h, nq, b])?;
             let q = g.permute(q, [0, 2, 1, 3])?;
-            let k = g.reshape(k, &[d, h, nk, b])?;
-            let k = g.permute(k, [0, 2, 1, 3])?;
-            let k = g.cast_f16(k)?;
-            let v = g.reshape(v, &[d, h, nk, b])?;
-            let v = g.permute(v, [0, 2, 1, 3])?;
-            let v = g.cast_f16(v)?;
+            let (k, v) = (kv(k)?, kv(v)?);
             let o = g.flash_attn(q, k, v, 1.0 / (d as f32).sqrt())?; // [D, H, Nq, B]
             let o = g.reshape(o, &[c, nq, b])?;
             return self.out.forward(g, o);
@@ -230,12 +245,12 @@ impl EncoderLayer {
         hp: &VisionHparams,
         i: usize,
         act: Act,
-        flash: bool,
+        kernel: AttnKernel,
     ) -> Result<Self> {
         let p = layer_name("v.blk.{i}", i);
         Ok(EncoderLayer {
             ln1: LayerNorm::load(w, &format!("{p}.ln1"), hp.eps)?,
-            attn: Attention::load(w, &p, hp.heads, flash)?,
+            attn: Attention::load(w, &p, hp.heads, kernel)?,
             ln2: LayerNorm::load(w, &format!("{p}.ln2"), hp.eps)?,
             mlp: Mlp::load(w, &p, act)?,
         })
@@ -294,9 +309,14 @@ pub struct VisionTower {
 }
 
 impl VisionTower {
-    pub fn load(w: &MappedWeights, hp: &VisionHparams, act: Act, flash: bool) -> Result<Self> {
+    pub fn load(
+        w: &MappedWeights,
+        hp: &VisionHparams,
+        act: Act,
+        kernel: AttnKernel,
+    ) -> Result<Self> {
         let layers = (0..hp.used_layers() as usize)
-            .map(|i| EncoderLayer::load(w, hp, i, act, flash))
+            .map(|i| EncoderLayer::load(w, hp, i, act, kernel))
             .collect::<Result<_>>()?;
         Ok(VisionTower {
             embeddings: Embeddings::load(w)?,

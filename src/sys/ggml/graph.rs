@@ -641,8 +641,8 @@ impl<'w> Graph<'w> {
     }
 
     /// Fused attention without a mask: q [D, Nq, H, B] f32, k and v
-    /// [D, Nk, H, B] f16 -> [D, H, Nq, B] (heads before tokens). Softmax and
-    /// accumulation in f32.
+    /// [D, Nk, H, B] both f16 or (CPU) both f32 -> [D, H, Nq, B] (heads
+    /// before tokens). Softmax and accumulation in f32.
     pub fn flash_attn<'g>(
         &'g self,
         q: Tensor<'_>,
@@ -653,8 +653,9 @@ impl<'w> Graph<'w> {
         let c = self.begin("flash_attn", &[q, k, v])?;
         let (x, y, z) = (q.ne(), k.ne(), v.ne());
         if q.ty() != ffi::GGML_TYPE_F32
-            || k.ty() != ffi::GGML_TYPE_F16
-            || v.ty() != ffi::GGML_TYPE_F16
+            || !(k.ty() == ffi::GGML_TYPE_F16
+                || k.ty() == ffi::GGML_TYPE_F32 && self.weights.device().is_none())
+            || v.ty() != k.ty()
             || x[0] != y[0]
             || y != z
             || x[2] % y[2] != 0
