@@ -24,6 +24,8 @@
 #     files' size, with the defaults and with --low-memory (a
 #     LOWMEM_TOKENS-token caption, default TOKENS), per preset;
 #   - 1 vs THREADS threads (q4_k);
+#   - llama.cpp's decode of 1 vs 4 parallel sequences (benches/batch_decode.c),
+#     the bound on what batching captions gains;
 #   - with a Python that has torch, numpy, gguf (and transformers), the same
 #     weights in PyTorch: the vision stage (benches/torch_vision.py) and the
 #     whole request (benches/torch_pipeline.py: vision, prefill with the image
@@ -81,6 +83,9 @@ step build-baseline cc -O2 -march=native "$ROOT/benches/baseline.c" -I"$LIBDIR/.
     -Wl,--start-group -lllama -lggml -lggml-cpu -lggml-base -Wl,--end-group \
     -lstdc++ -lm -fopenmp -lpthread -o "$WORK/baseline"
 step build-membw cc -O3 -march=native -fopenmp "$ROOT/benches/membw.c" -o "$WORK/membw"
+step build-batch-decode cc -O2 -march=native "$ROOT/benches/batch_decode.c" -I"$LIBDIR/../include" -L"$LIBDIR" \
+    -Wl,--start-group -lllama -lggml -lggml-cpu -lggml-base -Wl,--end-group \
+    -lstdc++ -lm -fopenmp -lpthread -o "$WORK/batch_decode"
 
 # ---------------------------------------------------------------- models
 M=$WORK/models
@@ -135,6 +140,12 @@ have "$J/dam-q4_k-t1.json" || step dam-q4_k-1thread sh -c "'$DAM' bench --llm '$
 warm "$M/dam3b-llm-q4_k.gguf" "$M/dam3b-vision-bf16.gguf"
 have "$J/dam-batch4.json" || step dam-batch4 sh -c "'$DAM' bench --llm '$M/dam3b-llm-q4_k.gguf' --vision '$M/dam3b-vision-bf16.gguf' \
     -i '$IMG' --mask '$MASK' -n ${BATCH_TOKENS:-32} -t $THREADS --regions 4 > '$J/dam-batch4.json'"
+# What a batch of 4 sequences gains over one in llama.cpp alone (the q4_k
+# LLM): the bound on batching captions (describe_many, dam serve).
+for b in 1 4; do
+    have "$J/batch-decode-$b.json" || step "batch-decode-$b" sh -c "'$WORK/batch_decode' '$M/dam3b-llm-q4_k.gguf' $THREADS $b \
+        ${BATCH_STEPS:-16} 64 > '$J/batch-decode-$b.json'"
+done
 # The same vision stage in PyTorch (benches/torch_vision.py) on the f16 file's
 # weights, in bf16 and f32: needs a Python with torch, numpy and gguf
 # (TORCH_PYTHON, default python3); skipped otherwise.
@@ -279,12 +290,17 @@ p(f"| decode ms | {bt['sequential_decode_ms']:.0f} | {bt['batched_decode_ms']:.0
 p()
 p(f"Captions equal to the single calls: {bt['equal_to_single_calls']}.")
 p()
+bd = {b: ld(f"batch-decode-{b}.json") for b in (1, 4)}
+p("llama.cpp alone (benches/batch_decode.c, q4_k LLM, 64 positions per sequence): "
+  f"{bd[1]['tok_s']:.2f} tok/s for one sequence, {bd[4]['tok_s']:.2f} for 4 in parallel "
+  f"({bd[4]['tok_s'] / bd[1]['tok_s']:.2f}x): the most batching can gain in decode here.")
+p()
 if os.path.exists(os.path.join(J, "torch-bf16.json")):
     tv = {dt: ld(f"torch-{dt}.json") for dt in ("bf16", "f32")}
-    best = min(r["vision_ms"] for r in (dam["f16"]["runs"][0], vb["runs"][0], dam["q8_0"]["runs"][0]))
+    best = min(r["vision_ms"] for r in (dam["f16"]["runs"][0], vb["runs"][0], dam["q8_0"]["runs"][0], dam["q4_k"]["runs"][0]))
     p("### Vision stage vs PyTorch (benches/torch_vision.py, same weights, CPU)")
     p()
-    p(f"| PyTorch {tv['bf16']['torch_version']} | min ms | dam's best (f16 / bf16 / q8_0) ms | dam speed-up |")
+    p(f"| PyTorch {tv['bf16']['torch_version']} | min ms | dam's best (f16 / bf16 / q8_0 / q4_k) ms | dam speed-up |")
     p("|---|---|---|---|")
     for dt in ("bf16", "f32"):
         p(f"| {dt} | {tv[dt]['min_ms']:.0f} | {best:.0f} | {tv[dt]['min_ms'] / best:.2f} |")

@@ -305,18 +305,25 @@ mod tests {
         worst / scale
     }
 
+    /// The `geom` fixture model converted at f32 into a new folder `name`.
+    fn geom_f32(name: &str) -> (PathBuf, PathBuf) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::temp_dir().join(format!("dam-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = root.join("tests/fixtures/geom/checkpoint");
+        let r =
+            crate::convert::convert(&ck, &dir, GgmlType::F32, "geom", &Default::default()).unwrap();
+        (dir, r.vision_path)
+    }
+
     /// A vision file whose matrices take wider inputs than the tower
     /// (`hidden_in` > `hidden`) gives the unpadded file's results whatever
     /// its extra columns hold: the graph pads the inputs with zeros.
     #[test]
     fn padded_matrix_inputs_change_nothing() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::temp_dir().join(format!("dam-pad-in-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ck = root.join("tests/fixtures/geom/checkpoint");
-        let r =
-            crate::convert::convert(&ck, &dir, GgmlType::F32, "geom", &Default::default()).unwrap();
-        let map = MappedFile::open(&r.vision_path).unwrap();
+        let (dir, vision_path) = geom_f32("pad-in");
+        let map = MappedFile::open(&vision_path).unwrap();
         let h = GgufHeader::parse(map.bytes(), "geom").unwrap();
         let hp = VisionHparams::from_gguf(&h).unwrap();
         let fhp = VisionHparams {
@@ -360,7 +367,7 @@ mod tests {
             let mut be = vm.backend(2, Arc::new(AtomicBool::new(false))).unwrap();
             vm.encode(&mut be, &[&views], Detail::Features).unwrap()
         };
-        let (a, b) = (run(&r.vision_path), run(&padded));
+        let (a, b) = (run(&vision_path), run(&padded));
         assert_eq!(VisionModel::load(&padded).unwrap().hp.hidden_in, 160);
         for (what, x, y) in [
             ("Z", &a.full_features[0], &b.full_features[0]),
@@ -370,6 +377,41 @@ mod tests {
             let e = rel(y, x);
             assert!(e <= 1e-5, "{what}: {e:e}");
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A file quantized before the matrices were padded (geom's 144-wide
+    /// inputs and 300-wide MLP stay f16 in a q8_0 file) loads, and the load
+    /// logs how to get the faster layout.
+    #[test]
+    fn unpadded_older_file_loads_with_a_hint() {
+        use crate::sys::llama::{set_log_hook, LogLevel};
+        use std::sync::Mutex;
+        let (dir, vision_path) = geom_f32("unpadded");
+        let map = MappedFile::open(&vision_path).unwrap();
+        let h = GgufHeader::parse(map.bytes(), "geom").unwrap();
+        let hp = VisionHparams::from_gguf(&h).unwrap();
+        let old = dir.join("geom-vision-q8_0-old.gguf");
+        let (_, _, fallbacks) = vision_as(&map, &h, (&hp, &hp), GgmlType::Q8_0, 2, &old).unwrap();
+        assert!(!fallbacks.is_empty());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        set_log_hook(Some(Box::new(move |level, text: &str| {
+            if level == LogLevel::Info && text.contains("geom-vision-q8_0-old") {
+                sink.lock().unwrap().push(text.to_string());
+            }
+        })));
+        let vm = VisionModel::load(&old);
+        set_log_hook(None);
+        let vm = vm.unwrap();
+        assert_eq!((vm.hp.hidden_in, vm.hp.ff), (hp.hidden, hp.ff));
+        let lines = lines.lock().unwrap();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("not padded for q8_0") && l.contains("dam quantize")),
+            "{lines:?}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }
