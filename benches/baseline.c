@@ -12,28 +12,9 @@
 // (f16 KV cache, flash attention auto, n_ubatch 512, mmap).
 
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#include "llama.h"
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static void quiet(enum ggml_log_level level, const char *text, void *user) {
-    (void)user;
-    if (level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
-}
-
-static void die(const char *m) {
-    fprintf(stderr, "baseline: %s\n", m);
-    exit(1);
-}
+#define BENCH_NAME "baseline"
+#include "llama_bench.h"
 
 // Decodes tokens at positions pos.. (logits for the last one if `last`).
 static void decode_tokens(struct llama_context *ctx, const llama_token *t, int n, int pos, int last) {

@@ -11,27 +11,8 @@
 // Context: n_ctx 4096, n_batch 2048, n_seq_max B, everything else llama.cpp's
 // defaults (f16 KV cache, flash attention auto, mmap), as benches/baseline.c.
 
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-
-#include "llama.h"
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static void quiet(enum ggml_log_level level, const char *text, void *user) {
-    (void)user;
-    if (level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
-}
-
-static void die(const char *m) {
-    fprintf(stderr, "batch_decode: %s\n", m);
-    exit(1);
-}
+#define BENCH_NAME "batch_decode"
+#include "llama_bench.h"
 
 // One row per sequence s < n_seq: token `tok + s`, position `pos`, logits on.
 static void fill_step(struct llama_batch *b, int n_seq, int tok, int pos) {
