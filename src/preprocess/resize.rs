@@ -246,8 +246,9 @@ fn vertical<const BIN: bool>(
     }
 }
 
-/// Work below which a pass is not split across threads (multiply-adds).
-const MIN_PARALLEL_WORK: usize = 1 << 20;
+/// Work (multiply-adds) below which a pass is not split across threads
+/// (this resize and the two-pass views alike).
+pub(super) const MIN_PARALLEL_WORK: usize = 1 << 20;
 
 /// Runs `f(first_row, band)` over `out` (rows of `row_len` bytes), split into up to
 /// `threads` contiguous bands on scoped threads; the calling thread takes the first

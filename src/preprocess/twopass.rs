@@ -14,14 +14,11 @@
 //! resizing the RGB copy and the 0 / 255 mask separately, on any thread count.
 
 use super::focal::Window;
-use super::resize::{precompute, Coeffs, Filter, HALF};
+use super::resize::{precompute, Coeffs, Filter, HALF, MIN_PARALLEL_WORK};
 use super::views::{normalize, VIEW_CHANNELS};
 use crate::image::{ImageView, Mask, PixelFormat};
 use crate::sys::resample::{hrow4, vrow, word, words_row, Layout, Taps};
 use std::sync::Mutex;
-
-/// Work (multiply-adds) below which everything runs on the calling thread.
-const MIN_PARALLEL_WORK: usize = 1 << 20;
 
 /// One view: its window and both passes' coefficients.
 struct Plan {
