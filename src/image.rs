@@ -36,6 +36,15 @@ impl PixelFormat {
         }
     }
 
+    /// Byte offsets of R, G and B within a pixel (gray: all 0).
+    pub const fn rgb_offsets(self) -> [usize; 3] {
+        match self {
+            PixelFormat::Rgb8 | PixelFormat::Rgba8 => [0, 1, 2],
+            PixelFormat::Bgra8 => [2, 1, 0],
+            PixelFormat::Gray8 => [0, 0, 0],
+        }
+    }
+
     /// Whether the format carries an alpha channel.
     pub const fn has_alpha(self) -> bool {
         matches!(self, PixelFormat::Rgba8 | PixelFormat::Bgra8)

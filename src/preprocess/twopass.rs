@@ -16,7 +16,7 @@
 use super::focal::Window;
 use super::resize::{precompute, Coeffs, Filter, HALF, MIN_PARALLEL_WORK};
 use super::views::{normalize, VIEW_CHANNELS};
-use crate::image::{ImageView, Mask, PixelFormat};
+use crate::image::{ImageView, Mask};
 use crate::sys::resample::{hrow4, vrow, word, words_row, Layout, Taps};
 use std::sync::Mutex;
 
@@ -73,11 +73,7 @@ fn fill_words(src: &Source, y: usize, out: &mut [[u32; 4]]) {
     let Some(row) = image.row(y as u32) else {
         return;
     };
-    let rgb = match image.format() {
-        PixelFormat::Rgb8 | PixelFormat::Rgba8 => [0, 1, 2],
-        PixelFormat::Bgra8 => [2, 1, 0],
-        PixelFormat::Gray8 => [0, 0, 0],
-    };
+    let rgb = image.format().rgb_offsets();
     let bpp = image.format().bytes_per_pixel();
     words_row(row, Layout { bpp, rgb }, out);
     // Outside the box the mask is 0: only the box's columns of its rows are read.

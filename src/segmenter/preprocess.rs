@@ -47,13 +47,18 @@ pub fn preprocess(
 ) -> Result<Preprocessed> {
     let (h, w) = (image.height(), image.width());
     let (rh, rw) = resized_shape(h, w, longest);
-    let rgb = image.to_rgb();
+    // Resized in the caller's layout (channels resize independently), the
+    // RGB channels picked after: no RGB copy of the whole image.
+    let (bpp, rgb) = (
+        image.format().bytes_per_pixel(),
+        image.format().rgb_offsets(),
+    );
     let small = resize_threads(
-        &rgb.data,
+        image.data(),
         w,
         h,
-        w as usize * 3,
-        3,
+        image.stride(),
+        bpp,
         rw,
         rh,
         Filter::Bilinear,
@@ -63,13 +68,14 @@ pub fn preprocess(
     let s = longest as usize;
     let plane = s * s;
     let mut pixels = vec![0f32; 3 * plane];
+    let row_len = rw as usize * bpp;
     for y in 0..rh as usize {
-        let row = &small[y * rw as usize * 3..(y + 1) * rw as usize * 3];
-        for (x, px) in row.chunks_exact(3).enumerate() {
-            for c in 0..3 {
+        let row = &small[y * row_len..(y + 1) * row_len];
+        for (x, px) in row.chunks_exact(bpp).enumerate() {
+            for (c, &at) in rgb.iter().enumerate() {
                 let v = match scale {
-                    PixelScale::Unit => (f64::from(px[c]) * RESCALE) as f32,
-                    PixelScale::Byte => f32::from(px[c]),
+                    PixelScale::Unit => (f64::from(px[at]) * RESCALE) as f32,
+                    PixelScale::Byte => f32::from(px[at]),
                 };
                 pixels[c * plane + y * s + x] = (v - mean[c]) / std[c];
             }
@@ -99,6 +105,40 @@ pub fn map_point(p: [f32; 2], original: (u32, u32), resized: (u32, u32)) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every pixel layout, with a padded stride, gives what its packed RGB
+    /// copy gives (the resize runs in the caller's layout).
+    #[test]
+    fn every_layout_matches_its_rgb_copy() {
+        use crate::image::PixelFormat;
+        let (w, h, pad) = (37u32, 23u32, 5usize);
+        let mut seed = 1u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 24) as u8
+        };
+        for format in [
+            PixelFormat::Rgb8,
+            PixelFormat::Rgba8,
+            PixelFormat::Bgra8,
+            PixelFormat::Gray8,
+        ] {
+            let stride = w as usize * format.bytes_per_pixel() + pad;
+            let data: Vec<u8> = (0..stride * h as usize).map(|_| next()).collect();
+            let view = ImageView::new(&data, w, h, stride, format).unwrap();
+            let rgb = view.to_rgb();
+            for (longest, scale) in [(16, PixelScale::Unit), (64, PixelScale::Byte)] {
+                let run = |v: &ImageView| {
+                    preprocess(v, longest, scale, [0.4, 0.5, 0.6], [0.2, 0.3, 0.25], 2).unwrap()
+                };
+                assert_eq!(
+                    run(&view),
+                    run(&rgb.view().unwrap()),
+                    "{format:?} to {longest}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn shapes_round_half_up() {
