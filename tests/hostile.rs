@@ -1014,6 +1014,21 @@ fn vision_corpus(vision: &Path) -> Corpus {
         |g| g.set("dam.vision.attention.head_count", V::U32(5)),
     );
     c.edit(
+        "matrix_input_narrower",
+        "matrix input length 40 for width 48",
+        |g| g.set("dam.vision.matrix_input_length", V::U32(40)),
+    );
+    c.edit(
+        "matrix_input_too_wide",
+        "matrix input length 100 for width 48",
+        |g| g.set("dam.vision.matrix_input_length", V::U32(100)),
+    );
+    c.edit(
+        "matrix_input_not_the_tensors",
+        "tensor v.blk.0.attn_q.weight has shape [48, 48], expected [54, 48]",
+        |g| g.set("dam.vision.matrix_input_length", V::U32(54)),
+    );
+    c.edit(
         "context_heads_zero",
         "0 context heads do not divide width 48",
         |g| g.set("dam.context.attention.head_count", V::U32(0)),
