@@ -83,6 +83,7 @@ step build-baseline cc -O2 -march=native "$ROOT/benches/baseline.c" -I"$LIBDIR/.
     -Wl,--start-group -lllama -lggml -lggml-cpu -lggml-base -Wl,--end-group \
     -lstdc++ -lm -fopenmp -lpthread -o "$WORK/baseline"
 step build-membw cc -O3 -march=native -fopenmp "$ROOT/benches/membw.c" -o "$WORK/membw"
+step build-peak cc -O2 -march=native -fopenmp "$ROOT/benches/peak.c" -o "$WORK/peak"
 step build-batch-decode cc -O2 -march=native "$ROOT/benches/batch_decode.c" -I"$LIBDIR/../include" -L"$LIBDIR" \
     -Wl,--start-group -lllama -lggml -lggml-cpu -lggml-base -Wl,--end-group \
     -lstdc++ -lm -fopenmp -lpthread -o "$WORK/batch_decode"
@@ -111,6 +112,9 @@ q "$V16" "$M/dam3b-vision-bf16.gguf" bf16
 # ---------------------------------------------------------------- measurements
 have() { [[ ${RESUME:-0} == 1 && -s $1 ]]; } # measured by an interrupted run
 have "$J/membw.json" || step membw sh -c "'$WORK/membw' 2048 '$THREADS' > '$J/membw.json'"
+# Arithmetic peak (f32 FMA, int8 as ggml's AVX2 kernels multiply); x86 with
+# AVX2 only: elsewhere it exits 2 and the report leaves it out.
+have "$J/peak.json" || step peak sh -c "'$WORK/peak' '$THREADS' > '$J/peak.json' || rm -f '$J/peak.json'"
 warm() { cat "$@" > /dev/null; } # page cache
 for ty in f16 q8_0 q4_k; do
     warm "$M/dam3b-llm-$ty.gguf" "$M/dam3b-vision-$ty.gguf"
@@ -210,6 +214,13 @@ p()
 p(f"Memory read bandwidth (membw, {bw['bytes'] / 2**30:.0f} GiB buffer, best of 5): "
   + ", ".join(f"{k} thread(s) {v:.1f} GB/s" for k, v in bw["read_gbs"].items())
   + f"; memcpy {bw['memcpy_gbs']:.1f} GB/s (read + write).")
+if os.path.exists(os.path.join(J, "peak.json")):
+    pk = ld("peak.json")
+    p()
+    p("Arithmetic peak (benches/peak.c, best of 5, no memory traffic): f32 FMA "
+      + ", ".join(f"{k} thread(s) {v:.1f} GFLOP/s" for k, v in pk["f32_gflops"].items())
+      + "; int8 products as ggml's AVX2 kernels do them (maddubs + madd) "
+      + ", ".join(f"{k} thread(s) {v:.1f} Gop/s" for k, v in pk["int8_gops"].items()) + ".")
 p()
 p("### LLM: dam vs the plain llama.cpp baseline (same GGUF, same prompt: "
   f"{dam['f16']['runs'][0]['prompt_tokens']} positions = image rows + "
