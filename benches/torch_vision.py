@@ -227,12 +227,17 @@ class Vision:
         self.g = self.S // self.P
         self.N = self.g * self.g
 
+        # Quantized files may store the matrices that read the C-wide stream
+        # with extra input columns (dam pads their inputs with zeros): drop them.
+        c_in = int(meta.get("dam.vision.matrix_input_length", self.C))
         self.w = {}
         self.gates = {}
         for name, t in tensors:
             if name.endswith(("attn_factor", "mlp_factor")):
                 self.gates[name] = float(t.reshape(-1)[0])
             else:
+                if c_in != self.C and t.dim() == 2 and t.shape[1] == c_in:
+                    t = t[:, :self.C]
                 # Cast on the CPU, then move: the same rounding on every device.
                 self.w[name] = t.to(dtype).to(device)
         blk = {int(m.group(1)) for n in self.w if (m := re.match(r"v\.blk\.(\d+)\.", n))}

@@ -368,7 +368,10 @@ mod tests {
             vm.encode(&mut be, &[&views], Detail::Features).unwrap()
         };
         let (a, b) = (run(&vision_path), run(&padded));
-        assert_eq!(VisionModel::load(&padded).unwrap().hp.hidden_in, 160);
+        assert_eq!(
+            VisionModel::load(&padded).unwrap().hp.hidden_in,
+            fhp.hidden_in
+        );
         for (what, x, y) in [
             ("Z", &a.full_features[0], &b.full_features[0]),
             ("F", &a.crop_features[0], &b.crop_features[0]),
