@@ -48,7 +48,8 @@ impl CrossAttnBlock {
     }
 
     /// `x` [C, N, A] focal tokens, `z` [C, N, A] full-view features of the
-    /// same images, `mask` the optional key mask.
+    /// same images (or already zero-padded to k's and v's input width, as the
+    /// vision graph passes them), `mask` the optional key mask.
     pub fn forward<'g>(
         &self,
         g: &'g Graph<'_>,

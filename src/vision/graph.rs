@@ -283,6 +283,12 @@ impl VisionModel {
             };
             g.set_scope("focal.");
             let z_a = if a == b { z } else { self.images(g, z, 0, a)? };
+            // Every block's k and v read Z: padded once to their input
+            // width (`Linear::pad_input`), not once per block.
+            let z_a = match self.modules.blocks.first() {
+                Some(b) => b.cross_attn.k.pad_input(g, z_a)?,
+                None => z_a,
+            };
             let f = self.branch(g, "focal", frgb, fmsk, Some((z_a, key_mask)), &mut keep)?;
             g.output(f, "crop_features")?;
             focal = Some(FocalNodes {
