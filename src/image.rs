@@ -513,14 +513,12 @@ mod tests {
 
     #[test]
     fn bbox_count_matches_a_plain_scan() {
-        let mut s = 12345u64;
+        let mut r = crate::testing::xorshift(12345);
         for (w, h) in [(1u32, 1u32), (63, 5), (64, 3), (65, 7), (130, 9), (301, 4)] {
             for density in [0u64, 1, 20, 500] {
                 let data: Vec<u8> = (0..w * h)
                     .map(|_| {
-                        s = s
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
+                        let s = r();
                         u8::from((s >> 33) % 1000 < density) * ((s >> 20) as u8 | 1)
                     })
                     .collect();

@@ -20,6 +20,8 @@ pub mod server;
 /// The FFI into llama.cpp, ggml and gguf, with its safe wrappers; private:
 /// what users need is re-exported below.
 pub(crate) mod sys;
+#[cfg(test)]
+mod testing;
 pub mod vision;
 pub mod weights;
 

@@ -251,6 +251,7 @@ mod tests {
     use super::*;
     use crate::image::PixelFormat;
     use crate::preprocess::focal::focal_window;
+    use crate::testing::noise;
 
     const HALF: [f32; 3] = [0.5; 3];
 
@@ -266,19 +267,6 @@ mod tests {
         assert_eq!(normalize(255, 0.5, 0.5), 1.0);
         let v = (128.0f64 / 255.0) as f32;
         assert_eq!(normalize(128, 0.5, 0.5), (v - 0.5) / 0.5);
-    }
-
-    /// Random bytes (xorshift).
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 24) as u8
-            })
-            .collect()
     }
 
     /// Masks of a `w x h` image: everything, a blob, one pixel near a corner, a

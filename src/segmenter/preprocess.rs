@@ -112,19 +112,14 @@ mod tests {
     fn every_layout_matches_its_rgb_copy() {
         use crate::image::PixelFormat;
         let (w, h, pad) = (37u32, 23u32, 5usize);
-        let mut seed = 1u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-            (seed >> 24) as u8
-        };
-        for format in [
+        for (seed, format) in (1..).zip([
             PixelFormat::Rgb8,
             PixelFormat::Rgba8,
             PixelFormat::Bgra8,
             PixelFormat::Gray8,
-        ] {
+        ]) {
             let stride = w as usize * format.bytes_per_pixel() + pad;
-            let data: Vec<u8> = (0..stride * h as usize).map(|_| next()).collect();
+            let data = crate::testing::noise(stride * h as usize, seed);
             let view = ImageView::new(&data, w, h, stride, format).unwrap();
             let rgb = view.to_rgb();
             for (longest, scale) in [(16, PixelScale::Unit), (64, PixelScale::Byte)] {

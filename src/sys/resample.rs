@@ -354,17 +354,7 @@ fn vrow_sse2(rows: &[&[u8]], k: &[i32], half: i32, out: &mut [u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small xorshift generator (no dependency).
-    fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut s = seed.max(1);
-        move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        }
-    }
+    use crate::testing::xorshift as rng;
 
     #[test]
     fn split_products_are_exact() {
