@@ -157,7 +157,7 @@ def main():
             per_call = (m1["dam_batched_regions_total"] - m0["dam_batched_regions_total"]) / max(
                 1, m1["dam_batches_total"] - m0["dam_batches_total"])
             base = base or (tput, cpu)
-            print(f"| {n} | {len(reqs)} | {tput:.2f} | {tput / base[0]:.2f} | {cpu:.3f} | {base[1] / cpu:.2f} "
+            print(f"| {n} | {len(reqs)} | {tput:.3g} | {tput / base[0]:.2f} | {cpu:.3f} | {base[1] / cpu:.2f} "
                   f"| {pct(ttfts, 50):.2f} | {pct(ttfts, 99):.2f} | {errs} | {per_call:.2f} | {rss_mib(srv.pid):.0f} |",
                   flush=True)
         if a.soak:

@@ -591,6 +591,24 @@ impl Session {
         opts: &DescribeOptions,
         on_text: &mut dyn FnMut(usize, &str) -> bool,
     ) -> Result<Captions> {
+        // Checked here so that the message names no region.
+        check_options(opts)?;
+        // Capped: too many frames are refused by count, not cloned for.
+        let opts = vec![opts.clone(); frames.len().min(MAX_REGIONS + 1)];
+        self.describe_batch_each(frames, &opts, on_text)
+    }
+
+    /// As [`Session::describe_batch`], frame `k` answered with `opts[k]`:
+    /// its own query, length instruction, token limit and sampling (seed
+    /// included), so that requests of different clients share one engine
+    /// call. Each caption is what [`Session::describe`] gives for its frame
+    /// with its options alone. `opts` has one entry per frame.
+    pub fn describe_batch_each(
+        &mut self,
+        frames: &[Frame],
+        opts: &[DescribeOptions],
+        on_text: &mut dyn FnMut(usize, &str) -> bool,
+    ) -> Result<Captions> {
         let r = self.describe_batch_inner(frames, opts, on_text);
         self.cancel.store(false, Ordering::Relaxed);
         r
@@ -599,7 +617,7 @@ impl Session {
     fn describe_batch_inner(
         &mut self,
         frames: &[Frame],
-        opts: &DescribeOptions,
+        opts: &[DescribeOptions],
         on_text: &mut dyn FnMut(usize, &str) -> bool,
     ) -> Result<Captions> {
         if frames.is_empty() || frames.len() > MAX_REGIONS {
@@ -608,7 +626,32 @@ impl Session {
                 frames.len()
             )));
         }
-        check_options(opts)?;
+        if opts.len() != frames.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} options for {} regions: one per region",
+                opts.len(),
+                frames.len()
+            )));
+        }
+        for (k, o) in opts.iter().enumerate() {
+            check_options(o).map_err(|e| region_err(k, e))?;
+        }
+        // The prompts before the vision stage, so that a bad question fails
+        // at once. Frames asking the same question share its tokens.
+        let mut pieces: Vec<Vec<PromptPiece>> = Vec::new();
+        let mut piece_of = Vec::with_capacity(opts.len());
+        for (k, o) in opts.iter().enumerate() {
+            let same = opts[..k]
+                .iter()
+                .position(|p| p.query == o.query && p.length == o.length);
+            piece_of.push(match same {
+                Some(j) => piece_of[j],
+                None => {
+                    pieces.push(self.prompt(1, o).map_err(|e| region_err(k, e))?.1);
+                    pieces.len() - 1
+                }
+            });
+        }
         let t0 = Instant::now();
         let mut views = Vec::with_capacity(frames.len());
         let mut infos = Vec::with_capacity(frames.len());
@@ -624,28 +667,23 @@ impl Session {
         let (vis, vision_ms) = self.encode(&views, VISION_BATCH, Detail::Embeddings)?;
         let embeddings: Vec<&Vec<f32>> = vis.iter().flat_map(|v| &v.embeddings).collect();
 
-        let (_, pieces) = self.prompt(1, opts)?;
+        let gen_opts: Vec<_> = opts.iter().map(|o| o.generate_options(false)).collect();
         let images: Vec<[&[f32]; 1]> = embeddings.iter().map(|e| [e.as_slice()]).collect();
         let prompts: Vec<Prompt> = images
             .iter()
-            .map(|img| Prompt {
-                pieces: &pieces,
+            .enumerate()
+            .map(|(k, img)| Prompt {
+                pieces: &pieces[piece_of[k]],
                 images: img,
+                opts: &gen_opts[k],
             })
             .collect();
         let t2 = Instant::now();
         let n_seq = self.ctx_params.n_seq_max as usize;
-        let cells = cells_needed(&prompts, &self.model.llm, opts.max_new_tokens, n_seq);
+        let cells = cells_needed(&prompts, &self.model.llm, n_seq);
         self.grow_ctx(cells)?;
         let ctx = made(&mut self.ctx)?;
-        let gens = generate_many(
-            ctx,
-            &self.model.llm,
-            &prompts,
-            &opts.generate_options(false),
-            on_text,
-            &self.cancel,
-        )?;
+        let gens = generate_many(ctx, &self.model.llm, &prompts, on_text, &self.cancel)?;
         let llm_ms = ms(t2);
         let prefill_ms: f64 = gens.iter().map(|g| g.timings.prefill_ms).sum();
         let timings = Timings {
@@ -801,11 +839,13 @@ impl Session {
 
         let (prompt, pieces) = self.prompt(views.len(), opts)?;
         let images: Vec<&[f32]> = vis.embeddings.iter().map(|e| e.as_slice()).collect();
+        let gen_opts = opts.generate_options(keep);
         let one = Prompt {
             pieces: &pieces,
             images: &images,
+            opts: &gen_opts,
         };
-        let cells = cells_needed(&[one], &self.model.llm, opts.max_new_tokens, 1);
+        let cells = cells_needed(&[one], &self.model.llm, 1);
         self.grow_ctx(cells)?;
         let ctx = made(&mut self.ctx)?;
         let g = generate(
@@ -813,7 +853,7 @@ impl Session {
             &self.model.llm,
             &pieces,
             &images,
-            &opts.generate_options(keep),
+            &gen_opts,
             on_text,
             &self.cancel,
         )?;

@@ -435,3 +435,77 @@ fn q8_0_kv_cache() {
         other => panic!("q8_0 with flash attention off: {:?}", other.err()),
     }
 }
+
+/// Regions in one `describe_batch_each`, each with its own options (token
+/// limit, sampling and seed, question, length instruction: what concurrent
+/// clients of the server send): each gets the caption it gets alone with
+/// its options, in waves too; a wrong count of options is refused.
+#[test]
+fn batch_with_options_per_region_equals_separate_calls() {
+    let inputs: Vec<Input> = ["c2", "c3", "c4", "c5", "c2"]
+        .iter()
+        .map(|c| Input::load("tiny", c))
+        .collect();
+    let frames: Vec<dam::Frame> = inputs.iter().map(|i| i.frames().remove(0)).collect();
+    let sampled = |seed| DescribeOptions {
+        max_new_tokens: 20,
+        temperature: 0.8,
+        top_p: 0.9,
+        seed,
+        ..DescribeOptions::default()
+    };
+    let opts = vec![
+        greedy(24),
+        greedy(5),
+        sampled(11),
+        DescribeOptions {
+            query: Some("What is this?".into()),
+            length: Some(dam::LengthControl::AboutWords(12)),
+            ..greedy(16)
+        },
+        // The same image and region as the first, another seed and limit.
+        sampled(12),
+    ];
+    let (llm, vision) = converted("tiny", GgmlType::F32);
+    let model = Model::load(&llm, &vision, ModelParams::reference()).unwrap();
+    let mut s = model.session().unwrap();
+    let want: Vec<Caption> = frames
+        .iter()
+        .zip(&opts)
+        .map(|(f, o)| s.describe(&f.image, &f.region, o).unwrap())
+        .collect();
+    let mut streamed = vec![String::new(); frames.len()];
+    let got = s
+        .describe_batch_each(&frames, &opts, &mut |k, t| {
+            streamed[k].push_str(t);
+            true
+        })
+        .unwrap();
+    assert_eq!(got.captions.len(), frames.len());
+    for (k, (g, w)) in got.captions.iter().zip(&want).enumerate() {
+        assert_eq!(g.tokens, w.tokens, "region {k} tokens");
+        assert_eq!(g.text, w.text, "region {k} text");
+        assert_eq!(streamed[k], g.text, "region {k} stream");
+        assert_eq!(g.timings.n_prompt_tokens, w.timings.n_prompt_tokens, "{k}");
+    }
+    // The options did act: the limits, and the question's longer prompt.
+    assert_eq!(want[1].tokens.len(), 5);
+    assert!(want
+        .iter()
+        .zip(&opts)
+        .all(|(c, o)| c.tokens.len() <= o.max_new_tokens));
+    assert!(want[3].timings.n_prompt_tokens > want[0].timings.n_prompt_tokens);
+    match s.describe_batch_each(&frames, &opts[..2], &mut |_, _| true) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("one per region"), "{m}"),
+        other => panic!(
+            "2 options for 5 regions: {:?}",
+            other.map(|c| c.captions.len())
+        ),
+    }
+    let mut bad = opts.clone();
+    bad[2].top_p = 0.0;
+    match s.describe_batch_each(&frames, &bad, &mut |_, _| true) {
+        Err(Error::InvalidArgument(m)) => assert!(m.starts_with("region 2:"), "{m}"),
+        other => panic!("bad top_p: {:?}", other.map(|c| c.captions.len())),
+    }
+}

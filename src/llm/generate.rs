@@ -485,19 +485,22 @@ fn generate_one(
     })
 }
 
-/// A prompt of [`generate_many`]: pieces and the images they refer to.
+/// A prompt of [`generate_many`]: pieces, the images they refer to, and
+/// how to answer it (each prompt its own length and sampling).
 #[derive(Clone, Copy, Debug)]
 pub struct Prompt<'a> {
     pub pieces: &'a [PromptPiece],
     pub images: &'a [&'a [f32]],
+    pub opts: &'a GenerateOptions,
 }
 
 /// Generates one description per prompt, decoding the sequences in
 /// parallel: each prompt is prefilled as its own sequence of the context,
 /// then every step decodes one token of each unfinished sequence in one
 /// batch (the weights are read once per step for all of them). Each
-/// sequence has its own sampler seeded with `opts.seed`, so the result of
-/// each prompt is that of a [`generate`] call alone. Prompts that do not
+/// sequence has its own sampler, seeded with its prompt's `opts.seed`, and
+/// stops by its own options, so the result of each prompt is that of a
+/// [`generate`] call alone. Prompts that do not
 /// fit together (more than the context's sequences, or more cells than
 /// `n_ctx`) run in consecutive waves. `on_piece(k, text)` streams prompt
 /// `k`'s text; returning false stops that prompt only.
@@ -505,12 +508,11 @@ pub fn generate_many(
     ctx: &mut LlamaContext,
     model: &LlamaModel,
     prompts: &[Prompt],
-    opts: &GenerateOptions,
     on_piece: &mut dyn FnMut(usize, &str) -> bool,
     cancel: &AtomicBool,
 ) -> Result<Vec<Generation>> {
     check_model(ctx, model)?;
-    let mut lens = Vec::with_capacity(prompts.len());
+    let mut needs = Vec::with_capacity(prompts.len());
     for (k, p) in prompts.iter().enumerate() {
         let len = check_pieces(model, p.pieces, p.images).map_err(|e| prompt_err(k, e))?;
         if len > ctx.n_ctx() {
@@ -519,9 +521,9 @@ pub fn generate_many(
                 ctx.n_ctx()
             )));
         }
-        lens.push(len);
+        needs.push(cells_of(len, p.opts.max_new_tokens, ctx.n_ctx()));
     }
-    let waves = plan_waves(&lens, opts.max_new_tokens, ctx.n_ctx(), ctx.n_seq_max());
+    let waves = plan_waves(&needs, ctx.n_ctx(), ctx.n_seq_max());
     let mut out = Vec::with_capacity(prompts.len());
     ctx.with_abort_flag(cancel, |ctx| -> Result<()> {
         for wave in waves {
@@ -530,7 +532,6 @@ pub fn generate_many(
                 ctx,
                 model,
                 &prompts[wave],
-                opts,
                 &mut |j, s| on_piece(first + j, s),
                 cancel,
             )?;
@@ -551,12 +552,12 @@ fn prompt_err(k: usize, e: Error) -> Error {
 /// KV cells one call needs to run its prompts as one wave: each prompt's
 /// positions plus its answer, for at most `n_seq` prompts (the longest).
 /// An invalid prompt counts 0: its error comes from the generation.
-pub fn cells_needed(prompts: &[Prompt], model: &LlamaModel, max_new: usize, n_seq: usize) -> usize {
+pub fn cells_needed(prompts: &[Prompt], model: &LlamaModel, n_seq: usize) -> usize {
     let mut need: Vec<usize> = prompts
         .iter()
         .map(|p| {
             let len = check_pieces(model, p.pieces, p.images).unwrap_or(0);
-            len.saturating_add(max_new)
+            len.saturating_add(p.opts.max_new_tokens)
         })
         .collect();
     need.sort_unstable_by(|a, b| b.cmp(a));
@@ -565,29 +566,30 @@ pub fn cells_needed(prompts: &[Prompt], model: &LlamaModel, max_new: usize, n_se
         .fold(0, |a, &b| a.saturating_add(b))
 }
 
+/// The cells a sequence may fill: its prompt plus the tokens it may feed
+/// back (capped at `n_ctx`: a sequence that alone would overflow runs
+/// alone, exactly as in a single call, and stops when the context is full).
+fn cells_of(prompt_len: usize, max_new: usize, n_ctx: usize) -> usize {
+    prompt_len
+        .saturating_add(max_new.saturating_sub(1))
+        .min(n_ctx)
+}
+
 /// Splits prompts (in order) into waves that fit the context together:
 /// at most `n_seq` sequences, and at most `n_ctx` cells, counting each
-/// sequence's prompt plus the tokens it may feed back (capped at `n_ctx`:
-/// a sequence that alone would overflow runs alone, exactly as in a single
-/// call, and stops when the context is full).
-pub fn plan_waves(
-    lens: &[usize],
-    max_new: usize,
-    n_ctx: usize,
-    n_seq: usize,
-) -> Vec<std::ops::Range<usize>> {
+/// sequence's [`cells_of`] (`needs`).
+pub fn plan_waves(needs: &[usize], n_ctx: usize, n_seq: usize) -> Vec<std::ops::Range<usize>> {
     let mut waves = Vec::new();
     let (mut start, mut cells) = (0usize, 0usize);
-    for (k, &len) in lens.iter().enumerate() {
-        let need = len.saturating_add(max_new.saturating_sub(1)).min(n_ctx);
+    for (k, &need) in needs.iter().enumerate() {
         if k > start && (k - start >= n_seq.max(1) || cells + need > n_ctx) {
             waves.push(start..k);
             (start, cells) = (k, 0);
         }
         cells += need;
     }
-    if start < lens.len() {
-        waves.push(start..lens.len());
+    if start < needs.len() {
+        waves.push(start..needs.len());
     }
     waves
 }
@@ -598,7 +600,6 @@ fn run_wave(
     ctx: &mut LlamaContext,
     model: &LlamaModel,
     prompts: &[Prompt],
-    opts: &GenerateOptions,
     on_piece: &mut dyn FnMut(usize, &str) -> bool,
     cancel: &AtomicBool,
 ) -> Result<Vec<Generation>> {
@@ -624,6 +625,7 @@ fn run_wave(
     for (j, logits) in first_logits.iter().enumerate() {
         let len = rows[j].len() / model.n_embd();
         let share = prefill_ms * rows[j].len() as f64 / total_rows.max(1) as f64;
+        let opts = prompts[j].opts;
         let mut seq = SeqState::new(Sampler::new(&opts.sampler_params())?, len, share);
         next.push(seq.step(logits, model, opts, n_ctx, &mut |s| on_piece(j, s))?);
         seqs.push(seq);
@@ -645,6 +647,7 @@ fn run_wave(
         for (i, &j) in active.iter().enumerate() {
             seqs[j].n_decoded += 1;
             let logits = ctx.logits_ith(i)?;
+            let opts = prompts[j].opts;
             next[j] = seqs[j].step(logits, model, opts, n_ctx, &mut |s| on_piece(j, s))?;
         }
     }
@@ -845,23 +848,31 @@ mod tests {
 
     #[test]
     fn waves_respect_sequences_and_cells() {
+        let waves = |lens: &[usize], max_new: &[usize], n_ctx, n_seq| {
+            let needs: Vec<usize> = lens
+                .iter()
+                .zip(max_new.iter().cycle())
+                .map(|(&l, &m)| cells_of(l, m, n_ctx))
+                .collect();
+            plan_waves(&needs, n_ctx, n_seq)
+        };
         // Four prompts of 100 positions, 51 new tokens: 150 cells each.
-        assert_eq!(plan_waves(&[100; 4], 51, 1000, 4), vec![0..4]);
-        assert_eq!(plan_waves(&[100; 4], 51, 1000, 3), vec![0..3, 3..4]);
-        assert_eq!(plan_waves(&[100; 4], 51, 300, 4), vec![0..2, 2..4]);
+        assert_eq!(waves(&[100; 4], &[51], 1000, 4), vec![0..4]);
+        assert_eq!(waves(&[100; 4], &[51], 1000, 3), vec![0..3, 3..4]);
+        assert_eq!(waves(&[100; 4], &[51], 300, 4), vec![0..2, 2..4]);
         assert_eq!(
-            plan_waves(&[100; 4], 51, 299, 4),
+            waves(&[100; 4], &[51], 299, 4),
             vec![0..1, 1..2, 2..3, 3..4]
         );
         // A prompt that cannot finish within the context runs alone.
+        assert_eq!(waves(&[10, 290, 10], &[51], 300, 4), vec![0..1, 1..2, 2..3]);
         assert_eq!(
-            plan_waves(&[10, 290, 10], 51, 300, 4),
-            vec![0..1, 1..2, 2..3]
-        );
-        assert_eq!(
-            plan_waves(&[], 51, 300, 4),
+            waves(&[], &[51], 300, 4),
             Vec::<std::ops::Range<usize>>::new()
         );
+        // Each prompt by its own length: 150 + 110 + 150 cells.
+        assert_eq!(waves(&[100; 3], &[51, 11], 300, 4), vec![0..2, 2..3]);
+        assert_eq!(waves(&[100; 3], &[51, 11], 410, 4), vec![0..3]);
     }
 
     #[test]

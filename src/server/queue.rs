@@ -1,15 +1,15 @@
 //! The bounded request queue and the engine workers. Each worker owns one
 //! [`Session`]; it takes the oldest request and, when that one is a single
-//! image, every other waiting single-image request with the same options
-//! (up to `max_batch` regions), and runs them as one
-//! [`Session::describe_batch`]: one batched vision pass, captions decoded as
-//! parallel sequences.
+//! image, every other waiting single-image request (up to `max_batch`
+//! regions), and runs them as one [`Session::describe_batch_each`]: one
+//! batched vision pass, captions decoded as parallel sequences, each with
+//! its own request's options (query, length, token limit, sampling).
 //!
 //! Gathering: a batch that has room waits up to `--batch-wait-ms` for
-//! requests that have arrived and are still being parsed (decoding their
-//! images), so that requests sent together share one engine call instead of
-//! the first running alone while the others queue behind it. An idle
-//! server (nothing being parsed) never waits.
+//! requests that have arrived (their headers) and are still being read or
+//! parsed (decoding their images), so that requests sent together share one
+//! engine call instead of the first running alone while the others queue
+//! behind it. An idle server (nothing arriving) never waits.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -58,7 +58,8 @@ pub struct Queue {
     capacity: usize,
     /// The longest a batch with room waits for requests being parsed.
     gather_wait: Duration,
-    /// Requests received and being parsed (not yet pushed or refused).
+    /// Requests whose headers came, being read or parsed (not yet pushed
+    /// or refused).
     parsing: AtomicUsize,
 }
 
@@ -160,15 +161,15 @@ impl Queue {
     }
 }
 
-/// Moves the waiting single-image jobs with `batch[0]`'s options into
-/// `batch` while they fit in `max_regions`; the regions now in `batch`.
+/// Moves the waiting single-image jobs into `batch` while they fit in
+/// `max_regions`; the regions now in `batch`.
 fn gather(jobs: &mut VecDeque<Job>, batch: &mut Vec<Job>, max_regions: usize) -> usize {
     let mut n: usize = batch.iter().map(|j| j.req.regions.len()).sum();
     let mut i = 0;
     while i < jobs.len() {
         let j = &jobs[i];
         let fits = n + j.req.regions.len() <= max_regions;
-        if fits && j.batchable() && j.req.opts == batch[0].req.opts && !j.cancel.load(Relaxed) {
+        if fits && j.batchable() && !j.cancel.load(Relaxed) {
             n += j.req.regions.len();
             batch.extend(jobs.remove(i));
         } else {
@@ -260,7 +261,7 @@ fn run(session: &mut Session, batch: &[Job], metrics: &Metrics, stop: &AtomicBoo
 }
 
 /// One engine call for a batch: a video alone, else every region of every
-/// job through `describe_batch`.
+/// job, with its job's options, through `describe_batch_each`.
 fn describe(
     session: &mut Session,
     batch: &[Job],
@@ -306,8 +307,12 @@ fn describe(
             })
         })
         .collect();
+    let opts: Vec<_> = batch
+        .iter()
+        .flat_map(|j| j.req.regions.iter().map(|_| j.req.opts.clone()))
+        .collect();
     Ok(session
-        .describe_batch(&frames, &first.opts, on_text)?
+        .describe_batch_each(&frames, &opts, on_text)?
         .captions)
 }
 
@@ -330,6 +335,27 @@ mod tests {
             cancel: Arc::new(AtomicBool::new(false)),
             arrived: Instant::now(),
         }
+    }
+
+    #[test]
+    fn requests_with_different_options_share_a_batch() {
+        let q = Queue::new(8, Duration::ZERO);
+        let with = |f: fn(&mut crate::DescribeOptions)| {
+            let mut j = job();
+            f(&mut j.req.opts);
+            j
+        };
+        assert!(q.push(job()).is_ok());
+        assert!(q.push(with(|o| o.max_new_tokens = 7)).is_ok());
+        assert!(q.push(with(|o| o.temperature = 0.0)).is_ok());
+        assert!(q.push(with(|o| o.seed = 3)).is_ok());
+        assert!(q
+            .push(with(|o| o.query = Some("What is it?".into())))
+            .is_ok());
+        let batch = q.pop_batch(4).unwrap();
+        assert_eq!(batch.len(), 4);
+        assert_eq!(batch[1].req.opts.max_new_tokens, 7);
+        assert_eq!(q.pop_batch(4).map(|b| b.len()), Some(1));
     }
 
     #[test]

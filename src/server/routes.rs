@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -110,8 +110,14 @@ struct Meta {
     compat: Compat,
 }
 
-pub async fn chat(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn chat(State(app): State<Arc<App>>, req: Request) -> Response {
     app.metrics.requests.fetch_add(1, Relaxed);
+    // From its headers until pushed (or refused), a worker may wait for
+    // this request to batch it with others (--batch-wait-ms): counted
+    // before its body is read, so that requests sent together are
+    // counted before the first of them reaches the queue.
+    let arriving = app.queue.arriving();
+    let body: Result<Bytes, BytesRejection> = Bytes::from_request(req, &()).await;
     let body = match body {
         Ok(b) => b,
         Err(r) => {
@@ -130,9 +136,6 @@ pub async fn chat(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejectio
         }
     };
     let arrived = Instant::now();
-    // Until pushed (or refused), a worker may wait for this request to
-    // batch it with others (--batch-wait-ms).
-    let arriving = app.queue.arriving();
     let ctx = app.parse.clone();
     let parsed = match tokio::task::spawn_blocking(move || api::parse(&body, &ctx)).await {
         Ok(Ok(p)) => p,

@@ -220,20 +220,28 @@ class Main:
         with cf.ThreadPoolExecutor(8) as ex:
             outs = list(ex.map(lambda _: self.good().choices[0].message.content, range(8)))
         assert all(o == self.exp["alpha"] for o in outs), outs
-        # Different images: each one's caption alone (one request at a time),
-        # then all at once, twice each; until a batch mixed requests (the
-        # metrics say so), at most 3 rounds.
+        # Different images, each request with its own length and sampling
+        # (greedy or seeded; the server batches them all the same): each
+        # one's caption alone (one request at a time), then all at once,
+        # twice each; until a batch mixed requests (the metrics say so), at
+        # most 3 rounds.
         # Long enough answers (ignore_eos) that requests arriving while one
         # runs queue up and share the next batch, on a fast machine too.
-        slow = dict(max_tokens=48, extra_body={"ignore_eos": True})
-        lone = {u: self.good(messages=message(u), **slow).choices[0].message.content for u in self.others}
+        def slow(k):
+            kw = dict(max_tokens=40 + 4 * k, extra_body={"ignore_eos": True})
+            if k % 2:
+                kw.update(temperature=0.8, top_p=0.9, seed=k)
+            return kw
+
+        asks = list(enumerate(self.others))
+        lone = {k: self.good(messages=message(u), **slow(k)).choices[0].message.content for k, u in asks}
         assert len(set(lone.values())) > 1, lone
-        urls = list(self.others) * 2
+        asks = asks * 2
         for _ in range(3):
             b0, r0 = self.s.metric("dam_batches_total"), self.s.metric("dam_batched_regions_total")
-            with cf.ThreadPoolExecutor(len(urls)) as ex:
-                outs = list(ex.map(lambda u: self.good(messages=message(u), **slow).choices[0].message.content, urls))
-            assert outs == [lone[u] for u in urls], (outs, lone)
+            with cf.ThreadPoolExecutor(len(asks)) as ex:
+                outs = list(ex.map(lambda a: self.good(messages=message(a[1]), **slow(a[0])).choices[0].message.content, asks))
+            assert outs == [lone[k] for k, _ in asks], (outs, lone)
             b1, r1 = self.s.metric("dam_batches_total"), self.s.metric("dam_batched_regions_total")
             if r1 - r0 > b1 - b0:
                 return
