@@ -49,8 +49,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub max_batch: usize,
     /// Milliseconds a batch with room waits for requests that have arrived
-    /// (their headers) and are still being read or parsed (0 = never; an
-    /// idle server never waits). About one photo's parse: small against a
+    /// (their headers) and are still being read or parsed, or, right after
+    /// a batch, for as many requests as it answered (0 = never; an idle
+    /// server never waits). About one photo's parse: small against a
     /// caption's time.
     #[arg(long, default_value_t = 30)]
     pub batch_wait_ms: u64,
