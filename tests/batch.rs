@@ -342,6 +342,40 @@ fn llm_is_mapped_only_when_used_in_place() {
     assert!(load(GgmlType::Q8_0, false).llm_mapped, "no repacking");
 }
 
+/// Describes each frame alone with its options, then all of them in one
+/// `batched` call, and checks that each caption (tokens, text, frames,
+/// prompt, streamed text) is the lone one. Gives the lone captions.
+fn check_batch_is_alone(
+    s: &mut Session,
+    frames: &[dam::Frame],
+    opts: &[DescribeOptions],
+    batched: impl FnOnce(
+        &mut Session,
+        &mut dyn FnMut(usize, &str) -> bool,
+    ) -> dam::Result<dam::Captions>,
+) -> Vec<Caption> {
+    let want: Vec<Caption> = frames
+        .iter()
+        .zip(opts)
+        .map(|(f, o)| s.describe(&f.image, &f.region, o).unwrap())
+        .collect();
+    let mut streamed = vec![String::new(); frames.len()];
+    let got = batched(s, &mut |k, t| {
+        streamed[k].push_str(t);
+        true
+    })
+    .unwrap();
+    assert_eq!(got.captions.len(), frames.len());
+    for (k, (g, w)) in got.captions.iter().zip(&want).enumerate() {
+        assert_eq!(g.tokens, w.tokens, "region {k} tokens");
+        assert_eq!(g.text, w.text, "region {k} text");
+        assert_eq!(g.frames, w.frames, "region {k} frames");
+        assert_eq!(g.timings.n_prompt_tokens, w.timings.n_prompt_tokens, "{k}");
+        assert_eq!(streamed[k], g.text, "region {k} stream");
+    }
+    want
+}
+
 /// Regions of DIFFERENT images in one `describe_batch` (what the server
 /// batches from concurrent requests): each gets the caption it gets alone,
 /// in waves too (five regions, four sequences by default).
@@ -369,24 +403,10 @@ fn batch_of_different_images_equals_separate_calls() {
     let model = Model::load(&llm, &vision, ModelParams::reference()).unwrap();
     let mut s = model.session().unwrap();
     let o = greedy(24);
-    let want: Vec<Caption> = frames
-        .iter()
-        .map(|f| s.describe(&f.image, &f.region, &o).unwrap())
-        .collect();
-    let mut streamed = vec![String::new(); frames.len()];
-    let got = s
-        .describe_batch(&frames, &o, &mut |k, t| {
-            streamed[k].push_str(t);
-            true
-        })
-        .unwrap();
-    assert_eq!(got.captions.len(), frames.len());
-    for (k, (g, w)) in got.captions.iter().zip(&want).enumerate() {
-        assert_eq!(g.tokens, w.tokens, "region {k} tokens");
-        assert_eq!(g.text, w.text, "region {k} text");
-        assert_eq!(g.frames, w.frames, "region {k} frames");
-        assert_eq!(streamed[k], g.text, "region {k} stream");
-    }
+    let opts = vec![o.clone(); frames.len()];
+    let want = check_batch_is_alone(&mut s, &frames, &opts, |s, f| {
+        s.describe_batch(&frames, &o, f)
+    });
     // Different images give different captions here, so a mix-up of
     // images between sequences would show.
     let distinct: std::collections::HashSet<_> = want.iter().map(|c| &c.tokens).collect();
@@ -469,25 +489,9 @@ fn batch_with_options_per_region_equals_separate_calls() {
     let (llm, vision) = converted("tiny", GgmlType::F32);
     let model = Model::load(&llm, &vision, ModelParams::reference()).unwrap();
     let mut s = model.session().unwrap();
-    let want: Vec<Caption> = frames
-        .iter()
-        .zip(&opts)
-        .map(|(f, o)| s.describe(&f.image, &f.region, o).unwrap())
-        .collect();
-    let mut streamed = vec![String::new(); frames.len()];
-    let got = s
-        .describe_batch_each(&frames, &opts, &mut |k, t| {
-            streamed[k].push_str(t);
-            true
-        })
-        .unwrap();
-    assert_eq!(got.captions.len(), frames.len());
-    for (k, (g, w)) in got.captions.iter().zip(&want).enumerate() {
-        assert_eq!(g.tokens, w.tokens, "region {k} tokens");
-        assert_eq!(g.text, w.text, "region {k} text");
-        assert_eq!(streamed[k], g.text, "region {k} stream");
-        assert_eq!(g.timings.n_prompt_tokens, w.timings.n_prompt_tokens, "{k}");
-    }
+    let want = check_batch_is_alone(&mut s, &frames, &opts, |s, f| {
+        s.describe_batch_each(&frames, &opts, f)
+    });
     // The options did act: the limits, and the question's longer prompt.
     assert_eq!(want[1].tokens.len(), 5);
     assert!(want

@@ -69,7 +69,7 @@ pub struct Queue {
     state: Mutex<State>,
     ready: Condvar,
     capacity: usize,
-    /// The longest a batch with room waits for requests being parsed.
+    /// The longest a batch with room waits for more requests, in all.
     gather_wait: Duration,
     /// Requests whose headers came, being read or parsed (not yet pushed
     /// or refused).
@@ -84,7 +84,7 @@ pub struct Queue {
 /// A worker's last batch: when it ended, how many requests it answered,
 /// and the queue's arrivals then.
 #[derive(Clone, Copy, Debug)]
-pub struct Answered {
+struct Answered {
     at: Instant,
     jobs: usize,
     arrivals: usize,
