@@ -1,11 +1,11 @@
 //! Converter from Hugging Face DAM checkpoints to dam's two GGUF files, and
 //! quantizer of those files. The file format is documented in
-//! `gguf/README.md` (generated from the same tables; see [`doc`]).
+//! `gguf/README.md` (generated from the same tables; see [`doc`](crate::convert::doc)).
 //!
 //! - [`convert`] reads a checkpoint folder (the layout of `nvidia/DAM-3B`)
 //!   and writes `{name}-llm-{type}.gguf` (a standard llama GGUF with the
 //!   tokenizer) and `{name}-vision-{type}.gguf` (architecture `dam-vision`).
-//! - [`quantize`] re-types either file: the LLM through llama.cpp's own
+//! - [`quantize`](crate::convert::quantize) re-types either file: the LLM through llama.cpp's own
 //!   quantizer, the vision file with ggml's quantizers and the shared table.
 //!
 //! Both stream one tensor at a time from memory mappings: peak memory is a
@@ -54,7 +54,7 @@ pub struct ConvertOptions {
 pub struct Fallback {
     pub requested: GgmlType,
     pub used: GgmlType,
-    /// Row length (ggml ne[0]) that is not a multiple of the requested block.
+    /// Row length (ggml `ne[0]`) that is not a multiple of the requested block.
     pub row: u64,
     /// How many tensors fell back this way.
     pub tensors: usize,

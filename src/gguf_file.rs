@@ -79,7 +79,7 @@ impl Value {
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
     pub name: String,
-    /// ggml order: ne[0] is the row length.
+    /// ggml order: `ne[0]` is the row length.
     pub ne: Vec<u64>,
     pub ty: GgmlType,
     /// Absolute byte offset of the data in the file.

@@ -577,7 +577,7 @@ fn cells_of(prompt_len: usize, max_new: usize, n_ctx: usize) -> usize {
 
 /// Splits prompts (in order) into waves that fit the context together:
 /// at most `n_seq` sequences, and at most `n_ctx` cells, counting each
-/// sequence's [`cells_of`] (`needs`).
+/// sequence's `cells_of` (`needs`).
 pub fn plan_waves(needs: &[usize], n_ctx: usize, n_seq: usize) -> Vec<std::ops::Range<usize>> {
     let mut waves = Vec::new();
     let (mut start, mut cells) = (0usize, 0usize);

@@ -38,7 +38,7 @@ pub(super) fn normalize(x: u8, mean: f32, std: f32) -> f32 {
 /// channels 0-2 are the Pillow-exact bicubic resize of the (cropped) RGB image, channel 3
 /// the same resize of the (cropped) mask as 0 / 255; every value is
 /// `((f32)(x / 255.0) - mean[c]) / std[c]` (the mask channel uses `mean[0]`, `std[0]`).
-/// The focal view crops image and mask to [`focal_window`] before resizing.
+/// The focal view crops image and mask to `focal::focal_window` before resizing.
 ///
 /// Errors: `InvalidArgument` for an inconsistent image or mask, a mask of another size,
 /// a size outside `1..=MAX_VIEW_SIZE`, or a zero / non-finite `std` or non-finite

@@ -1,8 +1,8 @@
 //! `dam serve`: an OpenAI-compatible captioning server, a drop-in for the
 //! reference's `dam_server.py` (NVlabs/describe-anything). Requests are
-//! parsed and checked on the async side ([`api`]), queued ([`queue`]) and
+//! parsed and checked on the async side (`api`), queued (`queue`) and
 //! captioned by engine worker threads that batch what waits together;
-//! [`routes`] shapes the answers.
+//! `routes` shapes the answers.
 
 pub mod api;
 pub mod fetch;

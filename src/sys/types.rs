@@ -138,7 +138,7 @@ impl GgmlType {
         (ne0 / bs).checked_mul(self.type_size() as u64)
     }
 
-    /// Bytes of a tensor of this type and shape (ggml order, ne[0] first).
+    /// Bytes of a tensor of this type and shape (ggml order, `ne[0]` first).
     pub fn nbytes(self, ne: &[u64]) -> Option<u64> {
         let first = *ne.first()?;
         let mut n = self.row_size(first)?;

@@ -35,8 +35,8 @@ impl Projector {
 /// The padded grid [C, 2G cols, 2G rows, B] is read as rows of 2C (a pair of
 /// horizontally adjacent tokens): row (p, r, b) = p + G*(r + 2G*b), p the
 /// column pair. Output token t = p*G + q (column pair major — the reference's
-/// transposed order) is [row (p, 2q), row (p, 2q+1)], i.e. X[2q,2p] | X[2q,2p+1]
-/// | X[2q+1,2p] | X[2q+1,2p+1].
+/// transposed order) is [row (p, 2q), row (p, 2q+1)], i.e.
+/// `X[2q,2p] | X[2q,2p+1] | X[2q+1,2p] | X[2q+1,2p+1]`.
 pub fn merge_indices(grid_pairs: usize, batch: usize) -> Vec<i32> {
     let gp = grid_pairs;
     let mut idx = Vec::with_capacity(2 * gp * gp * batch);
