@@ -1,8 +1,9 @@
 //! `dam serve`: an OpenAI-compatible captioning server, a drop-in for the
 //! reference's `dam_server.py` (NVlabs/describe-anything). Requests are
-//! parsed and checked on the async side (`api`), queued (`queue`) and
-//! captioned by engine worker threads that batch what waits together;
-//! `routes` shapes the answers.
+//! parsed and checked on the async side ([`api`](crate::server::api)),
+//! queued ([`queue`](crate::server::queue)) and captioned by engine worker
+//! threads that batch what waits together; [`routes`](crate::server::routes)
+//! shapes the answers.
 
 pub mod api;
 pub mod fetch;
